@@ -1,0 +1,77 @@
+"""`run.py train RECIPE`: one training run, no Ray, with validation, checkpoints and samples."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.recipes import RECIPES
+from harness.trial import BUDGETS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one configuration (no search)",
+        description="Train one GAN configuration end to end: progress, validation at fixed "
+        "intervals, checkpoints, sample WAVs and a Parquet diagnostics dataset.",
+    )
+    p.add_argument("recipe", choices=sorted(RECIPES), help="which GAN to train")
+    p.add_argument(
+        "--data",
+        help="corpus folder (LJSpeech layout or a folder of WAVs); "
+        "default: the built-in espeak-ng corpus",
+    )
+    p.add_argument(
+        "--budget", choices=BUDGETS, help="size preset (default: smoke on CPU, small on GPU)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key (repeatable), e.g. --set lr_g=1e-4",
+    )
+    p.add_argument("--out", type=Path, help="output folder (default results/train/<recipe>)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --out"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.config import parse_overrides
+    from harness.trial import print_line, resolve_config, run_trial
+
+    cfg = resolve_config(
+        args.recipe, args.budget, overrides=parse_overrides(args.overrides), data=args.data
+    )
+    out = args.out or Path("results") / "train" / args.recipe
+    print_line(f"training {args.recipe} ({cfg.budget} budget) -> {out}")
+    result = run_trial(cfg, out, resume=args.resume, echo=print_line)
+    first = _first_eval(out)
+    print_line(f"\n{result.status}: {result.reason}")
+    if first:
+        print_line("validation at step 0:     " + _fmt(first))
+    print_line(f"validation at step {result.step}: " + _fmt(result.last_eval))
+    print_line(f"config:      {out / 'config.yaml'}")
+    print_line(f"checkpoint:  {result.checkpoint}")
+    print_line(f"samples:     {out / 'samples'}")
+    print_line(f"diagnostics: {out / 'diagnostics'} (Parquet)")
+    return 0 if result.status == "completed" else 1
+
+
+def _first_eval(out: Path) -> dict:
+    from harness.telemetry import read_diagnostics
+
+    evals = read_diagnostics(out / "diagnostics", kind="eval")
+    if evals.empty:
+        return {}
+    row = evals.sort_values("step").iloc[0]
+    return row.dropna().to_dict() if int(row["step"]) == 0 else {}
+
+
+def _fmt(metrics: dict) -> str:
+    keys = ("mel_l1", "pesq", "stoi", "estoi", "si_snr", "mrstft", "modes_covered", "high_quality")
+    return "  ".join(f"{k} {float(metrics[k]):.4g}" for k in keys if k in metrics)

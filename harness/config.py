@@ -1,0 +1,213 @@
+"""Typed trial configuration: trainer policy + recipe settings, resolved from layered flat dicts.
+
+A trial's configuration is a flat mapping of keys (``lr_g``, ``d_steps``, ``lambda_mel``...) whose
+namespace is the union of :class:`TrainerConfig` and the recipe's own dataclass.  It is resolved
+in layers: recipe defaults <- budget preset <- search sample <- ``--set key=value``.  Unknown keys
+and values of the wrong type are errors that name the key and list the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message is one line naming the culprit."""
+
+
+@dataclass
+class TrainerConfig:
+    """The loop policy shared by every recipe (see harness/trainer.py)."""
+
+    seed: int = 0
+    steps: int = 1000  # training iterations (one D phase + one G phase each)
+    batch_size: int = 16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads; 0 = leave as is
+    # D:G ratio and ordering
+    d_steps: int = 1
+    g_steps: int = 1
+    disc_start_step: int = 0
+    reevaluate_d: bool = True  # G loss sees D after its update (HiFi-GAN) instead of before
+    # optimisers and schedulers, one of each per network
+    optimizer: str = "adamw"  # adamw | adam
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    b1_g: float = 0.8
+    b2_g: float = 0.99
+    b1_d: float = 0.8
+    b2_d: float = 0.99
+    weight_decay: float = 0.01
+    scheduler: str = "exponential"  # exponential | constant
+    lr_decay: float = 0.999
+    scheduler_interval: str = "per_epoch"  # per_epoch | per_step
+    # discriminator regularisation
+    label_smoothing: float = 0.0  # one-sided: real target becomes 1 - label_smoothing
+    instance_noise: float = 0.0  # std of Gaussian noise added to every D input
+    instance_noise_anneal_steps: int = 0  # linear decay to 0 over this many steps; 0 = constant
+    # numerics and robustness
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    clip_grad_g: float = 0.0  # max global grad norm after unscaling; 0 = off
+    clip_grad_d: float = 0.0
+    loss_upper_limit: float = 1e6  # a loss above this is treated as diverged and skipped
+    max_consecutive_nonfinite: int = 25
+    skip_oom: bool = True
+    loss_threshold: float = 0.0  # per-example reconstruction losses below it leave the mean
+    init: str = "default"  # default | normal | equalized
+    # bookkeeping
+    log_every: int = 10
+    eval_every: int = 100
+    checkpoint_every: int = 0  # 0 = checkpoint at every evaluation
+    keep_checkpoints: int = 2
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "device": (),  # free-form, validated when used
+    "optimizer": ("adamw", "adam"),
+    "scheduler": ("exponential", "constant"),
+    "scheduler_interval": ("per_epoch", "per_step"),
+    "precision": ("fp32", "bf16", "fp16"),
+    "init": ("default", "normal", "equalized"),
+}
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Map each dataclass field name to its resolved type annotation."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check ``value`` against the annotation ``kind``; accept ints for floats and YAML strings."""
+    if isinstance(value, str) and kind is not str and not _admits_str(kind):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key}: cannot parse {value!r}: {err}") from None
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(kind):
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        origin = typing.get_origin(kind)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner, *_) = typing.get_args(kind) or (Any,)
+        items = [coerce(key, v, inner) for v in value]
+        return tuple(items) if origin is tuple else items
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _admits_str(kind: Any) -> bool:
+    return kind is str or str in typing.get_args(kind)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """Turn ``["lr_g=1e-4", "d_steps=3"]`` into a dict; values stay strings until coerced."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass
+class TrialConfig:
+    """One trial's resolved configuration: which recipe, the loop policy and the recipe settings."""
+
+    recipe: str
+    budget: str
+    trainer: TrainerConfig
+    model: Any  # the recipe's own config dataclass
+    data: str | None = None  # corpus folder; None = the recipe's built-in data
+    extra: dict[str, Any] = field(default_factory=dict)  # provenance notes, not settings
+
+    def flat(self) -> dict[str, Any]:
+        """All settings as one flat dict (the form saved, searched and overridden)."""
+        out: dict[str, Any] = {"recipe": self.recipe, "budget": self.budget, "data": self.data}
+        out.update(dataclasses.asdict(self.trainer))
+        out.update(dataclasses.asdict(self.model))
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def save(self, path: Path) -> None:
+        """Write the flat config as YAML, atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.flat(), sort_keys=False))
+        tmp.replace(path)
+
+
+def build(
+    recipe: str,
+    budget: str,
+    model_cls: type,
+    layers: list[dict[str, Any]],
+    data: str | None = None,
+) -> TrialConfig:
+    """Resolve ``layers`` (applied in order, later wins) into a :class:`TrialConfig`."""
+    trainer_types = field_types(TrainerConfig)
+    model_types = field_types(model_cls)
+    clash = set(trainer_types) & set(model_types)
+    assert not clash, f"recipe config redefines trainer keys: {sorted(clash)}"
+    valid = {**trainer_types, **model_types}
+    reserved = {"recipe", "budget", "data"}
+    trainer_kw: dict[str, Any] = {}
+    model_kw: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key in reserved:
+                if key == "data" and value is not None:
+                    data = str(value)
+                continue
+            if key not in valid:
+                raise ConfigError(
+                    f"unknown config key {key!r}; valid keys: {', '.join(sorted(valid))}"
+                )
+            value = coerce(key, value, valid[key])
+            choices = CHOICES.get(key) or getattr(model_cls, "CHOICES", {}).get(key)
+            if choices and value not in choices:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+            (trainer_kw if key in trainer_types else model_kw)[key] = value
+    trainer = TrainerConfig(**trainer_kw)
+    _check_trainer(trainer)
+    return TrialConfig(recipe, budget, trainer, model_cls(**model_kw), data)
+
+
+def _check_trainer(c: TrainerConfig) -> None:
+    positive = ("steps", "batch_size", "d_steps", "g_steps", "log_every", "eval_every")
+    for key in positive:
+        if getattr(c, key) < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {getattr(c, key)}")
+    if not 0.0 <= c.label_smoothing < 0.5:
+        raise ConfigError(f"label_smoothing: must be in [0, 0.5), got {c.label_smoothing}")
+    for key in ("lr_g", "lr_d"):
+        if getattr(c, key) <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {getattr(c, key)}")

@@ -1,0 +1,139 @@
+"""What a recipe is: the models, losses, data and validation of one GAN, without any loop policy.
+
+The trainer (harness/trainer.py) owns *how* the loop steps; a recipe says *what* is computed.
+The trainer calls, per update: :meth:`Recipe.generate`, then :meth:`Recipe.discriminator_loss`
+on the detached generated batch, then :meth:`Recipe.generator_loss` on the same generated batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class DiscriminatorLoss:
+    """What one discriminator evaluation produced.
+
+    ``real_scores`` / ``fake_scores`` map a discriminator group name ("mpd", "msd", ...) to the
+    mean raw D output on real / generated inputs, for health diagnostics.  ``accuracy`` is the
+    share of real outputs above and fake outputs below the loss's decision threshold.
+    """
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    real_scores: dict[str, float] = field(default_factory=dict)
+    fake_scores: dict[str, float] = field(default_factory=dict)
+    accuracy: float | None = None
+
+
+@dataclass
+class GeneratorLoss:
+    """The generator's loss, split so the trainer can apply its policies.
+
+    ``adversarial`` (scalar) holds the weighted adversarial and feature-matching terms; it is zero
+    before the discriminator starts.  ``reconstruction`` holds the weighted reconstruction loss
+    *per example* (shape ``[batch]``) so easy examples can be thresholded out of the mean.
+    """
+
+    adversarial: Tensor
+    reconstruction: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Adversary:
+    """Trainer-owned knobs the recipe applies inside its discriminator losses."""
+
+    real_target: float = 1.0  # one-sided label smoothing lowers this
+    noise_std: float = 0.0  # instance noise added to every D input
+    generator: torch.Generator | None = None
+
+    def perturb(self, x: Tensor) -> Tensor:
+        """Add instance noise (if any) to a discriminator input."""
+        if self.noise_std <= 0:
+            return x
+        noise = torch.randn(x.shape, generator=self.generator, device="cpu", dtype=torch.float32)
+        return x + self.noise_std * noise.to(device=x.device, dtype=x.dtype)
+
+
+class BatchSource(ABC):
+    """Deterministic training data: batch ``i`` is a pure function of (seed, i).
+
+    That makes the data position a single integer, so resuming from a checkpoint replays the
+    exact batches a straight run would have seen.
+    """
+
+    batches_per_epoch: int
+
+    @abstractmethod
+    def batch(self, index: int) -> Any:
+        """The ``index``-th training batch (CPU tensors)."""
+
+
+class Recipe(ABC):
+    """One GAN: models, losses, data and validation.  Knows nothing of the loop policy."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type]
+    defaults: ClassVar[dict[str, Any]] = {}  # trainer-key defaults this recipe prefers
+    budgets: ClassVar[dict[str, dict[str, Any]]]  # smoke / small / paper overrides (flat keys)
+
+    def __init__(self, cfg: Any, data_dir: str | None, seed: int, batch_size: int) -> None:
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.seed = seed
+        self.batch_size = batch_size
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> Recipe:
+        """Move recipe-owned modules (feature extractors, loss helpers) to ``device``."""
+        self.device = device
+        return self
+
+    @abstractmethod
+    def build_generator(self) -> nn.Module: ...
+
+    @abstractmethod
+    def build_discriminator(self) -> nn.Module: ...
+
+    @abstractmethod
+    def train_data(self) -> BatchSource: ...
+
+    @abstractmethod
+    def generate(self, generator: nn.Module, batch: Any) -> Tensor:
+        """Run G on a batch already on ``self.device``; returns the generated batch."""
+
+    @abstractmethod
+    def discriminator_loss(
+        self, discriminator: nn.Module, batch: Any, fake: Tensor, adv: Adversary
+    ) -> DiscriminatorLoss:
+        """D's loss on real data and on ``fake`` (already detached by the trainer)."""
+
+    @abstractmethod
+    def generator_loss(
+        self, discriminator: nn.Module | None, batch: Any, fake: Tensor, adv: Adversary
+    ) -> GeneratorLoss:
+        """G's loss; ``discriminator`` is None before the discriminator starts."""
+
+    def real_input(self, batch: Any) -> Tensor:
+        """The real sample D sees (used for the R1 penalty); override if not ``batch[0]``."""
+        return batch[0]
+
+    def batch_to(self, batch: Any, device: torch.device) -> Any:
+        """Move a CPU batch to ``device`` (tuples of tensors by default)."""
+        if isinstance(batch, Tensor):
+            return batch.to(device, non_blocking=True)
+        return type(batch)(t.to(device, non_blocking=True) for t in batch)
+
+    @abstractmethod
+    def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
+        """Score G on the fixed held-out set; may write a few samples under ``out_dir``."""
+
+    def describe(self, generator: nn.Module) -> dict[str, float]:
+        """Static facts about the built model for the leaderboard (e.g. parameter counts)."""
+        return {"params_g": float(sum(p.numel() for p in generator.parameters()))}

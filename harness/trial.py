@@ -1,0 +1,125 @@
+"""One trial: resolved config -> recipe -> Trainer -> reports (console, Parquet, caller).
+
+``run.py train``, every Ray Tune trial and ``run.py rerun`` all go through :func:`run_trial`, so
+a rerun is the same code path as the search that found the configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness import config as config_mod
+from harness.config import TrialConfig
+from harness.recipes import recipe_class
+from harness.telemetry import DiagnosticsWriter
+from harness.trainer import Reporter, Trainer, TrainResult
+
+BUDGETS = ("smoke", "small", "paper")
+
+
+def default_budget() -> str:
+    """smoke on a CPU-only machine, small where a GPU is present."""
+    return "small" if torch.cuda.is_available() else "smoke"
+
+
+def resolve_config(
+    recipe: str,
+    budget: str | None = None,
+    sample: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    data: str | None = None,
+) -> TrialConfig:
+    """Recipe defaults <- budget preset <- search sample <- ``--set`` overrides."""
+    cls = recipe_class(recipe)
+    budget = budget or default_budget()
+    if budget not in cls.budgets:
+        raise config_mod.ConfigError(f"budget {budget!r}: not one of {', '.join(cls.budgets)}")
+    layers = [cls.defaults, cls.budgets[budget], sample or {}, overrides or {}]
+    return config_mod.build(recipe, budget, cls.config_cls, layers, data)
+
+
+def load_config(path: Path) -> TrialConfig:
+    """Rebuild a saved trial config (``config.yaml``) exactly."""
+    import yaml
+
+    flat = yaml.safe_load(Path(path).read_text())
+    recipe, budget, data = flat.pop("recipe"), flat.pop("budget"), flat.pop("data", None)
+    cls = recipe_class(recipe)
+    return config_mod.build(recipe, budget, cls.config_cls, [flat], data)
+
+
+def format_row(kind: str, row: dict[str, Any]) -> str:
+    """One console line for a step or eval row."""
+    skip = {"step", "epoch", "wall_s", "d_real_by_group", "d_fake_by_group", "kind"}
+    parts = []
+    for key, value in row.items():
+        if key in skip or value is None:
+            continue
+        parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    head = f"[{kind:4s}] step {row['step']:>6d}  {row['wall_s']:7.1f}s"
+    return head + "  " + "  ".join(parts)
+
+
+def run_trial(
+    cfg: TrialConfig,
+    out_dir: Path,
+    *,
+    search: str = "train",
+    trial_id: str = "train",
+    diagnostics_root: Path | None = None,
+    resume: bool = False,
+    checkpoint: Path | None = None,
+    echo: Callable[[str], None] | None = None,
+    on_report: Reporter | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``out_dir``: config.yaml, checkpoints/, samples/, result.json.
+
+    Rows go to a Parquet dataset under ``diagnostics_root`` (default ``out_dir/diagnostics``),
+    a line per row to ``echo``, and every row to ``on_report`` (the Ray bridge uses this).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(out_dir / "config.yaml")
+    t = cfg.trainer
+    if t.threads == 0 and "OMP_NUM_THREADS" in os.environ:
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+    recipe = recipe_class(cfg.recipe)(cfg.model, cfg.data, t.seed, t.batch_size)
+    diagnostics = DiagnosticsWriter(diagnostics_root or out_dir / "diagnostics", search, trial_id)
+
+    def report(kind: str, row: dict[str, Any], ckpt: Path | None) -> None:
+        diagnostics.write({"kind": kind, **row})
+        if kind == "eval":
+            diagnostics.flush()  # an eval row is never held back in memory
+        if echo:
+            echo(format_row(kind, row))
+        if on_report:
+            on_report(kind, row, ckpt)
+
+    with diagnostics:
+        trainer = Trainer(recipe, t, out_dir, report)
+        if checkpoint is not None or resume:
+            trainer.resume(checkpoint)
+        result = trainer.fit()
+    summary = {
+        "status": result.status,
+        "reason": result.reason,
+        "step": result.step,
+        "last_eval": result.last_eval,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        **recipe.describe(trainer.G),
+    }
+    tmp = out_dir / ".result.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out_dir / "result.json")
+    return result
+
+
+def print_line(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)

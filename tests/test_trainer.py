@@ -1,0 +1,296 @@
+"""The shared trainer's loop policy, on the toy ring recipe (seconds on a CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.init import apply_init
+from harness.recipes.base import Adversary
+from harness.recipes.ring import RingRecipe
+from harness.trainer import Trainer
+from harness.trial import resolve_config
+
+SMALL = {"g_hidden": 32, "g_layers": 2, "d_hidden": 32, "d_layers": 2, "eval_samples": 200}
+
+
+def make(tmp_path, recipe_cls=RingRecipe, **overrides):
+    settings = {
+        "steps": 20,
+        "batch_size": 32,
+        "eval_every": 10,
+        "log_every": 5,
+        **SMALL,
+        **overrides,
+    }
+    cfg = resolve_config("ring", "smoke", overrides=settings)
+    recipe = recipe_cls(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)
+    rows: list[tuple[str, dict]] = []
+    trainer = Trainer(recipe, cfg.trainer, tmp_path, lambda k, r, c: rows.append((k, r)))
+    return trainer, rows
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    out = {f"G.{k}": v.clone() for k, v in trainer.G.state_dict().items()}
+    out.update({f"D.{k}": v.clone() for k, v in trainer.D.state_dict().items()})
+    return out
+
+
+def count_steps(opt: torch.optim.Optimizer) -> list[int]:
+    calls = [0]
+    opt.register_step_post_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("reevaluate", [True, False])
+def test_resume_is_bit_exact(tmp_path, reevaluate):
+    policy = {
+        "d_steps": 2,
+        "instance_noise": 0.05,
+        "label_smoothing": 0.1,
+        "scheduler": "exponential",
+        "lr_decay": 0.9,
+        "scheduler_interval": "per_step",
+        "reevaluate_d": reevaluate,
+    }
+    straight, _ = make(tmp_path / "straight", steps=40, **policy)
+    straight.fit()
+
+    first, _ = make(tmp_path / "split", steps=20, **policy)
+    first.fit()
+    second, rows = make(tmp_path / "split", steps=40, **policy)
+    assert second.resume()
+    assert second.step == 20
+    second.fit()
+
+    a, b = weights(straight), weights(second)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert straight.opt_g.param_groups[0]["lr"] == second.opt_g.param_groups[0]["lr"]
+    assert all(r["step"] > 20 for k, r in rows), "a resumed run must not redo step 0 evaluation"
+
+
+@pytest.mark.parametrize("d_steps,g_steps", [(3, 1), (1, 2)])
+def test_d_to_g_ratio(tmp_path, d_steps, g_steps):
+    trainer, _ = make(tmp_path, steps=10, d_steps=d_steps, g_steps=g_steps)
+    d_calls, g_calls = count_steps(trainer.opt_d), count_steps(trainer.opt_g)
+    trainer.fit()
+    assert d_calls[0] == 10 * d_steps
+    assert g_calls[0] == 10 * g_steps
+    # each D update on its own batch; extra G updates draw new batches
+    assert trainer.batch_index == 10 * (d_steps + g_steps - 1)
+
+
+def test_disc_start_step_leaves_d_untouched(tmp_path):
+    trainer, rows = make(tmp_path, steps=8, disc_start_step=5, log_every=1)
+    d_before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    d_calls = count_steps(trainer.opt_d)
+    trainer.cfg.steps = 5
+    trainer.fit()
+    assert d_calls[0] == 0
+    for k, v in trainer.D.state_dict().items():
+        assert torch.equal(v, d_before[k]), k
+    assert not any("loss_d" in r for kind, r in rows if kind == "step")
+    trainer.cfg.steps = 8
+    trainer.fit()
+    assert d_calls[0] == 3
+    assert any(not torch.equal(v, d_before[k]) for k, v in trainer.D.state_dict().items())
+
+
+class TargetSpy(RingRecipe):
+    """Ring recipe that records the real-label target the trainer hands to D."""
+
+    targets: list[float]
+
+    def discriminator_loss(self, discriminator, batch, fake, adv: Adversary):
+        self.targets = [*getattr(self, "targets", []), adv.real_target]
+        return super().discriminator_loss(discriminator, batch, fake, adv)
+
+
+@pytest.mark.parametrize("loss", ["bce", "lsgan"])
+def test_label_smoothing_changes_d_target(tmp_path, loss):
+    plain, _ = make(tmp_path / "a", recipe_cls=TargetSpy, steps=3, loss=loss)
+    plain.fit()
+    smooth, _ = make(tmp_path / "b", recipe_cls=TargetSpy, steps=3, loss=loss, label_smoothing=0.2)
+    smooth.fit()
+    assert set(plain.recipe.targets) == {1.0}
+    assert smooth.recipe.targets == pytest.approx([0.8] * len(smooth.recipe.targets))
+    # and the discriminator learns something different
+    assert not torch.equal(plain.D[0].linear.weight, smooth.D[0].linear.weight)
+
+
+class NanAt(RingRecipe):
+    """Injects NaN into the generator loss on chosen calls."""
+
+    nan_calls: set[int] = set()
+    calls = 0
+
+    def generator_loss(self, discriminator, batch, fake, adv):
+        out = super().generator_loss(discriminator, batch, fake, adv)
+        self.calls += 1
+        if self.calls in self.nan_calls:
+            out.adversarial = out.adversarial * float("nan")
+        return out
+
+
+def test_nan_loss_is_skipped_counted_and_training_continues(tmp_path):
+    NanAt.nan_calls = {3, 4, 7}
+    trainer, rows = make(tmp_path, recipe_cls=NanAt, steps=12, log_every=1)
+    snapshots = []
+    trainer.opt_g.register_step_post_hook(lambda *a: snapshots.append(trainer.step))
+    result = trainer.fit()
+    assert result.status == "completed" and result.step == 12
+    assert trainer.counters.nonfinite_skips == 3
+    assert sorted(set(range(12)) - set(snapshots)) == [2, 3, 6]  # 1-based calls 3, 4, 7
+    last = [r for k, r in rows if k == "step"][-1]
+    assert last["nonfinite_skips"] == 3
+    assert all(math.isfinite(v) for v in trainer.G.state_dict()["0.weight"].flatten().tolist())
+
+
+def test_too_many_nonfinite_losses_stop_the_trial(tmp_path):
+    NanAt.nan_calls = set(range(1, 100))
+    trainer, _ = make(tmp_path, recipe_cls=NanAt, steps=50, max_consecutive_nonfinite=5)
+    result = trainer.fit()
+    assert result.status == "stopped"
+    assert "5 consecutive G updates skipped" in result.reason
+    assert result.step < 50 and result.checkpoint is not None
+
+
+class OomAt(RingRecipe):
+    """Raises CUDA's out-of-memory error on chosen batches.
+
+    A mock at the one boundary we cannot reach here: there is no GPU to exhaust.
+    """
+
+    def generate(self, generator, batch):
+        self.n = getattr(self, "n", 0) + 1
+        if self.n in (2, 5):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().generate(generator, batch)
+
+
+def test_oom_batch_is_skipped_and_counted(tmp_path):
+    trainer, _ = make(tmp_path, recipe_cls=OomAt, steps=8)
+    result = trainer.fit()
+    assert result.status == "completed" and result.step == 8
+    assert trainer.counters.oom_skips == 2
+
+
+def test_oom_is_raised_when_skipping_is_off(tmp_path):
+    trainer, _ = make(tmp_path, recipe_cls=OomAt, steps=8, skip_oom=False)
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.fit()
+
+
+class Reconstructing(RingRecipe):
+    """Adds a per-example reconstruction loss (distance to the real sample)."""
+
+    def generator_loss(self, discriminator, batch, fake, adv):
+        out = super().generator_loss(discriminator, batch, fake, adv)
+        out.reconstruction = (fake - batch[0]).pow(2).sum(-1)
+        return out
+
+
+def test_loss_threshold_skips_batches_left_empty(tmp_path):
+    trainer, _ = make(tmp_path, recipe_cls=Reconstructing, steps=4, loss_threshold=1e9)
+    g_calls = count_steps(trainer.opt_g)
+    trainer.fit()
+    assert g_calls[0] == 0
+    assert trainer.counters.threshold_skips == 4
+    kept, _ = make(tmp_path / "b", recipe_cls=Reconstructing, steps=4, loss_threshold=1e-9)
+    g_calls = count_steps(kept.opt_g)
+    kept.fit()
+    assert g_calls[0] == 4 and kept.counters.threshold_skips == 0
+
+
+def test_schedulers_per_step_and_per_epoch(tmp_path):
+    per_step, _ = make(
+        tmp_path / "a",
+        steps=10,
+        scheduler="exponential",
+        lr_decay=0.5,
+        scheduler_interval="per_step",
+        lr_g=1.0,
+        lr_d=1.0,
+    )
+    per_step.fit()
+    assert per_step.opt_g.param_groups[0]["lr"] == pytest.approx(0.5**10)
+    per_epoch, _ = make(
+        tmp_path / "b",
+        steps=250,
+        scheduler="exponential",
+        lr_decay=0.5,
+        scheduler_interval="per_epoch",
+        lr_g=1.0,
+        lr_d=1.0,
+        eval_every=1000,
+    )
+    per_epoch.fit()  # 100 batches per nominal epoch -> 2 epochs in 250 batches
+    assert per_epoch.opt_d.param_groups[0]["lr"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs(tmp_path, precision):
+    trainer, rows = make(tmp_path, steps=6, precision=precision)
+    assert trainer.scaler_g.is_enabled() == (precision == "fp16")
+    assert trainer.scaler_g is not trainer.scaler_d
+    result = trainer.fit()
+    assert result.status == "completed"
+    assert any(k == "step" and math.isfinite(r["loss_d"]) for k, r in rows)
+
+
+def test_gradient_clipping_records_preclip_norm(tmp_path):
+    trainer, rows = make(tmp_path, steps=5, clip_grad_d=1e-6, log_every=1, lr_d=1.0)
+    before = trainer.D[0].linear.weight.detach().clone()
+    trainer.fit()
+    norms = [r["grad_norm_d"] for k, r in rows if k == "step"]
+    assert min(norms) > 1e-3  # recorded before clipping
+    # clipped to 1e-6 total norm: Adam normalises step size, so compare with an unclipped twin
+    free, _ = make(tmp_path / "free", steps=5, log_every=1, lr_d=1.0)
+    free.fit()
+    assert not torch.equal(trainer.D[0].linear.weight, free.D[0].linear.weight)
+    assert not torch.equal(trainer.D[0].linear.weight, before)
+
+
+def test_init_schemes():
+    layer = torch.nn.Linear(400, 300)
+    apply_init(layer, "normal", torch.Generator().manual_seed(0))
+    assert float(layer.weight.std()) == pytest.approx(1 / 20, rel=0.02)
+    eq = torch.nn.Linear(400, 300)
+    apply_init(eq, "equalized", torch.Generator().manual_seed(0))
+    stored = eq.parametrizations.weight.original
+    assert float(stored.std()) == pytest.approx(1.0, rel=0.02)
+    assert torch.allclose(eq.weight, layer.weight)  # same function as "normal" at init
+    wn = torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(16, 8, 3))
+    apply_init(wn, "normal", torch.Generator().manual_seed(0))
+    assert float(wn.weight.std()) == pytest.approx(1 / math.sqrt(48), rel=0.15)
+
+
+def test_rows_and_evaluations(tmp_path):
+    trainer, rows = make(tmp_path, steps=20, eval_every=10, log_every=5)
+    trainer.fit()
+    evals = [r["step"] for k, r in rows if k == "eval"]
+    steps = [r["step"] for k, r in rows if k == "step"]
+    assert evals == [0, 10, 20] and steps == [5, 10, 15, 20]
+    row = [r for k, r in rows if k == "step"][-1]
+    for key in (
+        "loss_d",
+        "loss_g",
+        "d_acc",
+        "grad_norm_g",
+        "grad_norm_d",
+        "lr_g",
+        "step_s",
+        "samples_per_s",
+        "d_real_mean",
+        "d_fake_mean",
+    ):
+        assert key in row, key
+    assert row["d_real_by_group"].keys() == {"mlp"}
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == [
+        "step_00000010.pt",
+        "step_00000020.pt",
+    ]
