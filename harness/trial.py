@@ -49,7 +49,12 @@ def load_config(path: Path) -> TrialConfig:
     """Rebuild a saved trial config (``config.yaml``) exactly."""
     import yaml
 
-    flat = yaml.safe_load(Path(path).read_text())
+    return config_from_flat(yaml.safe_load(Path(path).read_text()))
+
+
+def config_from_flat(flat: dict[str, Any]) -> TrialConfig:
+    """Rebuild a config from its flat form (:meth:`TrialConfig.flat`) exactly."""
+    flat = dict(flat)
     recipe, budget, data = flat.pop("recipe"), flat.pop("budget"), flat.pop("data", None)
     cls = recipe_class(recipe)
     return config_mod.build(recipe, budget, cls.config_cls, [flat], data)
@@ -78,11 +83,14 @@ def run_trial(
     checkpoint: Path | None = None,
     echo: Callable[[str], None] | None = None,
     on_report: Reporter | None = None,
+    on_start: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into ``out_dir``: config.yaml, checkpoints/, samples/, result.json.
 
     Rows go to a Parquet dataset under ``diagnostics_root`` (default ``out_dir/diagnostics``),
     a line per row to ``echo``, and every row to ``on_report`` (the Ray bridge uses this).
+    ``on_start`` gets the recipe's static facts (``describe``: parameter counts) once the
+    models are built, before the first row.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,11 +110,16 @@ def run_trial(
         if on_report:
             on_report(kind, row, ckpt)
 
-    with diagnostics:
-        trainer = Trainer(recipe, t, out_dir, report)
-        if checkpoint is not None or resume:
-            trainer.resume(checkpoint)
-        result = trainer.fit()
+    try:
+        with diagnostics:
+            trainer = Trainer(recipe, t, out_dir, report)
+            if on_start:
+                on_start(recipe.describe(trainer.G))
+            if checkpoint is not None or resume:
+                trainer.resume(checkpoint)
+            result = trainer.fit()
+    finally:
+        recipe.close()
     summary = {
         "status": result.status,
         "reason": result.reason,

@@ -134,6 +134,9 @@ class Recipe(ABC):
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
         """Score G on the fixed held-out set; may write a few samples under ``out_dir``."""
 
+    def close(self) -> None:
+        """Release recipe-held resources (worker pools); called once the trial ends."""
+
     def describe(self, generator: nn.Module) -> dict[str, float]:
         """Static facts about the built model for the leaderboard (e.g. parameter counts)."""
         return {"params_g": float(sum(p.numel() for p in generator.parameters()))}

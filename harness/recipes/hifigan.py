@@ -1,0 +1,264 @@
+"""HiFi-GAN (Kong et al., 2020): mel -> waveform vocoder with MPD + MSD discriminators.
+
+Paper defaults: LSGAN losses, feature matching x2, mel L1 x45, AdamW 2e-4 with betas
+(0.8, 0.99), ExponentialLR 0.999 per epoch, segments of 8192 samples at 22050 Hz.  The input mel
+uses f_max 8 kHz; the mel loss uses the full band (the reference's ``fmax_for_loss = None``).
+Validation is copy-synthesis of a fixed held-out set at full length, scored with PESQ, STOI,
+ESTOI, SI-SNR, mel L1 and MR-STFT.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor, nn
+
+from harness import losses
+from harness.audio.corpus import ensure_corpus
+from harness.audio.datasets import SegmentBatches, load_utterances, open_corpus
+from harness.audio.mel import LogMel, MelConfig
+from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
+from harness.recipes.base import (
+    Adversary,
+    BatchSource,
+    DiscriminatorLoss,
+    GeneratorLoss,
+    Recipe,
+)
+from harness.scoring import ScoringPool, score_pairs
+
+SCORED = ("pesq", "stoi", "estoi", "si_snr", "mrstft")  # mel L1 is computed here, on device
+
+
+@dataclass
+class HifiganConfig:
+    generator: str = "v1"  # v1 | v2 | v3 | tiny
+    d_width: float = 1.0  # discriminator channel multiplier (1.0 = the paper's MPD/MSD)
+    sample_rate: int = 22050
+    segment_size: int = 8192
+    loss: str = "lsgan"  # lsgan (paper) | bce
+    lambda_fm: float = 2.0
+    lambda_mel: float = 45.0
+    data_seed: int = 0  # fixes the validation split, independent of the training seed
+    n_valid: int = 8  # held-out utterances scored at every validation
+    valid_max_seconds: float = 0.0  # crop validation utterances (0 = full length)
+    samples_per_eval: int = 2  # generated WAVs written per validation
+    keep_sample_evals: int = 3  # validations whose WAVs are kept (older ones are pruned)
+    corpus_utterances: int = 320  # size of the built-in espeak-ng corpus
+    score_workers: int = 0  # scoring processes; 0 = the torch threads this trial was given
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "generator": ("v1", "v2", "v3", "tiny"),
+        "loss": ("lsgan", "bce"),
+    }
+
+
+class HifiganRecipe(Recipe):
+    name = "hifigan"
+    config_cls = HifiganConfig
+    defaults: ClassVar[dict[str, Any]] = {
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "b1_g": 0.8,
+        "b2_g": 0.99,
+        "b1_d": 0.8,
+        "b2_d": 0.99,
+        "optimizer": "adamw",
+        "scheduler": "exponential",
+        "lr_decay": 0.999,
+        "scheduler_interval": "per_epoch",
+    }
+    budgets: ClassVar[dict[str, dict[str, Any]]] = {
+        # tiny G, D at 1/8 width, 1/4-length segments: minutes on 2 CPU cores
+        "smoke": {
+            "generator": "tiny",
+            "d_width": 0.125,
+            "segment_size": 2048,
+            "batch_size": 4,
+            "steps": 400,
+            "eval_every": 100,
+            "log_every": 10,
+            "n_valid": 6,
+            "valid_max_seconds": 3.0,
+        },
+        # V2 generator, D at 1/4 width: a real signal in under an hour on a CPU
+        "small": {
+            "generator": "v2",
+            "d_width": 0.25,
+            "segment_size": 8192,
+            "batch_size": 8,
+            "steps": 4000,
+            "eval_every": 500,
+            "log_every": 25,
+        },
+        # the paper's V1 setting (2.5 M steps at batch 16 in the paper)
+        "paper": {
+            "generator": "v1",
+            "d_width": 1.0,
+            "segment_size": 8192,
+            "batch_size": 16,
+            "steps": 2_500_000,
+            "eval_every": 5000,
+            "log_every": 100,
+        },
+    }
+
+    def __init__(self, cfg: HifiganConfig, data_dir: str | None, seed: int, batch_size: int):
+        super().__init__(cfg, data_dir, seed, batch_size)
+        self.g_cfg = generator_preset(cfg.generator)
+        hop = self.g_cfg.hop_length
+        if cfg.segment_size % hop:
+            raise ValueError(f"segment_size: {cfg.segment_size} is not a multiple of hop {hop}")
+        self.input_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, hop_length=hop))
+        self.loss_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, hop_length=hop, f_max=None))
+        self._split: tuple[list, list] | None = None
+        self._valid_audio: list[Tensor] | None = None
+        self._pool: ScoringPool | None = None
+
+    # ------------------------------------------------------------------ data
+    def _corpus_split(self) -> tuple[list, list]:
+        if self._split is None:
+            root = self.data_dir or ensure_corpus(n_utterances=self.cfg.corpus_utterances)
+            corpus = open_corpus(Path(root), self.cfg.sample_rate)
+            self._split = corpus.split(self.cfg.n_valid, self.cfg.data_seed)
+        return self._split
+
+    def train_data(self) -> BatchSource:
+        train, _ = self._corpus_split()
+        return SegmentBatches(
+            train, self.cfg.segment_size, self.batch_size, self.seed, self.cfg.sample_rate
+        )
+
+    def to(self, device: torch.device) -> HifiganRecipe:
+        super().to(device)
+        self.input_mel.to(device)
+        self.loss_mel.to(device)
+        return self
+
+    # ------------------------------------------------------------------ models
+    def build_generator(self) -> nn.Module:
+        return Generator(self.g_cfg)
+
+    def build_discriminator(self) -> nn.Module:
+        width = self.cfg.d_width
+        return HifiganDiscriminator({"width": width}, {"width": width})
+
+    def describe(self, generator: nn.Module) -> dict[str, float]:
+        return {"params_g": float(sum(p.numel() for p in generator.parameters()))}
+
+    # ------------------------------------------------------------------ losses
+    def generate(self, generator: nn.Module, batch: tuple[Tensor]) -> Tensor:
+        return generator(self.input_mel(batch[0]))
+
+    def _threshold(self) -> float:
+        return 0.5 if self.cfg.loss == "lsgan" else 0.0
+
+    def discriminator_loss(
+        self, discriminator: nn.Module, batch: tuple[Tensor], fake: Tensor, adv: Adversary
+    ) -> DiscriminatorLoss:
+        real = batch[0].unsqueeze(1)
+        real_out = discriminator(adv.perturb(real))
+        fake_out = discriminator(adv.perturb(fake))
+        d_loss = losses.lsgan_d_loss if self.cfg.loss == "lsgan" else losses.bce_d_loss
+        total = real_term = fake_term = 0.0
+        real_scores, fake_scores = {}, {}
+        all_real, all_fake = [], []
+        for group in real_out:
+            r_logits, f_logits = real_out[group][0], fake_out[group][0]
+            loss, r_term, f_term = d_loss(r_logits, f_logits, adv.real_target)
+            total, real_term, fake_term = total + loss, real_term + r_term, fake_term + f_term
+            real_scores[group] = float(
+                torch.stack([t.detach().float().mean() for t in r_logits]).mean()
+            )
+            fake_scores[group] = float(
+                torch.stack([t.detach().float().mean() for t in f_logits]).mean()
+            )
+            all_real += r_logits
+            all_fake += f_logits
+        return DiscriminatorLoss(
+            loss=total,
+            terms={"loss_d_real": real_term, "loss_d_fake": fake_term},
+            real_scores=real_scores,
+            fake_scores=fake_scores,
+            accuracy=losses.decision_accuracy(all_real, all_fake, self._threshold()),
+        )
+
+    def generator_loss(
+        self, discriminator: nn.Module | None, batch: tuple[Tensor], fake: Tensor, adv: Adversary
+    ) -> GeneratorLoss:
+        real = batch[0]
+        mel_error = (self.loss_mel(real) - self.loss_mel(fake.squeeze(1).float())).abs()
+        mel_per_example = mel_error.mean(dim=(1, 2))
+        recon = self.cfg.lambda_mel * mel_per_example
+        terms: dict[str, Tensor] = {"loss_mel": mel_per_example.mean()}
+        if discriminator is None:
+            return GeneratorLoss(fake.new_zeros((), dtype=torch.float32), recon, terms)
+        fake_out = discriminator(adv.perturb(fake))
+        with torch.no_grad():
+            real_out = discriminator(adv.perturb(real.unsqueeze(1)))
+        g_loss = losses.lsgan_g_loss if self.cfg.loss == "lsgan" else losses.bce_g_loss
+        g_adv = sum(g_loss(fake_out[g][0]) for g in fake_out)
+        fm = sum(losses.feature_matching_loss(real_out[g][1], fake_out[g][1]) for g in fake_out)
+        terms.update(loss_g_adv=g_adv, loss_fm=fm)
+        return GeneratorLoss(g_adv + self.cfg.lambda_fm * fm, recon, terms)
+
+    # ------------------------------------------------------------------ validation
+    def _validation_audio(self) -> list[Tensor]:
+        if self._valid_audio is None:
+            _, valid = self._corpus_split()
+            max_s = self.cfg.valid_max_seconds or None
+            hop = self.g_cfg.hop_length
+            clips = load_utterances(valid, self.cfg.sample_rate, max_seconds=max_s)
+            self._valid_audio = [c[: len(c) // hop * hop] for c in clips]
+        return self._valid_audio
+
+    def _scoring_pool(self) -> ScoringPool:
+        if self._pool is None:
+            self._pool = ScoringPool(self.cfg.score_workers or max(1, torch.get_num_threads()))
+        return self._pool
+
+    def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
+        """Copy-synthesis of the held-out set: mel L1 on device, the rest in worker processes."""
+        _, valid = self._corpus_split()
+        pairs, mel_l1 = [], []
+        for file, audio in zip(valid, self._validation_audio(), strict=True):
+            real = audio.to(self.device).unsqueeze(0)
+            fake = generator(self.input_mel(real)).squeeze(1).float()
+            fake = torch.nan_to_num(fake, nan=0.0, posinf=0.0, neginf=0.0)  # diverged = silence
+            mel_l1.append(float((self.loss_mel(real) - self.loss_mel(fake)).abs().mean()))
+            pairs.append((Path(file.path).stem, audio.numpy(), fake[0].cpu().numpy()))
+        report = score_pairs(pairs, self.cfg.sample_rate, pool=self._scoring_pool(), metrics=SCORED)
+        if out_dir is not None:
+            self._save_samples(Path(out_dir), step, pairs)
+        return {
+            "mel_l1": float(np.mean(mel_l1)),
+            **{k: report.mean[k] for k in SCORED if k in report.mean},
+            "n_valid": report.n_valid,
+            "n_skipped": report.n_skipped,
+        }
+
+    def _save_samples(self, out_dir: Path, step: int, pairs: list) -> None:
+        """A few generated WAVs per validation (references once); keep the newest few rounds."""
+        sr = self.cfg.sample_rate
+        ref_dir = out_dir / "reference"
+        step_dir = out_dir / f"step_{step:08d}"
+        step_dir.mkdir(parents=True, exist_ok=True)
+        ref_dir.mkdir(exist_ok=True)
+        for name, ref, est in pairs[: self.cfg.samples_per_eval]:
+            if not (ref_dir / f"{name}.wav").exists():
+                sf.write(ref_dir / f"{name}.wav", ref, sr, subtype="PCM_16")
+            sf.write(step_dir / f"{name}.wav", np.clip(est, -1, 1), sr, subtype="PCM_16")
+        rounds = sorted(out_dir.glob("step_*"))
+        for old in rounds[: -max(1, self.cfg.keep_sample_evals)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

@@ -1,0 +1,421 @@
+"""Objective speech scores of (reference, estimate) pairs: PESQ, (E)STOI, SI-SNR, mel L1, MR-STFT.
+
+Every pair goes through the same rules, so a number from one trial compares with another's:
+
+- inputs are folded to mono float64 (int PCM scaled to [-1, 1), [frames, channels] averaged) and
+  cropped to the shorter of the two;
+- a pair whose *reference* cannot be scored (silent, too short, non-finite, PESQ finds no
+  utterance, STOI finds too few active frames) is **skipped and counted**, never averaged in;
+- an *estimate* that is silent, NaN or inf (a collapsed or diverged generator) gets worst-case
+  scores (PESQ 1.0, STOI/ESTOI 0, SI-SNR -50 dB, mel L1 and MR-STFT computed against silence),
+  so a broken trial can never look good.
+
+:func:`score_pairs` fans pairs out over a process pool (pesq and pystoi are single-threaded C and
+NumPy); :class:`ScoringPool` keeps one alive between validations, since starting a worker costs
+seconds of imports.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache, partial
+from multiprocessing import forkserver
+from typing import Any, NamedTuple
+
+import numpy as np
+import pesq as pesq_lib
+import pystoi
+import torch
+import torchaudio.functional as AF
+
+METRICS = ("pesq", "stoi", "estoi", "si_snr", "mel_l1", "mrstft")
+DEFAULT_METRICS = METRICS
+MODES = ("wb", "nb")
+PESQ_RATE = 16000  # every rate but 8 kHz narrow-band is resampled to this for PESQ
+MIN_SAMPLE_RATE = 8000
+MIN_SECONDS = {"pesq": 0.25, "stoi": 0.4, "estoi": 0.4}  # shorter references cannot be scored
+SILENT_PEAK = 1e-5  # a signal whose peak is below this (-100 dBFS) counts as silence
+WORST = {"pesq": 1.0, "stoi": 0.0, "estoi": 0.0, "si_snr": -50.0}  # PESQ-WB's floor is ~1.04
+SI_SNR_FLOOR = WORST["si_snr"]
+# (n_fft, hop, win): three resolutions with 75% overlap for the Parallel WaveGAN distance
+STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
+# native math libraries in the workers run one thread each: the pool already fills every core
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+STOI_SENTINEL = 1e-5  # what pystoi returns (with a warning) when it finds < 30 active frames
+
+MelFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ScoringError(ValueError):
+    """Input that cannot be scored at all (bad rate, mode, metric or shape); one line."""
+
+
+class ScorePair(NamedTuple):
+    """One utterance to score; ``noisy`` is the enhancement input, scored too when given."""
+
+    name: str
+    reference: Any
+    estimate: Any
+    noisy: Any = None
+
+
+@dataclass
+class ScoreReport:
+    """Per-utterance scores and their means over the pairs that were not skipped."""
+
+    per_item: list[dict[str, Any]]  # {"id", metric..., "skipped", "worst_case"}
+    mean: dict[str, float]
+    n_valid: int
+    n_skipped: int
+
+
+class _Skip(Exception):
+    """A pair that cannot be scored; the message is the reason stored in the report."""
+
+
+# ---------------------------------------------------------------- input normalisation
+
+
+def as_mono(x: Any, what: str = "signal") -> np.ndarray:
+    """1-D float64 from 1-D, [frames, channels] (averaged) or [1, frames]; int PCM scaled."""
+    a = np.asarray(x)
+    if a.dtype.kind in "iu":
+        info = np.iinfo(a.dtype)
+        offset = (int(info.max) + 1) // 2 if a.dtype.kind == "u" else 0
+        a = (a.astype(np.float64) - offset) / (int(info.max) + 1 - offset)
+    elif a.dtype.kind != "f":
+        raise ScoringError(f"{what}: expected numeric audio, got dtype {a.dtype}")
+    a = a.astype(np.float64, copy=False)
+    if a.ndim == 2 and a.shape[0] == 1:
+        a = a[0]
+    elif a.ndim == 2 and a.shape[1] <= a.shape[0]:
+        a = a.mean(axis=1)
+    if a.ndim != 1:
+        raise ScoringError(f"{what}: expected 1-D or [frames, channels] audio, got {a.shape}")
+    return a
+
+
+def check_settings(sample_rate: int, mode: str, metrics: Sequence[str]) -> None:
+    """Raise :class:`ScoringError` for a rate, mode or metric no pair could be scored with."""
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise ScoringError(
+            f"sample rate {sample_rate} Hz is below {MIN_SAMPLE_RATE} Hz, the lowest PESQ accepts"
+        )
+    if mode not in MODES:
+        raise ScoringError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ScoringError(f"metrics {list(metrics)!r}: choose from {', '.join(METRICS)}")
+
+
+def _is_silent(x: np.ndarray) -> bool:
+    return x.size == 0 or float(np.max(np.abs(x))) < SILENT_PEAK
+
+
+def _min_samples(sample_rate: int, metrics: Sequence[str]) -> int:
+    need = [math.ceil(MIN_SECONDS.get(m, 0.0) * sample_rate) for m in metrics]
+    if "mrstft" in metrics:
+        need.append(max(n_fft for n_fft, _, _ in STFT_RESOLUTIONS))
+    return max([1, *need])
+
+
+# ---------------------------------------------------------------- the metrics
+
+
+def resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio's windowed sinc), float64 in and out."""
+    if orig == new:
+        return x
+    return AF.resample(torch.from_numpy(x), orig, new).numpy()
+
+
+def pesq_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str = "wb") -> float:
+    """PESQ (ITU-T P.862.2 wide-band or P.862 narrow-band) after resampling both to 16 kHz.
+
+    Narrow-band at 8 kHz is scored at 8 kHz.  pesq's own errors (no utterance found, buffer too
+    short) raise :class:`_Skip` with the reason.
+    """
+    rate = 8000 if (mode == "nb" and sample_rate == 8000) else PESQ_RATE
+    ref, est = resample(ref, sample_rate, rate), resample(est, sample_rate, rate)
+    try:
+        return float(pesq_lib.pesq(rate, ref, est, mode))
+    except pesq_lib.PesqError as err:
+        raise _Skip(f"pesq: {type(err).__name__}: {_text(err)}") from None
+
+
+def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, extended: bool) -> float:
+    """(E)STOI via pystoi; its 1e-5 "too few active frames" sentinel raises :class:`_Skip`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(pystoi.stoi(ref, est, sample_rate, extended=extended))
+    if value == STOI_SENTINEL and any(
+        "intermediate intelligibility" in str(w.message) for w in caught
+    ):
+        raise _Skip("stoi: fewer than 30 active frames in the reference")
+    return value
+
+
+def si_snr(ref: np.ndarray, est: np.ndarray, eps: float = 1e-8) -> float:
+    """Scale-invariant SNR in dB (Le Roux et al. 2019, "SDR - half-baked or well done?")."""
+    ref, est = ref - ref.mean(), est - est.mean()
+    target = (_dot(est, ref) / (_dot(ref, ref) + eps)) * ref
+    noise = est - target
+    value = 10.0 * math.log10((_dot(target, target) + eps) / (_dot(noise, noise) + eps))
+    return max(value, SI_SNR_FLOOR)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Inner product without BLAS, whose threads thrash when every core already has a worker."""
+    return float(np.sum(a * b))
+
+
+def mel_l1(ref: np.ndarray, est: np.ndarray, mel_fn: MelFn) -> float:
+    """Mean absolute difference of the log-mel spectrograms ``mel_fn`` computes ([1, T] in)."""
+    with torch.no_grad():
+        a = mel_fn(torch.from_numpy(ref).float().unsqueeze(0))
+        b = mel_fn(torch.from_numpy(est).float().unsqueeze(0))
+    return float((a - b).abs().mean())
+
+
+def mrstft_distance(ref: np.ndarray, est: np.ndarray) -> float:
+    """Spectral convergence + log-magnitude L1, averaged over :data:`STFT_RESOLUTIONS`.
+
+    The distance of Parallel WaveGAN's multi-resolution STFT loss (Yamamoto et al. 2020),
+    magnitudes floored at sqrt(1e-7) as there.
+    """
+    x = torch.from_numpy(ref).float()
+    y = torch.from_numpy(est).float()
+    total = 0.0
+    for n_fft, hop, win in STFT_RESOLUTIONS:
+        window = torch.hann_window(win)
+        mags = [
+            torch.stft(s, n_fft, hop, win, window, return_complex=True).abs().pow(2) for s in (x, y)
+        ]
+        ref_mag, est_mag = (m.clamp(min=1e-7).sqrt() for m in mags)
+        convergence = torch.linalg.norm(ref_mag - est_mag) / torch.linalg.norm(ref_mag)
+        log_l1 = (ref_mag.log() - est_mag.log()).abs().mean()
+        total += float(convergence + log_l1)
+    return total / len(STFT_RESOLUTIONS)
+
+
+@cache
+def default_mel_fn(sample_rate: int) -> MelFn:
+    """HiFi-GAN's log-mel (harness.audio.mel) at ``sample_rate``, f_max capped at Nyquist."""
+    from harness.audio.mel import LogMel, MelConfig
+
+    return LogMel(MelConfig(sample_rate=sample_rate, f_max=min(8000.0, sample_rate / 2))).eval()
+
+
+# ---------------------------------------------------------------- one pair
+
+
+def _score_signal(
+    ref: np.ndarray,
+    est: np.ndarray,
+    sample_rate: int,
+    mode: str,
+    metrics: Sequence[str],
+    mel_fn: MelFn | None,
+) -> tuple[dict[str, float], str | None]:
+    """Scores of one estimate against a checked reference, and why they are worst-case (if so)."""
+    worst_case = None
+    if not np.all(np.isfinite(est)):
+        worst_case = "estimate has NaN or inf samples"
+    elif _is_silent(est):
+        worst_case = "estimate is silent"
+    if worst_case:
+        est = np.zeros_like(ref)
+    scores: dict[str, float] = {}
+    for metric in metrics:
+        if worst_case and metric in WORST:
+            scores[metric] = WORST[metric]
+        elif metric == "pesq":
+            scores[metric] = pesq_score(ref, est, sample_rate, mode)
+        elif metric in ("stoi", "estoi"):
+            scores[metric] = stoi_score(ref, est, sample_rate, extended=metric == "estoi")
+        elif metric == "si_snr":
+            scores[metric] = si_snr(ref, est)
+        elif metric == "mel_l1":
+            scores[metric] = mel_l1(ref, est, mel_fn or default_mel_fn(sample_rate))
+        elif metric == "mrstft":
+            scores[metric] = mrstft_distance(ref, est)
+    return scores, worst_case
+
+
+def _check_reference(ref: np.ndarray, sample_rate: int, metrics: Sequence[str]) -> None:
+    need = _min_samples(sample_rate, metrics)
+    if ref.size < need:
+        raise _Skip(f"too short: {ref.size / sample_rate:.3f} s < {need / sample_rate:.3f} s")
+    if not np.all(np.isfinite(ref)):
+        raise _Skip("reference has NaN or inf samples")
+    if _is_silent(ref):
+        raise _Skip("reference is silent")
+
+
+def score_pair(
+    ref: Any,
+    est: Any,
+    sample_rate: int,
+    *,
+    mode: str = "wb",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    mel_fn: MelFn | None = None,
+    noisy: Any = None,
+) -> dict[str, Any]:
+    """Score one utterance: ``{metric: value, ..., "skipped": reason|None, "worst_case": ...}``.
+
+    With ``noisy`` (an enhancement recipe's input) the same metrics are computed for it against
+    the reference under ``noisy_``-prefixed keys.  All signals are cropped to the shortest.
+    """
+    check_settings(sample_rate, mode, metrics)
+    signals = [as_mono(ref, "reference"), as_mono(est, "estimate")]
+    if noisy is not None:
+        signals.append(as_mono(noisy, "noisy"))
+    length = min(s.size for s in signals)
+    ref, est, *rest = (s[:length] for s in signals)
+    out: dict[str, Any] = {"skipped": None, "worst_case": None}
+    try:
+        _check_reference(ref, sample_rate, metrics)
+        scores, out["worst_case"] = _score_signal(ref, est, sample_rate, mode, metrics, mel_fn)
+        if rest:
+            noisy_scores, _ = _score_signal(ref, rest[0], sample_rate, mode, metrics, mel_fn)
+            scores |= {f"noisy_{k}": v for k, v in noisy_scores.items()}
+    except _Skip as skip:
+        return {"skipped": str(skip), "worst_case": None}
+    return scores | out
+
+
+# ---------------------------------------------------------------- many pairs
+
+
+@contextmanager
+def single_threaded_torch() -> Iterator[None]:
+    """Run torch single-threaded for a while: 3-second FFTs only lose to thread hand-offs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _init_worker() -> None:
+    """One thread per worker: the pool already uses every core."""
+    torch.set_num_threads(1)
+
+
+def _score_item(item: ScorePair, **kwargs: Any) -> dict[str, Any]:
+    name, ref, est, noisy = item
+    try:
+        return {"id": str(name)} | score_pair(ref, est, noisy=noisy, **kwargs)
+    except ScoringError as err:
+        raise ScoringError(f"{name}: {err}") from None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's core count)."""
+    return len(os.sched_getaffinity(0))
+
+
+class ScoringPool:
+    """Worker processes that outlive one :func:`score_pairs` call (each costs seconds to start).
+
+    Workers are forked from a forkserver, never from this process: forking a process whose
+    torch has run OpenMP threads, or whose Ray runtime holds threads, can deadlock the child.
+    The forkserver is started with :data:`WORKER_ENV` and has the main script and this module
+    preloaded, so each worker starts in milliseconds, with single-threaded BLAS (threaded BLAS
+    made pystoi's small matmuls 70x slower on a loaded machine).  A forkserver that other code
+    already started in this process is reused as it is.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or available_cpus()
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["__main__", __name__])
+        with _environment(WORKER_ENV):
+            forkserver.ensure_running()
+        self._executor = ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker
+        )
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        return list(self._executor.map(fn, items))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ScoringPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for a while (what child processes started meanwhile see)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def summarize(per_item: list[dict[str, Any]], keys: Sequence[str]) -> ScoreReport:
+    """Mean of each score over the items that were not skipped (NaN where none has it)."""
+    valid = [item for item in per_item if not item.get("skipped")]
+    mean: dict[str, float] = {}
+    for key in keys:
+        values = [item[key] for item in valid if key in item]
+        mean[key] = float(np.mean(values)) if values else math.nan
+    return ScoreReport(per_item, mean, len(valid), len(per_item) - len(valid))
+
+
+def score_pairs(
+    pairs: Iterable[ScorePair | tuple],
+    sample_rate: int,
+    *,
+    workers: int | None = None,
+    pool: ScoringPool | None = None,
+    mode: str = "wb",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    mel_fn: MelFn | None = None,
+) -> ScoreReport:
+    """Score ``(name, reference, estimate[, noisy])`` pairs, in parallel, into a report.
+
+    ``pool`` reuses live workers; otherwise ``workers`` processes are started for this call
+    (default: every CPU this process may use; 1 runs serially in-process).  ``mel_fn`` must be
+    picklable to cross into the workers.
+    """
+    check_settings(sample_rate, mode, metrics)
+    items = [ScorePair(*p) for p in pairs]
+    fn = partial(_score_item, sample_rate=sample_rate, mode=mode, metrics=metrics, mel_fn=mel_fn)
+    workers = min(workers or available_cpus(), len(items))
+    if pool is not None:
+        per_item = pool.map(fn, items)
+    elif workers <= 1:
+        with single_threaded_torch():
+            per_item = [fn(item) for item in items]
+    else:
+        with ScoringPool(workers) as own:
+            per_item = own.map(fn, items)
+    noisy_keys = [f"noisy_{m}" for m in metrics] if any(i.noisy is not None for i in items) else []
+    return summarize(per_item, [*metrics, *noisy_keys])
+
+
+def _text(err: BaseException) -> str:
+    """pesq's messages are bytes; decode them for a readable reason."""
+    arg = err.args[0] if err.args else ""
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
