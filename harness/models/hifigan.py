@@ -126,25 +126,25 @@ def generator_preset(name: str) -> GeneratorConfig:
     return GENERATOR_PRESETS[name]
 
 
+def same_length_convs(channels: int, kernel_size: int, dilations: Sequence[int]) -> nn.ModuleList:
+    """One weight-normed, length-preserving conv per dilation."""
+    return nn.ModuleList(
+        weight_norm(
+            nn.Conv1d(
+                channels, channels, kernel_size, dilation=d, padding=get_padding(kernel_size, d)
+            )
+        )
+        for d in dilations
+    )
+
+
 class ResBlock1(nn.Module):
     """MRF residual block: per dilation, lrelu -> dilated conv -> lrelu -> conv, plus skip."""
 
     def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int]) -> None:
         super().__init__()
-        self.convs1 = nn.ModuleList(
-            weight_norm(
-                nn.Conv1d(
-                    channels, channels, kernel_size, dilation=d, padding=get_padding(kernel_size, d)
-                )
-            )
-            for d in dilations
-        )
-        self.convs2 = nn.ModuleList(
-            weight_norm(
-                nn.Conv1d(channels, channels, kernel_size, padding=get_padding(kernel_size))
-            )
-            for _ in dilations
-        )
+        self.convs1 = same_length_convs(channels, kernel_size, dilations)
+        self.convs2 = same_length_convs(channels, kernel_size, [1] * len(dilations))
 
     def forward(self, x: Tensor) -> Tensor:
         for c1, c2 in zip(self.convs1, self.convs2, strict=True):
@@ -159,14 +159,7 @@ class ResBlock2(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int]) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(
-            weight_norm(
-                nn.Conv1d(
-                    channels, channels, kernel_size, dilation=d, padding=get_padding(kernel_size, d)
-                )
-            )
-            for d in dilations
-        )
+        self.convs = same_length_convs(channels, kernel_size, dilations)
 
     def forward(self, x: Tensor) -> Tensor:
         for c in self.convs:
