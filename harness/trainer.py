@@ -234,7 +234,7 @@ class Trainer:
         scaler.step(opt)
         scaler.update()
         setattr(self.counters, f"consecutive_nonfinite_{name}", 0)
-        return norm
+        return norm if math.isfinite(norm) else None  # fp16: the scaler skipped this step
 
     def _log(self, **values: float | None) -> None:
         for key, value in values.items():
