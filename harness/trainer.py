@@ -5,6 +5,11 @@ that batch's generated output *detached*; then ``g_steps`` generator updates, th
 same generated batch D just saw (not a second draw), with D re-evaluated after its update.
 Before ``disc_start_step`` only G trains, on its reconstruction loss.
 
+At log steps only (cheap), the trainer also measures GAN health: the adversarial gradient that
+reaches the generated batch, the recipe's own health signals (:meth:`Recipe.health`), and feeds
+each step row to a :class:`~harness.health.HealthMonitor` whose flags travel in the checkpoint.
+An optional R1 penalty (``HealthConfig.r1_gamma``) regularises D on real data.
+
 The trainer owns the loop policy (order, ratio, precision, clipping, skips, schedulers,
 checkpoints) and reports through a callback; it knows nothing of Ray or of any recipe's maths.
 """
@@ -27,9 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness.config import TrainerConfig
+from harness.config import ConfigError, TrainerConfig
+from harness.health import HealthConfig, HealthMonitor
 from harness.init import apply_init
-from harness.recipes.base import Adversary, Recipe
+from harness.recipes.base import Adversary, GeneratorLoss, Recipe
 
 Reporter = Callable[[str, dict[str, Any], Path | None], None]
 """``report(kind, row, checkpoint)``: kind is "step" or "eval"; checkpoint is set on evals."""
@@ -109,7 +115,10 @@ def is_oom(err: BaseException) -> bool:
 
 
 class Trainer:
-    """Trains one recipe under one :class:`TrainerConfig`, writing checkpoints to ``out_dir``."""
+    """Trains one recipe under one :class:`TrainerConfig`, writing checkpoints to ``out_dir``.
+
+    ``health`` sets the detectors' thresholds and the R1 penalty (defaults: HealthConfig()).
+    """
 
     def __init__(
         self,
@@ -117,9 +126,18 @@ class Trainer:
         cfg: TrainerConfig,
         out_dir: Path,
         report: Reporter | None = None,
+        health: HealthConfig | None = None,
     ) -> None:
         self.recipe = recipe
         self.cfg = cfg
+        self.health = health or HealthConfig()
+        overridden = type(recipe).discriminator_outputs is not Recipe.discriminator_outputs
+        if self.health.r1_gamma > 0 and not overridden:
+            raise ConfigError(
+                f"r1_gamma: recipe {recipe.name!r} does not expose discriminator_outputs(), "
+                "which the R1 penalty needs"
+            )
+        self.monitor = HealthMonitor(self.health, cfg.steps)
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.report = report or (lambda kind, row, ckpt: None)
@@ -152,6 +170,7 @@ class Trainer:
         self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.batch_index = 0
+        self._logging = False  # True during an iteration whose end writes a step row
         self.counters = Counters()
         self._interval: dict[str, list[float]] = {}
         self._elapsed_before_resume = 0.0
@@ -241,14 +260,47 @@ class Trainer:
             if value is not None:
                 self._interval.setdefault(key, []).append(float(value))
 
+    # ---------------------------------------------------------------- health measurements
+    def _r1_penalty(self, batch: Any) -> Tensor:
+        """Mean over real examples of ‖∇ₓ Σ D(x)‖², differentiable (Mescheder et al. 2018)."""
+        real = self.recipe.real_input(batch).detach().requires_grad_(True)
+        outputs = self.recipe.discriminator_outputs(self.D, real)
+        total = sum(o.float().sum() for o in outputs)
+        (grad,) = torch.autograd.grad(total, real, create_graph=True)
+        return grad.float().pow(2).flatten(1).sum(1).mean()
+
+    def _adv_grad_norm(self, out: GeneratorLoss, fake: Tensor) -> float | None:
+        """‖∂L_adv/∂x̂‖₂ over the generated batch: the signal G actually receives from D."""
+        term = out.terms.get("loss_g_adv", out.adversarial)
+        if not (term.requires_grad and fake.requires_grad):
+            return None
+        scale = self.scaler_g.get_scale() if self.scaler_g.is_enabled() else 1.0
+        (grad,) = torch.autograd.grad(
+            term.float() * scale, fake, retain_graph=True, allow_unused=True
+        )
+        return 0.0 if grad is None else float(grad.float().norm()) / scale
+
+    def _recipe_health(self, batch: Any, fake: Tensor) -> None:
+        """The recipe's own signals on this batch, without touching the training RNG."""
+        with torch.no_grad(), preserved_rng():
+            self._log(**self.recipe.health(batch, fake.detach()))
+
     # ---------------------------------------------------------------- the two updates
     def _discriminator_update(self, batch: Any, fake: Tensor, adv: Adversary) -> None:
+        r1 = None
         with self._autocast():
             out = self.recipe.discriminator_loss(self.D, batch, fake.detach(), adv)
-        if not self._loss_ok("d", out.loss):
+            loss = out.loss
+            if self.health.r1_gamma > 0:
+                r1 = self._r1_penalty(batch)
+                loss = loss + 0.5 * self.health.r1_gamma * r1
+        if not self._loss_ok("d", loss):
             return
-        norm = self._update("d", self.D, self.opt_d, self.scaler_d, out.loss, self.cfg.clip_grad_d)
+        self.monitor.note_d_loss(float(out.loss.detach()))
+        norm = self._update("d", self.D, self.opt_d, self.scaler_d, loss, self.cfg.clip_grad_d)
         self._log(loss_d=float(out.loss.detach()), grad_norm_d=norm, d_acc=out.accuracy)
+        if r1 is not None:
+            self._log(r1_penalty=float(r1.detach()))
         self._log(**{k: float(v.detach()) for k, v in out.terms.items()})
         for group, value in out.real_scores.items():
             self._log(**{f"d_real/{group}": value})
@@ -273,6 +325,8 @@ class Trainer:
             return
         if not self._loss_ok("g", loss):
             return
+        if self._logging and adversarial:
+            self._log(adv_grad_norm=self._adv_grad_norm(out, fake))
         norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss, self.cfg.clip_grad_g)
         self._log(
             loss_g=float(loss.detach()), loss_recon=float(recon.detach().mean()), grad_norm_g=norm
@@ -283,6 +337,7 @@ class Trainer:
         """One D phase then one G phase."""
         cfg = self.cfg
         adversarial = self.step >= cfg.disc_start_step
+        self._logging = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
         batch = fake = None
         if adversarial:
             if self.D_before is not None:
@@ -300,6 +355,8 @@ class Trainer:
                 with self._autocast():
                     fake = self.recipe.generate(self.G, batch)
             self._generator_update(batch, fake, adversarial)
+        if self._logging:
+            self._recipe_health(batch, fake)
 
     # ---------------------------------------------------------------- schedule, logging, eval
     def _step_schedulers(self, epoch_before: int) -> None:
@@ -334,6 +391,7 @@ class Trainer:
             step_s=step_s,
             samples_per_s=self.cfg.batch_size * batches / step_s if step_s > 0 else None,
         )
+        row.update(self.monitor.update(row))
         return row
 
     def evaluate(self) -> dict[str, Any]:
@@ -344,7 +402,8 @@ class Trainer:
                 metrics = self.recipe.validate(self.G, self.step, self.out_dir / "samples")
         finally:
             self.G.train()
-        return {"step": self.step, "epoch": self.epoch, "wall_s": self.wall_s(), **metrics}
+        row = {"step": self.step, "epoch": self.epoch, "wall_s": self.wall_s(), **metrics}
+        return {**row, **self.monitor.update(row)}
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -364,6 +423,7 @@ class Trainer:
             "rng": _rng_state(),
             "noise_gen": self.noise_gen.get_state(),
             "wall_s": self.wall_s(),
+            "health": self.monitor.state_dict(),
             "config": dataclasses.asdict(self.cfg),
         }
 
@@ -381,6 +441,7 @@ class Trainer:
         self.counters = Counters(**state["counters"])
         _set_rng_state(state["rng"])
         self.noise_gen.set_state(state["noise_gen"])
+        self.monitor.load_state_dict(state["health"])
         self._elapsed_before_resume = state["wall_s"]
         self._t0 = time.perf_counter()
 
@@ -438,10 +499,11 @@ class Trainer:
                     if cfg.checkpoint_every == 0
                     else (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps)
                 )
+                if evaluating:  # before the checkpoint, which then holds the health it saw
+                    last_eval = self.evaluate()
                 if checkpointing:
                     ckpt = self.save_checkpoint()
                 if evaluating:
-                    last_eval = self.evaluate()
                     self.report("eval", last_eval, ckpt)
                 if evaluating or checkpointing:
                     interval_start = time.perf_counter()  # keep eval/IO out of step_s

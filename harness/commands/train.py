@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.config import parse_overrides
+    from harness.recipes import recipe_class
     from harness.trial import print_line, resolve_config, run_trial
 
     cfg = resolve_config(
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if first:
         print_line("validation at step 0:     " + _fmt(first))
     print_line(f"validation at step {result.step}: " + _fmt(result.last_eval))
+    for line in recipe_class(args.recipe).anchors:
+        print_line(f"published:               {line}")
     print_line(f"config:      {out / 'config.yaml'}")
     print_line(f"checkpoint:  {result.checkpoint}")
     print_line(f"samples:     {out / 'samples'}")

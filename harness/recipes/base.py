@@ -82,6 +82,7 @@ class Recipe(ABC):
     config_cls: ClassVar[type]
     defaults: ClassVar[dict[str, Any]] = {}  # trainer-key defaults this recipe prefers
     budgets: ClassVar[dict[str, dict[str, Any]]]  # smoke / small / paper overrides (flat keys)
+    anchors: ClassVar[tuple[str, ...]] = ()  # published results `run.py train` prints beside ours
 
     def __init__(self, cfg: Any, data_dir: str | None, seed: int, batch_size: int) -> None:
         self.cfg = cfg
@@ -119,6 +120,23 @@ class Recipe(ABC):
         self, discriminator: nn.Module | None, batch: Any, fake: Tensor, adv: Adversary
     ) -> GeneratorLoss:
         """G's loss; ``discriminator`` is None before the discriminator starts."""
+
+    def health(self, batch: Any, fake: Tensor) -> dict[str, float | None]:
+        """Extra health columns measured on one training batch and its generated output.
+
+        Called by the trainer at log steps only, under ``no_grad`` and with the training random
+        state preserved, ``fake`` detached.  Use the signal functions of harness/health.py
+        (diversity, energy and high-band ratios for conditional generators); the keys must be
+        diagnostics columns.  Default: none.
+        """
+        return {}
+
+    def discriminator_outputs(self, discriminator: nn.Module, real: Tensor) -> list[Tensor]:
+        """D's raw outputs on the real input ``real`` (no instance noise), for the R1 penalty.
+
+        Override to support ``r1_gamma``; the trainer refuses R1 for a recipe that does not.
+        """
+        raise NotImplementedError(f"recipe {self.name!r} does not define discriminator_outputs")
 
     def real_input(self, batch: Any) -> Tensor:
         """The real sample D sees (used for the R1 penalty); override if not ``batch[0]``."""

@@ -1,0 +1,38 @@
+"""`run.py leaderboard [NAME]`: the ranked trials of a search (default: the most recent one)."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.leaderboard import FORMATS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "leaderboard",
+        help="rank the trials of a search",
+        description="Rank a search's trials: completed first by objective, then cut, stopped "
+        "and errored ones with their reasons; parameter importances and, for multi-objective "
+        "searches, the Pareto front below the table.",
+    )
+    p.add_argument("name", nargs="?", help="search name (default: the most recent search)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    p.add_argument("--top", type=int, help="show only the first N trials")
+    p.add_argument("--sort", metavar="METRIC[:asc|:desc]", help="rank by another column")
+    p.add_argument("--list", action="store_true", help="list the searches in the results folder")
+    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.leaderboard import LeaderboardError, list_table, render
+    from harness.results import find_search, results_root
+
+    root = results_root(args.results)
+    if args.list:
+        print(list_table(root))
+        return 0
+    if args.top is not None and args.top < 1:
+        raise LeaderboardError(f"--top {args.top}: must be >= 1")
+    print(render(find_search(root, args.name), args.format, args.top, args.sort))
+    return 0

@@ -1,0 +1,218 @@
+"""`run.py search RECIPE`: a Ray Tune + Optuna search, resumable by name, ending in a leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.recipes import RECIPES
+from harness.trial import BUDGETS
+
+if TYPE_CHECKING:
+    from harness.results import SearchPlan
+    from harness.space import SearchSpace
+
+DEFAULT_TRIALS = {"smoke": 8, "small": 32, "paper": 64}
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# options that define a search; given again on resume they must match what was launched
+IDENTITY = (
+    "budget",
+    "objective",
+    "multi_objective",
+    "trials",
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "max_concurrent",
+    "scheduler",
+    "seed",
+    "data",
+    "storage",
+)
+
+
+class SearchArgsError(ValueError):
+    """A search option is invalid; one line naming it."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="hyperparameter search (Ray Tune + Optuna), then the leaderboard",
+        description="Search a recipe's hyperparameters with Optuna TPE on Ray Tune, ASHA cutting "
+        "weak trials. Results go to results/<name>/. Running the same --name again continues an "
+        "interrupted search.",
+    )
+    p.add_argument("recipe", choices=sorted(RECIPES), help="which GAN to search")
+    p.add_argument("--name", help="search name (default <recipe>-<budget>)")
+    p.add_argument("--space", type=Path, help="search space YAML (default search_spaces/RECIPE)")
+    p.add_argument("--trials", type=int, help="number of trials (default 8 smoke, 32 small)")
+    p.add_argument("--budget", choices=BUDGETS, help="per-trial size (default smoke on CPU)")
+    p.add_argument("--data", help="corpus folder (default: the built-in espeak-ng corpus)")
+    p.add_argument("--objective", help="metric to optimise (default: the space's objective)")
+    p.add_argument(
+        "--multi-objective",
+        action="store_true",
+        default=None,
+        help="optimise the objective and the space's cost (params_g) together",
+    )
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs per trial, may be 0.25 (default 1 if the cluster has GPUs, else 0)",
+    )
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what fits)")
+    p.add_argument("--scheduler", choices=("asha", "none"), help="early stopping (default asha)")
+    p.add_argument("--address", help="existing Ray cluster (default $RAY_ADDRESS, else local)")
+    p.add_argument("--storage", help="Ray storage URI (s3://..., /mnt/nfs/...) for Tune state")
+    p.add_argument("--seed", type=int, help="sampler and trial seed (default 0)")
+    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines while it runs")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.leaderboard import render
+    from harness.results import SearchFolder, SearchPlan, results_root
+    from harness.trial import default_budget, print_line
+
+    budget = args.budget or default_budget()
+    name = args.name or f"{args.recipe}-{budget}"
+    if not NAME.fullmatch(name):
+        raise SearchArgsError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
+    folder = SearchFolder(results_root(args.results) / name)
+    if folder.config.is_file():
+        plan = SearchPlan.load(folder)
+        check_same_search(plan, args)
+        if args.address:
+            plan.address = args.address
+        if folder.finished():
+            print_line(f"search {name!r} has already finished; see `run.py leaderboard {name}`")
+            print_line(render(folder, "table"))
+            return 0
+    else:
+        plan = make_plan(args, name, budget)
+    from harness.search import run_search
+
+    print_line(
+        f"search {name!r}: {plan.recipe} ({plan.budget} budget), {plan.trials} trials, "
+        f"objective {plan.objective} -> {folder.path}"
+    )
+    outcome = run_search(plan, folder, echo=print_line, progress=not args.quiet)
+    print_line("")
+    print_line(render(folder, "table"))
+    if not outcome.finished:
+        print_line(f"\nsearch {name!r} is unfinished; run the same command again to continue it")
+        return 1
+    print_line(f"\nfinished in {outcome.wall_s:.0f} s; rerun the best: `run.py rerun {name}`")
+    return 0
+
+
+def check_same_search(plan: SearchPlan, args: argparse.Namespace) -> None:
+    """On resume, options given again must match the launched search."""
+    if args.recipe != plan.recipe:
+        raise SearchArgsError(
+            f"search {plan.name!r} searches {plan.recipe!r}, not {args.recipe!r}; use another --name"
+        )
+    given = {option: getattr(args, option) for option in IDENTITY}
+    if given["data"] is not None:
+        given["data"] = str(Path(given["data"]).resolve())
+    if args.space is not None:
+        given["space_file"] = str(Path(args.space).resolve())
+    for option, value in given.items():
+        if value is not None and value != getattr(plan, option):
+            flag = "--" + option.replace("_file", "").replace("_", "-")
+            raise SearchArgsError(
+                f"search {plan.name!r} was launched with {flag} {getattr(plan, option)!r}, not "
+                f"{value!r}; run it without {flag} to continue it, or pick another --name"
+            )
+
+
+def make_plan(args: argparse.Namespace, name: str, budget: str) -> SearchPlan:
+    """Validate every option and the space before anything starts."""
+    import yaml
+
+    from harness.recipes import recipe_class
+    from harness.results import SearchPlan
+    from harness.space import METRIC_MODES, default_space_file, load_space, metric_mode
+    from harness.trial import print_line, resolve_config
+
+    recipe = args.recipe
+    if budget not in recipe_class(recipe).budgets:
+        raise SearchArgsError(f"--budget {budget!r}: recipe {recipe!r} has no such budget")
+    space_file = Path(args.space or default_space_file(recipe)).resolve()
+    space = load_space(space_file, recipe)
+    objective = args.objective or space.objective
+    if objective not in METRIC_MODES:
+        raise SearchArgsError(f"--objective {objective!r}: not one of {', '.join(METRIC_MODES)}")
+    trials = args.trials if args.trials is not None else DEFAULT_TRIALS[budget]
+    if trials < 1:
+        raise SearchArgsError(f"--trials {trials}: must be >= 1")
+    cpus = args.cpus_per_trial if args.cpus_per_trial is not None else 1.0
+    if cpus <= 0:
+        raise SearchArgsError(f"--cpus-per-trial {cpus:g}: must be > 0")
+    gpus = args.gpus_per_trial
+    if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
+        raise SearchArgsError(f"--gpus-per-trial {gpus:g}: use a fraction <= 1 or a whole number")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise SearchArgsError(f"--max-concurrent {args.max_concurrent}: must be >= 1")
+    data = None
+    if args.data:
+        data = str(Path(args.data).resolve())
+        if not Path(data).is_dir():
+            raise SearchArgsError(f"--data {args.data}: no such folder")
+    for point in [{}, *space.points]:  # fixed values and known-good points must be valid configs
+        resolve_config(recipe, budget, sample={**space.fixed, **point}, data=data)
+    grace, max_t = asha_window(space, recipe, budget)
+    multi = bool(args.multi_objective)
+    scheduler = args.scheduler or ("none" if multi else "asha")
+    if scheduler == "asha" and grace >= max_t:
+        print_line(
+            f"note: ASHA off: no validation between the discriminator start and step {max_t}"
+        )
+        scheduler = "none"
+    return SearchPlan(
+        name=name,
+        recipe=recipe,
+        budget=budget,
+        space_file=str(space_file),
+        space=yaml.safe_load(space_file.read_text()),
+        swept=space.swept,
+        objective=objective,
+        mode=metric_mode(objective),
+        trials=trials,
+        seed=args.seed if args.seed is not None else 0,
+        data=data,
+        multi_objective=multi,
+        cost=space.cost,
+        cost_mode=metric_mode(space.cost),
+        cpus_per_trial=cpus,
+        gpus_per_trial=gpus,
+        max_concurrent=args.max_concurrent or 0,
+        scheduler=scheduler,
+        grace_period=grace,
+        max_t=max_t,
+        address=args.address or os.environ.get("RAY_ADDRESS") or None,
+        storage=args.storage,
+    )
+
+
+def asha_window(space: SearchSpace, recipe: str, budget: str) -> tuple[int, int]:
+    """(grace period, max_t) in training steps: ASHA may cut a trial only at a validation
+    after the discriminator has started, whatever disc_start_step the sampler picks."""
+    from harness.trial import resolve_config
+
+    trainer = resolve_config(recipe, budget, sample=space.fixed).trainer
+
+    def upper(key: str) -> int:
+        param = space.params.get(key)
+        if param is None:
+            return int(getattr(trainer, key))
+        return int(max(param.choices) if param.kind == "choice" else param.high)
+
+    every = upper("eval_every")
+    grace = (upper("disc_start_step") // every + 1) * every
+    return grace, upper("steps")

@@ -1,0 +1,241 @@
+"""Rank a search's trials from ``trials.parquet`` and render them as a table, CSV, JSON or Markdown.
+
+Completed trials come first, best objective first; then trials ASHA cut, then trials that
+stopped themselves (diverged, out of memory), then errored ones, so a trial that did not finish
+never outranks one that did.  No Ray or Optuna here: importances come from ``importances.json``,
+written by the search, and the Pareto front is computed from the table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.results import STATUSES, TERMINAL, SearchFolder, SearchPlan, list_searches, read_trials
+from harness.space import COST_MODES, METRIC_MODES
+
+FORMATS = ("table", "csv", "json", "markdown")
+STATUS_ORDER = {s: i for i, s in enumerate(STATUSES)}  # finished trials first
+
+
+class LeaderboardError(ValueError):
+    """A leaderboard option is invalid; one line naming it."""
+
+
+def sort_spec(plan: SearchPlan, sort: str | None, columns: list[str]) -> tuple[str, bool]:
+    """(column, ascending) from ``--sort METRIC[:asc|:desc]``; default: the objective."""
+    if sort is None:
+        return plan.objective, plan.mode == "min"
+    column, _, direction = sort.partition(":")
+    aliases = {"trial": "trial_id", **{c.removeprefix("config/"): c for c in columns}}
+    column = column if column in columns else aliases.get(column, column)
+    if column not in columns:
+        raise LeaderboardError(f"--sort {column!r}: no such column; columns: {', '.join(columns)}")
+    if direction not in ("", "asc", "desc"):
+        raise LeaderboardError(f"--sort {sort!r}: direction must be asc or desc")
+    modes = {**METRIC_MODES, **COST_MODES}
+    ascending = (
+        direction == "asc" if direction else modes.get(column.removeprefix("best_")) == "min"
+    )
+    return column, ascending
+
+
+def rank(frame: pd.DataFrame, plan: SearchPlan, sort: str | None = None) -> pd.DataFrame:
+    """Trials in leaderboard order with a 1-based ``rank`` column."""
+    frame = frame.copy()
+    column, ascending = sort_spec(plan, sort, list(frame.columns))
+    if column not in frame:
+        frame[column] = math.nan
+    frame["_group"] = frame["status"].map(STATUS_ORDER).fillna(len(STATUS_ORDER))
+    frame = frame.sort_values(
+        ["_group", column, "trial_id"], ascending=[True, ascending, True], na_position="last"
+    ).drop(columns="_group")
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    return frame.reset_index(drop=True)
+
+
+def pareto_front(frame: pd.DataFrame, plan: SearchPlan) -> list[str]:
+    """Trial ids of completed trials that no other completed trial beats on objective and cost."""
+    metrics = [(plan.objective, plan.mode), (plan.cost, plan.cost_mode)]
+    if any(m not in frame for m, _ in metrics):
+        return []
+    done = frame[(frame["status"] == "completed")].dropna(subset=[m for m, _ in metrics])
+    signs = [1.0 if mode == "max" else -1.0 for _, mode in metrics]
+    points = [
+        (row["trial_id"], [s * float(row[m]) for s, (m, _) in zip(signs, metrics, strict=True)])
+        for _, row in done.iterrows()
+    ]
+
+    def dominated(p: list[float]) -> bool:
+        return any(all(a >= b for a, b in zip(q, p, strict=True)) and q != p for _, q in points)
+
+    return sorted(tid for tid, p in points if not dominated(p))
+
+
+def display_columns(frame: pd.DataFrame, plan: SearchPlan) -> list[str]:
+    """rank, trial, status, objective, other scores, cost, swept parameters, steps, time, health
+    flags, reason."""
+    scores = [m for m in METRIC_MODES if m in frame and m != plan.objective]
+    costs = [c for c in COST_MODES if c in frame]
+    params = [f"config/{p}" for p in plan.swept if f"config/{p}" in frame]
+    tail = [c for c in ("step", "time_s", "flags", "reason") if c in frame]
+    lead = ["rank", "trial_id", "status"] + ([plan.objective] if plan.objective in frame else [])
+    extra = ["pareto"] if "pareto" in frame else []
+    return lead + extra + scores + costs + params + tail
+
+
+def raised_flags(frame: pd.DataFrame) -> pd.Series:
+    """The health flags each trial raised (``flag_collapse`` -> "collapse"), comma-separated."""
+    flags = [c for c in frame.columns if c.startswith("flag_")]
+
+    def raised(row: pd.Series) -> str:
+        return ",".join(f.removeprefix("flag_") for f in flags if _true(row[f]))
+
+    return frame.apply(raised, axis=1)
+
+
+def _true(value: Any) -> bool:
+    return isinstance(value, bool | np.bool_) and bool(value)
+
+
+def load(folder: SearchFolder) -> tuple[SearchPlan, pd.DataFrame]:
+    return SearchPlan.load(folder), read_trials(folder)
+
+
+def importances(folder: SearchFolder) -> dict[str, float]:
+    if not folder.importances.is_file():
+        return {}
+    return json.loads(folder.importances.read_text()).get("importances", {})
+
+
+def render(
+    folder: SearchFolder, fmt: str = "table", top: int | None = None, sort: str | None = None
+) -> str:
+    """The leaderboard of the search in ``folder`` as text in ``fmt``."""
+    if fmt not in FORMATS:
+        raise LeaderboardError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+    plan, frame = load(folder)
+    ranked = rank(frame, plan, sort)
+    if any(c.startswith("flag_") for c in ranked.columns):
+        ranked["flags"] = raised_flags(ranked)
+    front = pareto_front(ranked, plan) if plan.multi_objective else []
+    if plan.multi_objective:
+        ranked["pareto"] = ranked["trial_id"].isin(front)
+    shown = ranked[display_columns(ranked, plan)]
+    if top is not None:
+        shown = shown.head(top)
+    weights = importances(folder)
+    if fmt == "csv":
+        return shown.rename(columns=_short).to_csv(index=False).rstrip("\n")
+    if fmt == "json":
+        doc = {
+            "search": plan.name,
+            "recipe": plan.recipe,
+            "objective": plan.objective,
+            "mode": plan.mode,
+            "trials": json.loads(shown.rename(columns=_short).to_json(orient="records")),
+            "importances": weights,
+            "pareto": front,
+        }
+        return json.dumps(doc, indent=2)
+    head = (
+        f"search {plan.name}: {plan.recipe} ({plan.budget}), objective {plan.objective} "
+        f"({plan.mode}), {int((frame['status'] != 'lost').sum())}/{plan.trials} trials"
+        + (", finished" if folder.finished() else ", unfinished")
+    )
+    body = _markdown(shown) if fmt == "markdown" else _table(shown)
+    notes = []
+    if weights:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
+        notes.append(f"parameter importance for {plan.objective} (PED-ANOVA): {parts}")
+    if plan.multi_objective:
+        notes.append(
+            f"Pareto front ({plan.objective} {plan.mode}, {plan.cost} {plan.cost_mode}): "
+            + (", ".join(front) or "none yet")
+        )
+    return "\n".join([head, "", body, *([""] + notes if notes else [])])
+
+
+def _short(column: str) -> str:
+    return {"trial_id": "trial", "time_s": "time_s"}.get(column, column.removeprefix("config/"))
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "*" if value else ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    header = [_short(c) for c in frame.columns]
+    rows = [[_cell(v) for v in row] for row in frame.astype(object).itertuples(index=False)]
+    return header, rows
+
+
+def _table(frame: pd.DataFrame) -> str:
+    header, rows = _cells(frame)
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    out = io.StringIO()
+    for line in [header, *rows]:
+        cells = [
+            c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(line, widths, strict=True)
+        ]
+        out.write("  ".join(cells).rstrip() + "\n")
+    return out.getvalue().rstrip("\n")
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header, rows = _cells(frame)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def list_table(root: Any) -> str:
+    """One line per search under ``root``, most recent first."""
+    lines = [("search", "recipe", "budget", "objective", "trials", "state", "best", "created")]
+    for folder in list_searches(root):
+        plan, frame = load(folder)
+        done = int(frame["status"].isin(TERMINAL).sum() - (frame["status"] == "lost").sum())
+        best = "-"
+        if len(frame):
+            top = rank(frame, plan).iloc[0]
+            if top["status"] == "completed" and plan.objective in top:
+                best = _cell(top[plan.objective])
+        state = "finished" if folder.finished() else "unfinished"
+        lines.append(
+            (
+                plan.name,
+                plan.recipe,
+                plan.budget,
+                plan.objective,
+                f"{done}/{plan.trials}",
+                state,
+                best,
+                plan.created,
+            )
+        )
+    if len(lines) == 1:
+        return f"no searches in {root}"
+    widths = [max(len(str(x)) for x in col) for col in zip(*lines, strict=True)]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

@@ -1,0 +1,233 @@
+"""Health signals and the detector logic on hand-made inputs whose answers are known."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from harness.audio.mel import LogMel, MelConfig
+from harness.health import (
+    HealthConfig,
+    HealthError,
+    HealthMonitor,
+    collapse_score,
+    diversity_ratio,
+    energy_ratio,
+    highband_ratio,
+    mode_statistics,
+    overpower_score,
+    stop_reason,
+)
+from harness.recipes.base import Adversary
+from harness.recipes.hifigan import HifiganRecipe
+from harness.recipes.ring import RingRecipe, mode_means
+from harness.trainer import Trainer
+from harness.trial import resolve_config
+
+SR = 16000
+LOG_MEL = LogMel(MelConfig(sample_rate=SR, n_fft=256, hop_length=64, win_length=256, n_mels=20))
+
+
+def speechlike(n: int = 4, length: int = 4096) -> torch.Tensor:
+    """``n`` different clips: tones at different pitches and levels plus a little noise."""
+    gen = torch.Generator().manual_seed(0)
+    t = torch.arange(length) / SR
+    clips = [
+        (0.1 + 0.05 * i) * torch.sin(2 * math.pi * (200 + 350 * i) * t)
+        + 0.01 * torch.randn(length, generator=gen)
+        for i in range(n)
+    ]
+    return torch.stack(clips).unsqueeze(1)  # [B, 1, T], as a vocoder outputs
+
+
+def test_diversity_ratio_is_one_for_real_and_zero_for_a_constant_generator():
+    real = speechlike()
+    assert diversity_ratio(real, real, LOG_MEL) == pytest.approx(1.0)
+    same = real[:1].expand_as(real)  # a generator that ignores its condition
+    assert diversity_ratio(real, same, LOG_MEL) == 0.0
+    assert diversity_ratio(real, torch.full_like(real, 0.3), LOG_MEL) == 0.0
+    assert diversity_ratio(real[:1], real[:1], LOG_MEL) is None  # no pairs in a batch of one
+
+
+def test_energy_ratio_sees_silence_and_blow_up():
+    real = speechlike()
+    assert energy_ratio(real, real) == pytest.approx(1.0)
+    assert energy_ratio(real, 0.1 * real) == pytest.approx(0.1)
+    assert energy_ratio(real, torch.zeros_like(real)) == 0.0
+    assert energy_ratio(torch.zeros_like(real), real) is None
+
+
+def test_highband_ratio_sees_over_smoothing():
+    gen = torch.Generator().manual_seed(1)
+    noise = torch.randn(4, 8192, generator=gen)  # flat spectrum: half the band is above 4 kHz
+    muffled = torch.sin(2 * math.pi * 440 * torch.arange(8192) / SR).expand(4, -1)
+    assert highband_ratio(noise, noise, SR) == pytest.approx(1.0)
+    assert highband_ratio(noise, muffled, SR) < 0.01
+    assert highband_ratio(muffled, noise, SR) > 100
+
+
+def test_mode_statistics_known_answers():
+    means, std = mode_means("ring")
+    gen = torch.Generator().manual_seed(0)
+    on_three = means[:3].repeat(100, 1) + std * torch.randn(300, 2, generator=gen)
+    stats = mode_statistics(on_three, means, std)
+    assert stats["modes_covered"] == 3 and stats["modes_total"] == 8
+    assert stats["high_quality"] > 0.95  # 1 - exp(-9/2) = 98.9 % in expectation
+    assert stats["reverse_kl"] == pytest.approx(math.log(8 / 3), abs=0.01)
+    lost = mode_statistics(torch.zeros(50, 2), means, std)  # all at the centre: no mode
+    assert lost["modes_covered"] == 0 and lost["high_quality"] == 0
+    assert lost["reverse_kl"] == pytest.approx(math.log(8))
+
+
+def test_scores_reach_one_only_when_every_threshold_is_crossed():
+    cfg = HealthConfig()
+    assert overpower_score(0.99, 0.05, None, cfg) == 1.0  # D right, loss near zero
+    assert overpower_score(0.99, 0.9, 0.005, cfg) == 1.0  # D right, gradient vanished
+    assert overpower_score(0.99, 0.9, 0.9, cfg) == 0.0  # D right but G still gets a signal
+    assert overpower_score(0.9, 0.05, 0.005, cfg) < 1.0  # loss low but D not right enough
+    assert overpower_score(None, 0.05, 0.005, cfg) is None  # no discriminator yet
+    assert collapse_score({"modes_covered": 4.0, "modes_total": 8.0}, cfg) == 1.0
+    assert collapse_score({"modes_covered": 8.0, "modes_total": 8.0}, cfg) == 0.0
+    assert collapse_score({"diversity_ratio": 0.0}, cfg) == 1.0
+    assert collapse_score({"diversity_ratio": 0.9, "energy_ratio": 0.0}, cfg) == 1.0  # silence
+    assert collapse_score({"diversity_ratio": 0.9, "energy_ratio": 100.0}, cfg) == 1.0  # +40 dB
+    assert collapse_score({"diversity_ratio": 0.9, "energy_ratio": 0.5}, cfg) == 0.0
+    assert collapse_score({"pesq": 3.0}, cfg) is None
+
+
+def overpowered(step: int) -> dict:
+    return {"step": step, "d_acc": 0.995, "loss_d": 0.01, "adv_grad_norm": 1.0}
+
+
+def healthy(step: int) -> dict:
+    return {"step": step, "d_acc": 0.6, "loss_d": 1.3, "adv_grad_norm": 1.0}
+
+
+def test_flag_needs_window_consecutive_judged_rows_and_names_its_start():
+    monitor = HealthMonitor(HealthConfig(window=3, warmup=0.2), total_steps=100)
+    monitor.note_d_loss(1.386)
+    rows = [monitor.update(overpowered(s)) for s in (10, 20, 30, 40, 50)]
+    # steps 10 and 20 are warm-up (0.2 x 100 steps); 30, 40, 50 make the window of 3
+    assert [r["flag_overpower"] for r in rows] == [False, False, False, False, True]
+    assert rows[-1]["overpower_since"] == 30
+    row = monitor.update(healthy(60))  # one healthy row clears the streak
+    assert not row["flag_overpower"] and row["overpower_since"] is None
+    for s in (70, 80):
+        monitor.update(overpowered(s))
+    assert not monitor.current["flag_overpower"]
+    row = monitor.update(overpowered(90))
+    assert row["flag_overpower"] and row["overpower_since"] == 70
+    assert stop_reason(row) == "discriminator overpowering since step 70"
+    assert stop_reason(healthy(100)) is None
+
+
+def test_rows_without_evidence_leave_a_streak_alone():
+    monitor = HealthMonitor(HealthConfig(window=2, warmup=0.0), total_steps=100)
+    collapsed = {"modes_covered": 1.0, "modes_total": 8.0}
+    assert monitor.update({"step": 0, **collapsed})["collapse_score"] == 1.0  # step 0: not judged
+    monitor.update({"step": 10, **collapsed})
+    monitor.update(healthy(20))  # a step row carries no mode evidence
+    row = monitor.update({"step": 30, **collapsed})
+    assert row["flag_collapse"] and row["collapse_since"] == 10
+    assert stop_reason(row) == "mode collapse since step 10"
+
+
+def test_rolling_d_loss_statistics():
+    monitor = HealthMonitor(HealthConfig(roll=3))
+    for step, loss in enumerate([4.0, 1.0, 2.0, 3.0], start=1):
+        row = monitor.update({"step": step, "loss_d": loss})
+    assert row["d_loss_roll_mean"] == pytest.approx(2.0)
+    assert row["d_loss_roll_var"] == pytest.approx(2 / 3)
+
+
+def test_monitor_state_round_trips():
+    monitor = HealthMonitor(HealthConfig(window=2, warmup=0.0), total_steps=10)
+    monitor.note_d_loss(1.0)
+    for s in (1, 2):
+        monitor.update(overpowered(s))
+    copy = HealthMonitor(HealthConfig(window=2, warmup=0.0), total_steps=10)
+    copy.load_state_dict(monitor.state_dict())
+    assert copy.current == monitor.current and copy.current["flag_overpower"]
+    assert copy.update(overpowered(3)) == monitor.update(overpowered(3))
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(HealthError, match="window"):
+        HealthConfig(window=0)
+    with pytest.raises(HealthError, match="warmup"):
+        HealthConfig(warmup=1.5)
+
+
+def ring_trainer(tmp_path, health=None, **settings):
+    small = {"g_hidden": 16, "g_layers": 2, "d_hidden": 16, "eval_samples": 200}
+    base = {"steps": 10, "batch_size": 32, "log_every": 5, "eval_every": 10, **small}
+    cfg = resolve_config("ring", "smoke", overrides={**base, **settings})
+    recipe = RingRecipe(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)
+    rows: list[tuple[str, dict]] = []
+    trainer = Trainer(recipe, cfg.trainer, tmp_path, lambda k, r, c: rows.append((k, r)), health)
+    return trainer, rows
+
+
+def test_adv_grad_norm_is_the_gradient_reaching_the_generated_batch(tmp_path):
+    trainer, rows = ring_trainer(tmp_path, steps=1, log_every=1)
+    g_before = copy.deepcopy(trainer.G)
+    trainer.fit()
+    (row,) = [r for k, r in rows if k == "step"]
+    # by hand: G as it was, D after its update (HiFi-GAN order), the same batch
+    batch = trainer.data.batch(0)
+    fake = trainer.recipe.generate(g_before, batch)
+    loss = trainer.recipe.generator_loss(trainer.D, batch, fake, Adversary()).adversarial
+    (grad,) = torch.autograd.grad(loss, fake)
+    assert row["adv_grad_norm"] == pytest.approx(float(grad.norm()), rel=1e-6)
+    assert row["adv_grad_norm"] > 0
+    late, rows = ring_trainer(tmp_path / "late", steps=10, disc_start_step=5)
+    late.fit()
+    assert [r.get("adv_grad_norm") is None for k, r in rows if k == "step"] == [True, False]
+
+
+def test_r1_penalty_flattens_d_on_real_data(tmp_path):
+    def real_slope(trainer: Trainer) -> float:
+        real = trainer.data.batch(10_000)[0].requires_grad_(True)
+        (out,) = trainer.recipe.discriminator_outputs(trainer.D, real)
+        (grad,) = torch.autograd.grad(out.sum(), real)
+        return float(grad.pow(2).sum(1).mean())
+
+    plain, _ = ring_trainer(tmp_path / "plain", steps=40, lr_d=1e-2)
+    plain.fit()
+    r1, rows = ring_trainer(tmp_path / "r1", HealthConfig(r1_gamma=10.0), steps=40, lr_d=1e-2)
+    r1.fit()
+    logged = [r["r1_penalty"] for k, r in rows if k == "step"]
+    assert all(math.isfinite(x) and x >= 0 for x in logged)
+    assert real_slope(r1) < 0.5 * real_slope(plain)
+
+
+class ConstantVocoder(HifiganRecipe):
+    """HiFi-GAN whose output is forced to a constant (still differentiable, so it trains)."""
+
+    def generate(self, generator, batch):
+        return 0 * super().generate(generator, batch) + 0.05
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("recipe_cls", [HifiganRecipe, ConstantVocoder])
+def test_hifigan_smoke_health(tmp_path, recipe_cls):
+    """A constant generator is flagged as collapsed; the paper configuration raises nothing."""
+    constant = recipe_cls is ConstantVocoder
+    cfg = resolve_config("hifigan", "smoke", overrides={"steps": 200} if constant else {})
+    recipe = recipe_cls(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)
+    rows: list[tuple[str, dict]] = []
+    trainer = Trainer(recipe, cfg.trainer, tmp_path, lambda k, r, c: rows.append((k, r)))
+    try:
+        trainer.fit()
+    finally:
+        recipe.close()
+    steps = [r for k, r in rows if k == "step"]
+    assert all(r.get("diversity_ratio") is not None for r in steps)  # the recipe reports it
+    if constant:
+        assert all(r["diversity_ratio"] == 0 for r in steps)
+        assert steps[-1]["flag_collapse"] and not steps[-1]["flag_overpower"]
+    else:
+        assert not any(r["flag_collapse"] or r["flag_overpower"] for _, r in rows)

@@ -1,0 +1,168 @@
+"""The search's pieces without a running Ray: how trial endings reach Optuna, resources, GPUs."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from harness.results import SearchFolder, SearchPlan, read_outcome
+from harness.search import (
+    STATUS,
+    SearchError,
+    TrialSetup,
+    fit_to,
+    make_searcher,
+)
+
+SPACE = {
+    "objective": "reverse_kl",
+    "space": {"lr_g": {"loguniform": [1e-4, 1e-2]}, "d_steps": {"int": [1, 3]}},
+    "points_to_evaluate": [{"lr_g": 1e-3, "d_steps": 1}],
+}
+State = optuna.trial.TrialState
+
+
+def plan(**changes) -> SearchPlan:
+    base = dict(
+        name="units",
+        recipe="ring",
+        budget="smoke",
+        space_file="units.yaml",
+        space=SPACE,
+        swept=["lr_g", "d_steps"],
+        objective="reverse_kl",
+        mode="min",
+        trials=6,
+        gpus_per_trial=None,
+    )
+    return SearchPlan(**{**base, **changes})
+
+
+@pytest.fixture
+def searcher(tmp_path):
+    folder = SearchFolder(tmp_path / "units")
+    folder.path.mkdir()
+    return make_searcher(plan(), folder), folder
+
+
+def states(searcher) -> dict[str, tuple[State, dict]]:
+    study = searcher._ot_study
+    return {t.user_attrs.get("trial_id"): (t.state, t) for t in study.get_trials()}
+
+
+def test_each_ending_reaches_optuna_as_what_it_is(searcher):
+    search, folder = searcher
+    assert search.suggest("done") == {"lr_g": 1e-3, "d_steps": 1}  # the known point first
+    for trial_id in ("cut", "diverged", "raised", "nan"):
+        assert set(search.suggest(trial_id)) == {"lr_g", "d_steps"}
+    for trial_id in ("done", "cut", "diverged", "nan"):
+        search.on_trial_result(trial_id, {STATUS: "running", "reverse_kl": 1.5, "step": 100})
+    search.on_trial_result("done", {STATUS: "running", "reverse_kl": 1.5, "step": 100})  # again
+    search.on_trial_complete("done", {STATUS: "completed", "reverse_kl": 0.4, "step": 200})
+    # ASHA stops a trial on the result it was cut at; Tune does not show that one to the searcher
+    search.on_trial_complete("cut", {STATUS: "running", "reverse_kl": 1.9, "step": 200})
+    search.on_trial_complete("diverged", {STATUS: "stopped", "reason": "diverged: x", "step": 7})
+    search.on_trial_complete("raised", None, error=True)
+    search.on_trial_complete("nan", {STATUS: "completed", "step": 200})  # no finite objective
+
+    found = states(search)
+    state, done = found["done"]
+    assert state == State.COMPLETE and done.value == 0.4
+    assert done.intermediate_values == {100: 1.5}
+    state, cut = found["cut"]
+    assert state == State.PRUNED and cut.intermediate_values == {100: 1.5, 200: 1.9}
+    assert cut.user_attrs["reason"] == "cut by ASHA at step 200"
+    for trial_id, status in (("diverged", "stopped"), ("raised", "errored"), ("nan", "stopped")):
+        state, t = found[trial_id]
+        assert state == State.FAIL and t.value is None and t.user_attrs["status"] == status
+    assert found["diverged"][1].user_attrs["reason"] == "diverged: x"
+    assert found["nan"][1].user_attrs["reason"] == "no finite reverse_kl at the end"
+
+    # the trial folders learned each ending first (the trials table and resume read them)
+    assert read_outcome(folder.trial_dir("cut")) == {
+        "status": "pruned", "reason": "cut by ASHA at step 200", "step": 200, "reverse_kl": 1.9,
+    }  # fmt: skip
+    assert read_outcome(folder.trial_dir("raised"))["status"] == "errored"
+
+
+def test_the_study_decides_when_enough_trials_ran(searcher):
+    search, _ = searcher
+    for k in range(6):
+        assert isinstance(search.suggest(f"t{k}"), dict)
+    assert search.suggest("t6") == "FINISHED"
+
+
+def test_restore_closes_trials_asked_after_the_last_snapshot(searcher, tmp_path):
+    search, folder = searcher
+    search.suggest("known")
+    search.save(str(tmp_path / "searcher.pkl"))
+    search.suggest("unknown")  # asked, then the driver was killed before Ray's next snapshot
+    search.restore(str(tmp_path / "searcher.pkl"))
+    found = states(search)
+    assert found["known"][0] == State.RUNNING
+    assert found["unknown"][0] == State.FAIL and "status" not in found["unknown"][1].user_attrs
+    assert search._trials_run() == 1  # the closed one does not use up a trial
+    assert read_outcome(folder.trial_dir("unknown"))["status"] == "lost"
+    assert read_outcome(folder.trial_dir("known")) is None
+
+
+def test_errored_trial_that_completes_on_resume_is_added_to_the_study(searcher):
+    search, _ = searcher
+    search.suggest("flaky")
+    search.on_trial_complete("flaky", None, error=True)
+    search._completed_trials.discard("flaky")  # resumed: Ray runs the errored trial again
+    search.on_trial_complete("flaky", {STATUS: "completed", "reverse_kl": 0.3, "step": 200})
+    trials = search._ot_study.get_trials()
+    assert [t.state for t in trials] == [State.FAIL, State.COMPLETE]
+    assert trials[1].params == trials[0].params and trials[1].value == 0.3
+    assert trials[1].user_attrs["trial_id"] == "flaky"
+    assert search._trials_run() == 1
+
+
+@pytest.mark.parametrize(
+    "cpus,gpus,per_cpu,per_gpu,trials,expected_slots,expected_gpus",
+    [
+        (2, 0, 1, None, 8, 2, 0.0),  # the 2-core laptop: two trials of one CPU
+        (16, 1, 1, 0.25, 8, 4, 0.25),  # four trials share one GPU
+        (16, 2, 1, None, 8, 2, 1.0),  # a GPU per trial where there are GPUs
+        (16, 8, 4, None, 3, 3, 1.0),  # never more at once than trials
+    ],
+)
+def test_concurrency_is_what_the_resources_allow(
+    cpus, gpus, per_cpu, per_gpu, trials, expected_slots, expected_gpus
+):
+    p = plan(cpus_per_trial=per_cpu, gpus_per_trial=per_gpu, trials=trials)
+    fit_to(p, cpus, gpus)
+    assert (p.max_concurrent, p.gpus_per_trial) == (expected_slots, expected_gpus)
+
+
+def test_a_trial_that_cannot_fit_is_refused():
+    with pytest.raises(
+        SearchError, match="a trial needs 1 CPU and 1 GPU but the cluster has 4 CPU"
+    ):
+        fit_to(plan(gpus_per_trial=1.0), 4, 0)
+
+
+def test_fractional_gpu_trial_caps_its_own_memory(monkeypatch):
+    """Ray does not enforce a fraction of a GPU; the trial must (the GPU itself is faked)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f: calls.append(f))
+    threads = torch.get_num_threads()
+    try:
+        setup = TrialSetup("s", "/tmp/s", "ring", "harness.recipes.ring:RingRecipe", "smoke",
+                           None, cpus=2, gpus=0.25)  # fmt: skip
+        setup.prepare_process()
+        assert calls == [0.25] and torch.get_num_threads() == 2
+        TrialSetup("s", "/tmp/s", "ring", "x:Y", "smoke", None, cpus=1, gpus=1).prepare_process()
+        assert calls == [0.25]  # a whole GPU needs no cap
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_trial_config_gives_torch_the_cpus_of_the_trial():
+    setup = TrialSetup("s", "/tmp/s", "ring", "x:Y", "smoke", None, cpus=3, gpus=0)
+    cfg = setup.trial_config({"lr_g": 5e-4, "g_hidden": 16})
+    assert cfg.trainer.threads == 3 and cfg.trainer.lr_g == 5e-4 and cfg.model.g_hidden == 16
+    assert cfg.budget == "smoke" and cfg.recipe == "ring"
