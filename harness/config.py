@@ -52,6 +52,8 @@ class TrainerConfig:
     label_smoothing: float = 0.0  # one-sided: real target becomes 1 - label_smoothing
     instance_noise: float = 0.0  # std of Gaussian noise added to every D input
     instance_noise_anneal_steps: int = 0  # linear decay to 0 over this many steps; 0 = constant
+    r1_gamma: float = 0.0  # zero-centred gradient penalty on real data (weight gamma); 0 = off
+    health_window: int = 5  # consecutive log windows a health condition must hold to flag
     # numerics and robustness
     precision: str = "fp32"  # fp32 | bf16 | fp16
     clip_grad_g: float = 0.0  # max global grad norm after unscaling; 0 = off
@@ -202,10 +204,12 @@ def build(
 
 
 def _check_trainer(c: TrainerConfig) -> None:
-    positive = ("steps", "batch_size", "d_steps", "g_steps", "log_every", "eval_every")
+    positive = ("steps", "batch_size", "d_steps", "g_steps", "log_every", "eval_every", "health_window")
     for key in positive:
         if getattr(c, key) < 1:
             raise ConfigError(f"{key}: must be >= 1, got {getattr(c, key)}")
+    if c.r1_gamma < 0:
+        raise ConfigError(f"r1_gamma: must be >= 0, got {c.r1_gamma}")
     if not 0.0 <= c.label_smoothing < 0.5:
         raise ConfigError(f"label_smoothing: must be in [0, 0.5), got {c.label_smoothing}")
     for key in ("lr_g", "lr_d"):

@@ -139,6 +139,7 @@ class SearchPlan:
     gpus_per_trial: float = 0.0
     max_concurrent: int = 0  # 0 = whatever the cluster's resources allow
     scheduler: str = "asha"
+    stop_unhealthy: bool = True  # end flagged trials early (overpowering, collapse)
     grace_period: int = 0  # ASHA: first training step at which a trial may be cut
     max_t: int = 0  # ASHA: training steps of a full trial
     address: str | None = None

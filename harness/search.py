@@ -48,6 +48,7 @@ from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from harness.config import TrialConfig  # noqa: E402
+from harness.health import stop_reason  # noqa: E402
 from harness.recipes import RECIPES  # noqa: E402
 from harness.results import (  # noqa: E402
     LOST,
@@ -313,6 +314,16 @@ class StatusAwareOptunaSearch(OptunaSearch):
                     write_outcome(trial_dir, {"status": "lost", "reason": LOST})
 
 
+class HealthStopper(tune.Stopper):
+    """Ends a trial whose reported row raises a health flag (see harness.health)."""
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return stop_reason(result) is not None
+
+    def stop_all(self) -> bool:
+        return False
+
+
 def outcome(result: dict[str, Any], error: bool) -> tuple[str, str]:
     """(status, reason) of a finished trial from its last Tune result."""
     if error:
@@ -320,6 +331,9 @@ def outcome(result: dict[str, Any], error: bool) -> tuple[str, str]:
     status = result.get(STATUS)
     if status in ("completed", "stopped", "pruned"):  # pruned: replayed after a resume
         return status, str(result.get("reason", ""))
+    why = stop_reason(result)
+    if why:  # ended by the HealthStopper at a flagged validation
+        return "stopped", f"stopped: {why}"
     if not result:
         return "pruned", "removed before it started"
     return "pruned", f"cut by ASHA at step {result.get('step')}"
@@ -702,6 +716,7 @@ def new_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage_path,
+            stop=HealthStopper() if plan.stop_unhealthy else None,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[TrialsTable(setup, plan, echo=progress)],

@@ -17,6 +17,7 @@ import torch
 
 from harness import config as config_mod
 from harness.config import TrialConfig
+from harness.health import HealthConfig
 from harness.recipes import recipe_class
 from harness.telemetry import DiagnosticsWriter
 from harness.trainer import Reporter, Trainer, TrainResult
@@ -112,7 +113,8 @@ def run_trial(
 
     try:
         with diagnostics:
-            trainer = Trainer(recipe, t, out_dir, report)
+            health = HealthConfig(window=t.health_window, r1_gamma=t.r1_gamma)
+            trainer = Trainer(recipe, t, out_dir, report, health)
             if on_start:
                 on_start(recipe.describe(trainer.G))
             if checkpoint is not None or resume:

@@ -66,6 +66,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what fits)")
     p.add_argument("--scheduler", choices=("asha", "none"), help="early stopping (default asha)")
+    p.add_argument(
+        "--stop-unhealthy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end a trial once its health flags (discriminator overpowering, collapse) are "
+        "raised, recorded as stopped and told to Optuna as failed (default on)",
+    )
     p.add_argument("--address", help="existing Ray cluster (default $RAY_ADDRESS, else local)")
     p.add_argument("--storage", help="Ray storage URI (s3://..., /mnt/nfs/...) for Tune state")
     p.add_argument("--seed", type=int, help="sampler and trial seed (default 0)")
@@ -193,6 +200,7 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> SearchPlan:
         gpus_per_trial=gpus,
         max_concurrent=args.max_concurrent or 0,
         scheduler=scheduler,
+        stop_unhealthy=args.stop_unhealthy,
         grace_period=grace,
         max_t=max_t,
         address=args.address or os.environ.get("RAY_ADDRESS") or None,

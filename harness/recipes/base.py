@@ -152,7 +152,7 @@ class Recipe(ABC):
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
         """Score G on the fixed held-out set; may write a few samples under ``out_dir``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most recipes hold nothing
         """Release recipe-held resources (worker pools); called once the trial ends."""
 
     def describe(self, generator: nn.Module) -> dict[str, float]:

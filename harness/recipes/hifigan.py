@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 from torch import Tensor, nn
 
+from harness import health as signals
 from harness import losses
 from harness.audio.corpus import ensure_corpus
 from harness.audio.datasets import SegmentBatches, load_utterances, open_corpus
@@ -81,7 +82,7 @@ class HifiganRecipe(Recipe):
             "d_width": 0.125,
             "segment_size": 2048,
             "batch_size": 4,
-            "steps": 400,
+            "steps": 300,
             "eval_every": 100,
             "log_every": 10,
             "n_valid": 6,
@@ -207,6 +208,21 @@ class HifiganRecipe(Recipe):
         fm = sum(losses.feature_matching_loss(real_out[g][1], fake_out[g][1]) for g in fake_out)
         terms.update(loss_g_adv=g_adv, loss_fm=fm)
         return GeneratorLoss(g_adv + self.cfg.lambda_fm * fm, recon, terms)
+
+    # ------------------------------------------------------------------ health
+    def health(self, batch: tuple[Tensor], fake: Tensor) -> dict[str, float | None]:
+        """Collapse evidence for a conditional generator: diversity, level, high band."""
+        real = batch[0]
+        return {
+            "diversity_ratio": signals.diversity_ratio(real, fake, self.loss_mel),
+            "energy_ratio": signals.energy_ratio(real, fake),
+            "highband_ratio": signals.highband_ratio(real, fake, self.cfg.sample_rate),
+        }
+
+    def discriminator_outputs(self, discriminator: nn.Module, real: Tensor) -> list[Tensor]:
+        """Every sub-discriminator's logits on real audio (for the R1 penalty)."""
+        out = discriminator(real.unsqueeze(1))
+        return [logits for group in out.values() for logits in group[0]]
 
     # ------------------------------------------------------------------ validation
     def _validation_audio(self) -> list[Tensor]:
