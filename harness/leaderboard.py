@@ -114,15 +114,22 @@ def importances(folder: SearchFolder) -> dict[str, float]:
 
 
 def render(
-    folder: SearchFolder, fmt: str = "table", top: int | None = None, sort: str | None = None
+    folder: SearchFolder,
+    fmt: str = "table",
+    top: int | None = None,
+    sort: str | None = None,
+    healthy_only: bool = False,
 ) -> str:
-    """The leaderboard of the search in ``folder`` as text in ``fmt``."""
+    """The leaderboard of the search in ``folder`` as text in ``fmt``; ``healthy_only`` drops
+    every trial that raised a health flag (collapse or discriminator overpowering)."""
     if fmt not in FORMATS:
         raise LeaderboardError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
     plan, frame = load(folder)
     ranked = rank(frame, plan, sort)
     if any(c.startswith("flag_") for c in ranked.columns):
         ranked["flags"] = raised_flags(ranked)
+        if healthy_only:
+            ranked = ranked[ranked["flags"] == ""].reset_index(drop=True)
     front = pareto_front(ranked, plan) if plan.multi_objective else []
     if plan.multi_objective:
         ranked["pareto"] = ranked["trial_id"].isin(front)

@@ -177,3 +177,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err[0].startswith("error: search 'nope' not found")
     assert err[1] == "error: --top 0: must be >= 1"
     assert err[2].startswith("error: ") and "no searches yet" in err[2]
+
+
+def test_healthy_only_drops_flagged_trials(tmp_path):
+    folder = make_search(tmp_path)
+    everyone = [r["trial"] for r in csv.DictReader(io.StringIO(render(folder, "csv")))]
+    healthy = [
+        r["trial"] for r in csv.DictReader(io.StringIO(render(folder, "csv", healthy_only=True)))
+    ]
+    assert {"c", "d"} <= set(everyone)
+    assert set(healthy) == set(everyone) - {"c", "d"}

@@ -19,6 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument("--top", type=int, help="show only the first N trials")
     p.add_argument("--sort", metavar="METRIC[:asc|:desc]", help="rank by another column")
+    p.add_argument(
+        "--healthy-only",
+        action="store_true",
+        help="leave out trials that raised a health flag (collapse, D overpowering)",
+    )
     p.add_argument("--list", action="store_true", help="list the searches in the results folder")
     p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
     p.set_defaults(func=run)
@@ -34,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.top is not None and args.top < 1:
         raise LeaderboardError(f"--top {args.top}: must be >= 1")
-    print(render(find_search(root, args.name), args.format, args.top, args.sort))
+    print(render(find_search(root, args.name), args.format, args.top, args.sort, args.healthy_only))
     return 0
