@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.commands import add_budget_and_overrides
 from harness.recipes import RECIPES
-from harness.trial import BUDGETS
 
 EPILOG = """\
 G alone (no discriminator) is trained on one fixed training batch with its reconstruction loss,
@@ -37,17 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per rate (100)")
     p.add_argument("--data", help="corpus folder (default: the built-in corpus)")
-    p.add_argument(
-        "--budget", choices=BUDGETS, help="size preset (default: smoke on CPU, small on GPU)"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key (repeatable)",
-    )
+    add_budget_and_overrides(p)
     p.add_argument(
         "--write-space",
         type=Path,

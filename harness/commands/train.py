@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.commands import add_budget_and_overrides
 from harness.recipes import RECIPES
-from harness.trial import BUDGETS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,17 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="corpus folder (LJSpeech layout or a folder of WAVs); "
         "default: the built-in espeak-ng corpus",
     )
-    p.add_argument(
-        "--budget", choices=BUDGETS, help="size preset (default: smoke on CPU, small on GPU)"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key (repeatable), e.g. --set lr_g=1e-4",
-    )
+    add_budget_and_overrides(p)
     p.add_argument("--out", type=Path, help="output folder (default results/train/<recipe>)")
     p.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in --out"
