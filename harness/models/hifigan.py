@@ -204,6 +204,19 @@ class Generator(nn.Module):
                 parametrize.remove_parametrizations(module, "weight")
 
 
+def run_conv_stack(
+    convs: nn.ModuleList, conv_post: nn.Module, x: Tensor
+) -> tuple[Tensor, list[Tensor]]:
+    """A sub-discriminator's body: lrelu convs then the output conv; (flat logits, feature maps)."""
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = conv_post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1, -1), fmap
+
+
 def _norm(use_spectral_norm: bool) -> Callable[[nn.Module], nn.Module]:
     return spectral_norm if use_spectral_norm else weight_norm
 
@@ -241,13 +254,7 @@ class PeriodDiscriminator(nn.Module):
         if t % self.period:
             x = F.pad(x, (0, self.period - t % self.period), "reflect")
         x = x.view(b, c, -1, self.period)
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return run_conv_stack(self.convs, self.conv_post, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -287,13 +294,7 @@ class ScaleDiscriminator(nn.Module):
         self.conv_post = norm(nn.Conv1d(channels[-1], 1, 3, 1, padding=1))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return run_conv_stack(self.convs, self.conv_post, x)
 
 
 class MultiScaleDiscriminator(nn.Module):

@@ -150,9 +150,6 @@ class HifiganRecipe(Recipe):
         width = self.cfg.d_width
         return HifiganDiscriminator({"width": width}, {"width": width})
 
-    def describe(self, generator: nn.Module) -> dict[str, float]:
-        return {"params_g": float(sum(p.numel() for p in generator.parameters()))}
-
     # ------------------------------------------------------------------ losses
     def generate(self, generator: nn.Module, batch: tuple[Tensor]) -> Tensor:
         return generator(self.input_mel(batch[0]))
