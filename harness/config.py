@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from harness.files import atomic_write
 
 
 class ConfigError(ValueError):
@@ -150,7 +152,6 @@ class TrialConfig:
     trainer: TrainerConfig
     model: Any  # the recipe's own config dataclass
     data: str | None = None  # corpus folder; None = the recipe's built-in data
-    extra: dict[str, Any] = field(default_factory=dict)  # provenance notes, not settings
 
     def flat(self) -> dict[str, Any]:
         """All settings as one flat dict (the form saved, searched and overridden)."""
@@ -161,10 +162,7 @@ class TrialConfig:
 
     def save(self, path: Path) -> None:
         """Write the flat config as YAML, atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.flat(), sort_keys=False))
-        tmp.replace(path)
+        atomic_write(path, yaml.safe_dump(self.flat(), sort_keys=False))
 
 
 def build(
@@ -204,7 +202,15 @@ def build(
 
 
 def _check_trainer(c: TrainerConfig) -> None:
-    positive = ("steps", "batch_size", "d_steps", "g_steps", "log_every", "eval_every", "health_window")
+    positive = (
+        "steps",
+        "batch_size",
+        "d_steps",
+        "g_steps",
+        "log_every",
+        "eval_every",
+        "health_window",
+    )
     for key in positive:
         if getattr(c, key) < 1:
             raise ConfigError(f"{key}: must be >= 1, got {getattr(c, key)}")

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness.files import finite
+
 
 class HealthError(ValueError):
     """A health setting is invalid; the message is one line naming it."""
@@ -155,21 +157,17 @@ def ramp(value: float, bad: float, ok: float) -> float:
     return min(1.0, max(0.0, (value - ok) / (bad - ok)))
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def overpower_score(
     d_acc: float | None, loss_share: float | None, grad_share: float | None, cfg: HealthConfig
 ) -> float | None:
     """min(acc, max(loss, grad)): D is right about nearly everything AND its loss is near zero
     or the adversarial gradient has vanished.  Each part is a :func:`ramp`; None without D."""
-    if not _finite(d_acc):
+    if not finite(d_acc):
         return None
     parts = [0.0]
-    if _finite(loss_share):
+    if finite(loss_share):
         parts.append(ramp(loss_share, cfg.loss_low, cfg.loss_ok))
-    if _finite(grad_share):
+    if finite(grad_share):
         parts.append(ramp(grad_share, cfg.grad_low, cfg.grad_ok))
     return min(ramp(d_acc, cfg.acc_high, cfg.acc_ok), max(parts))
 
@@ -179,12 +177,12 @@ def collapse_score(row: Mapping[str, Any], cfg: HealthConfig) -> float | None:
     ratio and output level (conditional generators).  None when the row carries none."""
     parts = []
     covered, total = row.get("modes_covered"), row.get("modes_total")
-    if _finite(covered) and _finite(total) and total > 0:
+    if finite(covered) and finite(total) and total > 0:
         parts.append(ramp(covered / total, cfg.coverage_low, 1.0))
-    if _finite(row.get("diversity_ratio")):
+    if finite(row.get("diversity_ratio")):
         parts.append(ramp(row["diversity_ratio"], cfg.diversity_low, cfg.diversity_ok))
     energy = row.get("energy_ratio")
-    if _finite(energy):
+    if finite(energy):
         level_db = abs(20 * math.log10(energy)) if energy > 0 else math.inf
         parts.append(ramp(level_db, cfg.energy_db, cfg.energy_ok_db))
     return max(parts) if parts else None
@@ -235,14 +233,14 @@ class HealthMonitor:
         out: dict[str, Any] = {}
         loss_share = grad_share = None
         loss_d = row.get("loss_d")
-        if _finite(loss_d):
+        if finite(loss_d):
             self.losses.append(float(loss_d))
             mean = sum(self.losses) / len(self.losses)
             var = sum((x - mean) ** 2 for x in self.losses) / len(self.losses)
             out.update(d_loss_roll_mean=mean, d_loss_roll_var=var)
             loss_share = loss_d / self.loss_ref if self.loss_ref else None
         grad = row.get("adv_grad_norm")
-        if _finite(grad):
+        if finite(grad):
             self.grad_peak = max(self.grad_peak, grad)
             grad_share = grad / self.grad_peak if self.grad_peak > 0 else None
         scores = {

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.metrics import COSTS, METRICS, SCORES
 from harness.results import STATUSES, TERMINAL, SearchFolder, SearchPlan, list_searches, read_trials
-from harness.space import COST_MODES, METRIC_MODES
 
 FORMATS = ("table", "csv", "json", "markdown")
 STATUS_ORDER = {s: i for i, s in enumerate(STATUSES)}  # finished trials first
@@ -38,9 +38,9 @@ def sort_spec(plan: SearchPlan, sort: str | None, columns: list[str]) -> tuple[s
         raise LeaderboardError(f"--sort {column!r}: no such column; columns: {', '.join(columns)}")
     if direction not in ("", "asc", "desc"):
         raise LeaderboardError(f"--sort {sort!r}: direction must be asc or desc")
-    modes = {**METRIC_MODES, **COST_MODES}
+    metric = METRICS.get(column.removeprefix("best_"))
     ascending = (
-        direction == "asc" if direction else modes.get(column.removeprefix("best_")) == "min"
+        direction == "asc" if direction else (metric is not None and not metric.higher_is_better)
     )
     return column, ascending
 
@@ -80,8 +80,8 @@ def pareto_front(frame: pd.DataFrame, plan: SearchPlan) -> list[str]:
 def display_columns(frame: pd.DataFrame, plan: SearchPlan) -> list[str]:
     """rank, trial, status, objective, other scores, cost, swept parameters, steps, time, health
     flags, reason."""
-    scores = [m for m in METRIC_MODES if m in frame and m != plan.objective]
-    costs = [c for c in COST_MODES if c in frame]
+    scores = [m for m in SCORES if m in frame and m != plan.objective]
+    costs = [c for c in COSTS if c in frame]
     params = [f"config/{p}" for p in plan.swept if f"config/{p}" in frame]
     tail = [c for c in ("step", "time_s", "flags", "reason") if c in frame]
     lead = ["rank", "trial_id", "status"] + ([plan.objective] if plan.objective in frame else [])

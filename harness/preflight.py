@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from harness.config import TrialConfig
+from harness.files import atomic_write
 from harness.init import apply_init
 from harness.recipes import recipe_class
 from harness.recipes.base import Adversary, Recipe
@@ -252,7 +253,4 @@ def write_space(path: Path, recipe: str, low: float, high: float) -> None:
         parse_space(yaml.safe_load(text), recipe, str(path))
     except SpaceError as err:
         raise PreflightError(f"--write-space: the updated space is invalid: {err}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
+from harness.files import atomic_write
 from harness.telemetry import write_table_atomic
 
 RESULTS_ENV = "GAN_HARNESS_RESULTS"
@@ -156,10 +157,7 @@ class SearchPlan:
         return [self.mode, self.cost_mode] if self.multi_objective else [self.mode]
 
     def save(self, folder: SearchFolder) -> None:
-        folder.path.mkdir(parents=True, exist_ok=True)
-        tmp = folder.config.with_name(".config.yaml.tmp")
-        tmp.write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
-        tmp.replace(folder.config)
+        atomic_write(folder.config, yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
 
     @classmethod
     def load(cls, folder: SearchFolder) -> SearchPlan:
@@ -249,11 +247,7 @@ def read_outcome(trial_dir: Path) -> dict[str, Any] | None:
 
 
 def write_outcome(trial_dir: Path, outcome: dict[str, Any]) -> None:
-    trial_dir = Path(trial_dir)
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    tmp = trial_dir / ".outcome.json.tmp"
-    tmp.write_text(json.dumps(outcome, indent=2))
-    tmp.replace(trial_dir / "outcome.json")
+    atomic_write(Path(trial_dir) / "outcome.json", json.dumps(outcome, indent=2))
 
 
 def rows_from_trial_dirs(folder: SearchFolder, known: set[str]) -> list[dict[str, Any]]:

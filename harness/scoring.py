@@ -35,8 +35,9 @@ import pystoi
 import torch
 import torchaudio.functional as AF
 
-METRICS = ("pesq", "stoi", "estoi", "si_snr", "mel_l1", "mrstft")
-DEFAULT_METRICS = METRICS
+from harness.metrics import SPEECH
+
+METRICS = SPEECH  # every speech metric of the registry (harness/metrics.py) is scored here
 MODES = ("wb", "nb")
 PESQ_RATE = 16000  # every rate but 8 kHz narrow-band is resampled to this for PESQ
 MIN_SAMPLE_RATE = 8000
@@ -265,7 +266,7 @@ def score_pair(
     sample_rate: int,
     *,
     mode: str = "wb",
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] = METRICS,
     mel_fn: MelFn | None = None,
     noisy: Any = None,
 ) -> dict[str, Any]:
@@ -390,7 +391,7 @@ def score_pairs(
     workers: int | None = None,
     pool: ScoringPool | None = None,
     mode: str = "wb",
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] = METRICS,
     mel_fn: MelFn | None = None,
 ) -> ScoreReport:
     """Score ``(name, reference, estimate[, noisy])`` pairs, in parallel, into a report.

@@ -48,7 +48,9 @@ from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from harness.config import TrialConfig  # noqa: E402
+from harness.files import atomic_write, finite  # noqa: E402
 from harness.health import stop_reason  # noqa: E402
+from harness.metrics import SCORES  # noqa: E402
 from harness.recipes import RECIPES  # noqa: E402
 from harness.results import (  # noqa: E402
     LOST,
@@ -61,7 +63,7 @@ from harness.results import (  # noqa: E402
     write_outcome,
     write_trials,
 )
-from harness.space import METRIC_MODES, Param, parse_space  # noqa: E402
+from harness.space import Param, parse_space  # noqa: E402
 from harness.trial import resolve_config, run_trial  # noqa: E402
 
 STATUS = "trial_status"  # in every report: running | completed | stopped | pruned (a replay)
@@ -199,10 +201,6 @@ def distributions(params: dict[str, Param]) -> dict[str, optuna.distributions.Ba
             log = p.kind == "loguniform"
             out[name] = optuna.distributions.FloatDistribution(float(p.low), float(p.high), log=log)
     return out
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class StatusAwareOptunaSearch(OptunaSearch):
@@ -403,9 +401,10 @@ def param_importances(folder: SearchFolder, plan: SearchPlan, minimum: int = 4) 
 def save_importances(folder: SearchFolder, plan: SearchPlan) -> None:
     """Write ``importances.json`` for the leaderboard (which then needs no Optuna import)."""
     found = param_importances(folder, plan)
-    tmp = folder.importances.with_name(".importances.json.tmp")
-    tmp.write_text(json.dumps({"objective": plan.objective, "importances": found}, indent=2))
-    tmp.replace(folder.importances)
+    atomic_write(
+        folder.importances,
+        json.dumps({"objective": plan.objective, "importances": found}, indent=2),
+    )
 
 
 # ---------------------------------------------------------------------- trials.parquet
@@ -444,9 +443,8 @@ def trial_row(
         if key in BOOKKEEPING or "/" in key:
             continue
         row[key] = stats.get("max" if key.startswith("flag_") else "last")  # flag: ever raised
-        mode = METRIC_MODES.get(key)
-        if mode:
-            row[f"best_{key}"] = stats.get(mode)
+        if key in SCORES:
+            row[f"best_{key}"] = stats.get(SCORES[key].direction)
     row.update({f"config/{k}": trial.config.get(k) for k in swept})
     row["sample"] = json.dumps(trial.config)
     try:
@@ -668,9 +666,7 @@ def run_search(
             "fit_s": fit_s,
             "statuses": trials["status"].value_counts().to_dict(),
         }
-        tmp = folder.summary.with_name(".summary.json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(folder.summary)
+        atomic_write(folder.summary, json.dumps(summary, indent=2))
     return SearchOutcome(finished, wall_s, trials)
 
 

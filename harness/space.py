@@ -30,23 +30,10 @@ import yaml
 
 from harness import config as config_mod
 from harness.config import ConfigError, TrainerConfig
+from harness.metrics import COSTS, SCORES
 from harness.recipes import recipe_class
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
-
-# Direction of every metric a recipe reports or describes; "max" means higher is better.
-METRIC_MODES: dict[str, str] = {
-    "pesq": "max",
-    "stoi": "max",
-    "estoi": "max",
-    "si_snr": "max",
-    "mel_l1": "min",
-    "mrstft": "min",
-    "modes_covered": "max",
-    "high_quality": "max",
-    "reverse_kl": "min",
-}
-COST_MODES: dict[str, str] = {"params_g": "min"}
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 TOP_LEVEL = ("objective", "cost", "space", "points_to_evaluate", "description")
@@ -93,7 +80,6 @@ class SearchSpace:
     points: list[dict[str, Any]] = field(default_factory=list)
     objective: str = ""
     cost: str = "params_g"
-    description: str = ""
 
     @property
     def swept(self) -> list[str]:
@@ -102,10 +88,10 @@ class SearchSpace:
 
 def metric_mode(metric: str) -> str:
     """'max' or 'min' for a known metric or cost."""
-    modes = {**METRIC_MODES, **COST_MODES}
-    if metric not in modes:
-        raise SpaceError(f"unknown metric {metric!r}; valid: {', '.join(modes)}")
-    return modes[metric]
+    known = {**SCORES, **COSTS}
+    if metric not in known:
+        raise SpaceError(f"unknown metric {metric!r}; valid: {', '.join(known)}")
+    return known[metric].direction
 
 
 def default_space_file(recipe: str) -> Path:
@@ -143,11 +129,11 @@ def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:
     allowed = config_choices(recipe)
 
     objective = doc.get("objective")
-    if not isinstance(objective, str) or objective not in METRIC_MODES:
-        raise fail("objective", f"{objective!r} is not one of {', '.join(METRIC_MODES)}")
+    if not isinstance(objective, str) or objective not in SCORES:
+        raise fail("objective", f"{objective!r} is not one of {', '.join(SCORES)}")
     cost = doc.get("cost", "params_g")
-    if cost not in COST_MODES:
-        raise fail("cost", f"{cost!r} is not one of {', '.join(COST_MODES)}")
+    if cost not in COSTS:
+        raise fail("cost", f"{cost!r} is not one of {', '.join(COSTS)}")
 
     entries = doc.get("space")
     if not isinstance(entries, dict) or not entries:
@@ -170,9 +156,7 @@ def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:
     if not isinstance(points, list):
         raise fail("points_to_evaluate", "expected a list of mappings")
     checked = [_check_point(i, p, params, fixed, kinds, fail) for i, p in enumerate(points)]
-
-    description = doc.get("description") or ""
-    return SearchSpace(source, recipe, params, fixed, checked, objective, cost, str(description))
+    return SearchSpace(source, recipe, params, fixed, checked, objective, cost)
 
 
 def config_field_types(recipe: str) -> dict[str, Any]:

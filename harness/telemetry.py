@@ -18,7 +18,6 @@ incompatible types").
 from __future__ import annotations
 
 import operator
-import os
 import re
 import time
 import uuid
@@ -30,6 +29,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from harness.files import atomic_output, remove_stale_temps
+from harness.metrics import SCORES
 
 
 class TelemetryError(ValueError):
@@ -84,13 +86,8 @@ COLUMNS: tuple[Column, ...] = (
     # speed
     Column("step_s", _F, "s", "mean wall time per training iteration since the last row"),
     Column("samples_per_s", _F, "examples/s", "training examples processed per second"),
-    # evaluation
-    Column("pesq", _F, "MOS-LQO", "wide-band PESQ, mean over scored utterances"),
-    Column("stoi", _F, "0-1", "STOI, mean over scored utterances"),
-    Column("estoi", _F, "0-1", "extended STOI, mean over scored utterances"),
-    Column("si_snr", _F, "dB", "scale-invariant SNR, mean over scored utterances"),
-    Column("mel_l1", _F, "log-mel", "L1 distance of log-mel spectrograms"),
-    Column("mrstft", _F, "", "multi-resolution STFT distance"),
+    # evaluation: every score in the metric registry (harness/metrics.py)
+    *(Column(m.name, _F, m.unit, m.meaning) for m in SCORES.values() if m.family == "speech"),
     Column("n_valid", _I, "utterances", "validation utterances scored"),
     Column("n_skipped", _I, "utterances", "validation utterances that could not be scored"),
     # health (see harness/health.py and the "Health columns" section of docs/diagnostics.md)
@@ -99,10 +96,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("diversity_ratio", _F, "ratio", "pairwise log-mel distance, generated / real"),
     Column("energy_ratio", _F, "ratio", "RMS of generated / RMS of real audio"),
     Column("highband_ratio", _F, "ratio", "share of energy above 4 kHz, generated / real"),
-    Column("modes_covered", _F, "modes", "toy recipes: modes with a high-quality sample"),
+    *(Column(m.name, _F, m.unit, m.meaning) for m in SCORES.values() if m.family == "toy"),
     Column("modes_total", _F, "modes", "toy recipes: modes in the mixture (8 or 25)"),
-    Column("high_quality", _F, "share 0-1", "toy recipes: samples within 3 std of a mode"),
-    Column("reverse_kl", _F, "nats", "toy recipes: KL(high-quality mode histogram || uniform)"),
     Column("collapse_score", _F, "0-1", "evidence of mode collapse; 1 = condition holds"),
     Column("overpower_score", _F, "0-1", "evidence D overpowers G; 1 = condition holds"),
     Column("flag_collapse", _B, "", "collapse condition held for HealthConfig.window rows"),
@@ -120,7 +115,6 @@ PARTITIONING = ds.partitioning(pa.schema([("trial_id", pa.string())]), flavor="h
 
 KINDS = ("step", "eval")
 _PART = re.compile(r"part-(\d{6})-[0-9a-f]{8}\.parquet")
-_TEMP_PREFIX = ".part-"
 
 
 def _as_float(value: Any) -> float:
@@ -159,34 +153,10 @@ def _check_segment(what: str, value: str) -> None:
         )
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (directory entries need their own fsync on POSIX)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_table_atomic(path: Path, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` as Parquet so readers see the old file or the new, never half.
-
-    The table goes to a hidden temp file in the same folder, is fsync'd, then renamed over
-    ``path``; hidden names (leading '.') are skipped by pyarrow, pandas and DuckDB globs.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """Write ``table`` to ``path`` as Parquet so readers see the old file or the new, never half."""
+    with atomic_output(path) as handle:
+        pq.write_table(table, handle)
 
 
 class DiagnosticsWriter:
@@ -217,8 +187,7 @@ class DiagnosticsWriter:
         self.flush_seconds = flush_seconds
         self.folder = Path(root) / f"trial_id={trial_id}"
         self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.folder.glob(f"{_TEMP_PREFIX}*.tmp"):
-            stale.unlink(missing_ok=True)
+        remove_stale_temps(self.folder)
         seqs = [int(m.group(1)) for p in self.folder.iterdir() if (m := _PART.fullmatch(p.name))]
         self._next_seq = max(seqs, default=-1) + 1
         self._rows: list[dict[str, Any]] = []

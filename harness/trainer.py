@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.config import ConfigError, TrainerConfig
+from harness.files import atomic_output
 from harness.health import HealthConfig, HealthMonitor
 from harness.init import apply_init
 from harness.recipes.base import Adversary, GeneratorLoss, Recipe
@@ -447,14 +447,9 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step_XXXXXXXX.pt`` atomically; prune old ones."""
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = self.ckpt_dir / f"step_{self.step:08d}.pt"
-        tmp = self.ckpt_dir / f".{path.name}.tmp"
-        with open(tmp, "wb") as fh:
-            torch.save(self.state_dict(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with atomic_output(path) as handle:
+            torch.save(self.state_dict(), handle)
         for old in sorted(self.ckpt_dir.glob("step_*.pt"))[: -max(1, self.cfg.keep_checkpoints)]:
             old.unlink()
         return path

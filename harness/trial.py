@@ -17,6 +17,7 @@ import torch
 
 from harness import config as config_mod
 from harness.config import TrialConfig
+from harness.files import atomic_write
 from harness.health import HealthConfig
 from harness.recipes import recipe_class
 from harness.telemetry import DiagnosticsWriter
@@ -130,9 +131,7 @@ def run_trial(
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         **recipe.describe(trainer.G),
     }
-    tmp = out_dir / ".result.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out_dir / "result.json")
+    atomic_write(out_dir / "result.json", json.dumps(summary, indent=2))
     return result
 
 

@@ -162,10 +162,10 @@ def run_seed(cfg: Any, out: Path, search: str, trial_id: str) -> dict[str, Any]:
 
 
 def _metrics(plan: Any, row: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
-    from harness.space import METRIC_MODES
+    from harness.metrics import SCORES
 
     found = {k for r in results for k in r["scores"]}
-    ordered = [plan.objective] + [m for m in METRIC_MODES if m != plan.objective]
+    ordered = [plan.objective] + [m for m in SCORES if m != plan.objective]
     return [m for m in ordered if m in found]
 
 
@@ -216,9 +216,10 @@ def summary_table(
 
 
 def _score(key: str, value: Any) -> bool:
-    from harness.space import METRIC_MODES
+    from harness.files import finite
+    from harness.metrics import SCORES
 
-    return key in METRIC_MODES and isinstance(value, int | float) and math.isfinite(value)
+    return key in SCORES and finite(value)
 
 
 def _float(value: Any) -> float | None:

@@ -212,8 +212,8 @@ def format_json(report: ScoreReport, columns: list[str], mode: str) -> str:
         "mode": mode,
         "n_valid": report.n_valid,
         "n_skipped": report.n_skipped,
-        "mean": {c: _finite(report.mean[c]) for c in columns},
-        "items": [{k: _finite(v) for k, v in item.items()} for item in report.per_item],
+        "mean": {c: _json_number(report.mean[c]) for c in columns},
+        "items": [{k: _json_number(v) for k, v in item.items()} for item in report.per_item],
     }
     return json.dumps(doc, indent=2) + "\n"
 
@@ -230,5 +230,5 @@ def _number(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
-def _finite(value: Any) -> Any:
+def _json_number(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -142,9 +142,10 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> SearchPlan:
     """Validate every option and the space before anything starts."""
     import yaml
 
+    from harness.metrics import SCORES
     from harness.recipes import recipe_class
     from harness.results import SearchPlan
-    from harness.space import METRIC_MODES, default_space_file, load_space, metric_mode
+    from harness.space import default_space_file, load_space, metric_mode
     from harness.trial import print_line, resolve_config
 
     recipe = args.recipe
@@ -153,8 +154,8 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> SearchPlan:
     space_file = Path(args.space or default_space_file(recipe)).resolve()
     space = load_space(space_file, recipe)
     objective = args.objective or space.objective
-    if objective not in METRIC_MODES:
-        raise SearchArgsError(f"--objective {objective!r}: not one of {', '.join(METRIC_MODES)}")
+    if objective not in SCORES:
+        raise SearchArgsError(f"--objective {objective!r}: not one of {', '.join(SCORES)}")
     trials = args.trials if args.trials is not None else DEFAULT_TRIALS[budget]
     if trials < 1:
         raise SearchArgsError(f"--trials {trials}: must be >= 1")

@@ -66,5 +66,6 @@ def _first_eval(out: Path) -> dict:
 
 
 def _fmt(metrics: dict) -> str:
-    keys = ("mel_l1", "pesq", "stoi", "estoi", "si_snr", "mrstft", "modes_covered", "high_quality")
-    return "  ".join(f"{k} {float(metrics[k]):.4g}" for k in keys if k in metrics)
+    from harness.metrics import SCORES
+
+    return "  ".join(f"{k} {float(metrics[k]):.4g}" for k in SCORES if k in metrics)

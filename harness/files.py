@@ -1,0 +1,62 @@
+"""Crash-safe file writes and the one ``finite`` check.
+
+Every file the harness writes for later reading (configs, checkpoints, results, Parquet tables)
+goes through :func:`atomic_output`: a hidden temp file in the same folder, fsync'd, renamed over
+the target, and the folder fsync'd, so a reader (or a restart after a kill or a power cut) sees
+the old file or the new one, never half of one.  Hidden names (a leading '.') are skipped by the
+Parquet readers and by our own globs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+def finite(value: Any) -> bool:
+    """True for a real number (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (directory entries need their own fsync on POSIX)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(path: Path | str) -> Iterator[IO[bytes]]:
+    """A binary file handle whose contents replace ``path`` only once the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: Path | str, data: str | bytes) -> None:
+    """Replace ``path`` with ``data`` (text is UTF-8) atomically and durably."""
+    with atomic_output(path) as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete temp files a writer killed mid-write left in ``folder``."""
+    for stale in Path(folder).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)

@@ -1,0 +1,66 @@
+"""The metric registry: every score a trial can report, in one place.
+
+Scoring, the search-space grammar, telemetry, the leaderboard, the console and the docs all read
+this table, so adding a metric is one entry here (plus the code that computes it).  Each entry
+says which way is better, its unit and range, what it means, and whether some recipe trains on
+it directly (a search that optimises such a metric while sweeping its loss weight can be gamed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reportable score."""
+
+    name: str
+    direction: str  # "max": higher is better; "min": lower is better
+    unit: str
+    range: str  # the values it can take, in words
+    meaning: str
+    family: str  # "speech" (scored on audio pairs), "toy" (2-D mixtures) or "cost"
+    training_loss: bool = False  # some recipe minimises this very quantity as a loss term
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction == "max"
+
+
+REGISTRY: tuple[Metric, ...] = (
+    Metric("pesq", "max", "MOS-LQO", "1.04-4.64 (WB)", "wide-band PESQ (ITU-T P.862.2)", "speech"),
+    Metric("stoi", "max", "0-1", "0-1", "short-time objective intelligibility", "speech"),
+    Metric("estoi", "max", "0-1", "0-1", "extended STOI (Jensen & Taal 2016)", "speech"),
+    Metric("si_snr", "max", "dB", "-50 (floor) and up", "scale-invariant SNR", "speech"),
+    Metric(
+        "mel_l1",
+        "min",
+        "log-mel",
+        "0 and up",
+        "L1 distance of log-mel spectrograms",
+        "speech",
+        training_loss=True,
+    ),
+    Metric("mrstft", "min", "", "0 and up", "multi-resolution STFT distance", "speech"),
+    Metric(
+        "modes_covered", "max", "modes", "0-modes_total", "modes with a high-quality sample", "toy"
+    ),
+    Metric("high_quality", "max", "share 0-1", "0-1", "samples within 3 std of a mode", "toy"),
+    Metric(
+        "reverse_kl", "min", "nats", "0 and up", "KL(high-quality mode histogram || uniform)", "toy"
+    ),
+    Metric("params_g", "min", "parameters", "1 and up", "generator parameter count", "cost"),
+)
+
+METRICS: dict[str, Metric] = {m.name: m for m in REGISTRY}
+SPEECH: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.family == "speech")
+SCORES: dict[str, Metric] = {m.name: m for m in REGISTRY if m.family != "cost"}
+"""What a validation can report (and a search may optimise)."""
+COSTS: dict[str, Metric] = {m.name: m for m in REGISTRY if m.family == "cost"}
+"""Static facts a multi-objective search may minimise beside its objective."""
+
+
+def direction(name: str) -> str:
+    """'max' or 'min' for a registered metric; KeyError for an unknown one."""
+    return METRICS[name].direction
