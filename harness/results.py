@@ -32,21 +32,10 @@ import pyarrow as pa
 import yaml
 
 from harness.files import atomic_write
+from harness.status import STATUSES, TERMINAL, Status  # noqa: F401 - re-exported
 from harness.telemetry import write_table_atomic
 
 RESULTS_ENV = "GAN_HARNESS_RESULTS"
-STATUSES = (
-    "completed",
-    "pruned",
-    "stopped",
-    "errored",
-    "lost",
-    "running",
-    "pending",
-    "interrupted",
-)
-"""Every trial status, in leaderboard order."""
-TERMINAL = ("completed", "pruned", "stopped", "errored", "lost")
 LOST = "started just before a crash, after Ray's last snapshot; Ray ran a new trial instead"
 BOOKKEEPING = ("step", "epoch", "wall_s")
 
