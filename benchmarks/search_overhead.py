@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from harness.cli import main as cli
-from harness.results import SearchFolder, SearchPlan, read_trials
+from harness.results import Resources, SearchFolder, SearchPlan, read_trials
 from harness.telemetry import read_diagnostics
 
 
@@ -54,10 +54,10 @@ def useful_seconds(folder: SearchFolder) -> tuple[float, float]:
 
 
 def report(folder: SearchFolder, wall_s: float, ray_start_s: float | None) -> dict:
-    plan = SearchPlan.load(folder)
+    plan, at_once = SearchPlan.load(folder), Resources.load(folder).trials_at_once
     trials = read_trials(folder)
     train, valid = useful_seconds(folder)
-    slots = plan.max_concurrent * wall_s
+    slots = at_once * wall_s
     in_trials = float(trials["time_s"].fillna(0).sum())  # Ray's time per trial, start-up included
     in_trainer = float(trials["train_s"].fillna(0).sum())
     out = {
@@ -66,7 +66,7 @@ def report(folder: SearchFolder, wall_s: float, ray_start_s: float | None) -> di
         "budget": plan.budget,
         "trials": len(trials),
         "statuses": trials["status"].value_counts().to_dict(),
-        "slots": plan.max_concurrent,
+        "slots": at_once,
         "wall_s": round(wall_s, 1),
         "ray_start_s": None if ray_start_s is None else round(ray_start_s, 1),
         "training_s": round(train, 1),

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from harness.metrics import COSTS, METRICS, SCORES
-from harness.results import STATUSES, TERMINAL, SearchFolder, SearchPlan, list_searches, read_trials
+from harness.results import SearchFolder, SearchPlan, list_searches, read_trials
+from harness.status import STATUSES, TERMINAL, Status
 
 FORMATS = ("table", "csv", "json", "markdown")
 STATUS_ORDER = {s: i for i, s in enumerate(STATUSES)}  # finished trials first
@@ -64,7 +65,7 @@ def pareto_front(frame: pd.DataFrame, plan: SearchPlan) -> list[str]:
     metrics = [(plan.objective, plan.mode), (plan.cost, plan.cost_mode)]
     if any(m not in frame for m, _ in metrics):
         return []
-    done = frame[(frame["status"] == "completed")].dropna(subset=[m for m, _ in metrics])
+    done = frame[(frame["status"] == Status.COMPLETED)].dropna(subset=[m for m, _ in metrics])
     signs = [1.0 if mode == "max" else -1.0 for _, mode in metrics]
     points = [
         (row["trial_id"], [s * float(row[m]) for s, (m, _) in zip(signs, metrics, strict=True)])
@@ -152,7 +153,7 @@ def render(
         return json.dumps(doc, indent=2)
     head = (
         f"search {plan.name}: {plan.recipe} ({plan.budget}), objective {plan.objective} "
-        f"({plan.mode}), {int((frame['status'] != 'lost').sum())}/{plan.trials} trials"
+        f"({plan.mode}), {int((frame['status'] != Status.LOST).sum())}/{plan.trials} trials"
         + (", finished" if folder.finished() else ", unfinished")
     )
     body = _markdown(shown) if fmt == "markdown" else _table(shown)
@@ -220,11 +221,11 @@ def list_table(root: Any) -> str:
     lines = [("search", "recipe", "budget", "objective", "trials", "state", "best", "created")]
     for folder in list_searches(root):
         plan, frame = load(folder)
-        done = int(frame["status"].isin(TERMINAL).sum() - (frame["status"] == "lost").sum())
+        done = int(frame["status"].isin(TERMINAL).sum() - (frame["status"] == Status.LOST).sum())
         best = "-"
         if len(frame):
             top = rank(frame, plan).iloc[0]
-            if top["status"] == "completed" and plan.objective in top:
+            if top["status"] == Status.COMPLETED and plan.objective in top:
                 best = _cell(top[plan.objective])
         state = "finished" if folder.finished() else "unfinished"
         lines.append(

@@ -3,7 +3,8 @@
 ::
 
     results/<name>/
-      config.yaml       the search as launched (:class:`SearchPlan`)
+      config.yaml       the search as launched (:class:`SearchPlan`) and the share of the
+                        cluster each trial got (:class:`Resources`, its ``resources:`` section)
       tune/             Ray Tune experiment (restorable), unless --storage moved it
       optuna.db         Optuna study (SQLite): optuna-dashboard sqlite:///results/<name>/optuna.db
       diagnostics/      Parquet dataset of step and eval rows, partitioned by trial_id
@@ -32,12 +33,13 @@ import pyarrow as pa
 import yaml
 
 from harness.files import atomic_write
-from harness.status import STATUSES, TERMINAL, Status  # noqa: F401 - re-exported
+from harness.status import TERMINAL, Status
 from harness.telemetry import write_table_atomic
 
 RESULTS_ENV = "GAN_HARNESS_RESULTS"
 LOST = "started just before a crash, after Ray's last snapshot; Ray ran a new trial instead"
-BOOKKEEPING = ("step", "epoch", "wall_s")
+PROGRESS_KEYS = ("step", "epoch", "wall_s")
+"""Keys of an eval row that say when it was taken, not what was measured."""
 
 
 class ResultsError(ValueError):
@@ -107,9 +109,13 @@ class SearchFolder:
         return max(stamps, default=0.0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchPlan:
-    """A search as launched: everything needed to resume it or to read its results."""
+    """A search as launched: everything needed to resume it or to read its results.
+
+    Its resource fields are what was asked for (``--cpus-per-trial`` ...); what the search got
+    on its cluster is a :class:`Resources`, saved beside the plan.
+    """
 
     name: str
     recipe: str
@@ -126,13 +132,12 @@ class SearchPlan:
     cost: str = "params_g"
     cost_mode: str = "min"
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | None = None  # None: 1 where the cluster has GPUs, else 0
     max_concurrent: int = 0  # 0 = whatever the cluster's resources allow
     scheduler: str = "asha"
     stop_unhealthy: bool = True  # end flagged trials early (overpowering, collapse)
     grace_period: int = 0  # ASHA: first training step at which a trial may be cut
     max_t: int = 0  # ASHA: training steps of a full trial
-    address: str | None = None
     storage: str | None = None  # Ray storage URI (default: this folder)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
 
@@ -145,16 +150,47 @@ class SearchPlan:
     def modes(self) -> list[str]:
         return [self.mode, self.cost_mode] if self.multi_objective else [self.mode]
 
-    def save(self, folder: SearchFolder) -> None:
-        atomic_write(folder.config, yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+    def save(self, folder: SearchFolder, resources: Resources | None = None) -> None:
+        """Write ``config.yaml``: the plan, and the resources it got as ``resources:``."""
+        doc = dataclasses.asdict(self)
+        if resources is not None:
+            doc["resources"] = dataclasses.asdict(resources)
+        atomic_write(folder.config, yaml.safe_dump(doc, sort_keys=False))
 
     @classmethod
     def load(cls, folder: SearchFolder) -> SearchPlan:
-        if not folder.config.is_file():
-            raise ResultsError(f"{folder.path}: not a search folder (no config.yaml)")
-        doc = yaml.safe_load(folder.config.read_text())
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in known})
+        return cls(**{k: v for k, v in _search_config(folder).items() if k in known})
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each trial of a search got, fitted to the cluster when the search started."""
+
+    cpus_per_trial: float
+    gpus_per_trial: float
+    trials_at_once: int
+    address: str | None = None  # the Ray cluster (None: a local Ray started by the search)
+
+    @classmethod
+    def load(cls, folder: SearchFolder) -> Resources:
+        doc = _search_config(folder)
+        if "resources" in doc:
+            return cls(**doc["resources"])
+        if "address" in doc:  # written before resources had a section: the plan held the fit
+            return cls(
+                cpus_per_trial=doc["cpus_per_trial"],
+                gpus_per_trial=doc["gpus_per_trial"],
+                trials_at_once=doc["max_concurrent"],
+                address=doc["address"],
+            )
+        raise ResultsError(f"{folder.config}: no resources section (the search never started)")
+
+
+def _search_config(folder: SearchFolder) -> dict[str, Any]:
+    if not folder.config.is_file():
+        raise ResultsError(f"{folder.path}: not a search folder (no config.yaml)")
+    return yaml.safe_load(folder.config.read_text())
 
 
 def list_searches(root: Path) -> list[SearchFolder]:
@@ -265,10 +301,10 @@ def outcome_on_disk(trial_dir: Path) -> dict[str, Any]:
     result = read_result(trial_dir)
     if result is None:
         recorded = read_outcome(trial_dir)  # ASHA cut it, or it errored
-        return recorded or {"status": "lost", "reason": LOST}
+        return recorded or {"status": Status.LOST.value, "reason": LOST}
     row = {"status": result["status"], "reason": result["reason"], "step": result["step"]}
-    if result["status"] == "completed":
-        row.update({k: v for k, v in result["last_eval"].items() if k not in BOOKKEEPING})
+    if result["status"] == Status.COMPLETED:
+        row.update({k: v for k, v in result["last_eval"].items() if k not in PROGRESS_KEYS})
     row.update({k: v for k, v in result.items() if k.startswith("params_")})
     return {k: v for k, v in row.items() if _scalar(v) or isinstance(v, str)}
 

@@ -14,7 +14,7 @@ A space file looks like this (``search_spaces/ring.yaml``)::
       - {lr_g: 1.0e-3, d_steps: 1, label_smoothing: 0.0, loss: bce}
 
 Every problem is a :class:`SpaceError` whose one-line message names the file and the key.
-This module knows nothing of Ray or Optuna; ``harness/search.py`` converts a :class:`SearchSpace`.
+This module knows nothing of Ray or Optuna; ``harness/search/`` converts a :class:`SearchSpace`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Param:
         return f"{self.kind} [{self.low}, {self.high}]"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchSpace:
     """A validated space: what is swept, what is fixed, what is tried first, what is optimised."""
 
@@ -101,14 +101,18 @@ def default_space_file(recipe: str) -> Path:
 
 def load_space(path: Path, recipe: str) -> SearchSpace:
     """Read and validate a space file for ``recipe``."""
+    return parse_space(read_space_file(path), recipe, str(path))
+
+
+def read_space_file(path: Path) -> Any:
+    """The YAML document of a space file, not yet validated (see :func:`parse_space`)."""
     path = Path(path)
     if not path.is_file():
         raise SpaceError(f"{path}: search space file not found")
     try:
-        doc = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise SpaceError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-    return parse_space(doc, recipe, str(path))
 
 
 def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:

@@ -15,7 +15,7 @@ import yaml
 
 import harness.search  # noqa: F401  (imported before ray: keeps Ray from shipping the tree)
 from harness.cli import main
-from harness.results import SearchFolder, SearchPlan, read_trials
+from harness.results import Resources, SearchFolder, SearchPlan, read_trials
 
 SPACE = {
     "objective": "reverse_kl",
@@ -70,9 +70,9 @@ def test_two_node_cluster_runs_a_multi_objective_search(tmp_path):
     assert code == 0, out.getvalue()
 
     folder = SearchFolder(tmp_path / "mo")
-    plan = SearchPlan.load(folder)
-    assert plan.address == address
-    assert plan.max_concurrent == 2  # one CPU on each node: both nodes ran trials
+    plan, resources = SearchPlan.load(folder), Resources.load(folder)
+    assert resources.address == address
+    assert resources.trials_at_once == 2  # one CPU on each node: both nodes ran trials
     assert plan.multi_objective and plan.scheduler == "none"
     trials = read_trials(folder)
     assert len(trials) == 4 and (trials["status"] == "completed").all()

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import optuna
 import pytest
 import torch
 
 from harness.results import SearchFolder, SearchPlan, read_outcome
-from harness.search import (
-    STATUS,
-    SearchError,
-    TrialSetup,
-    fit_to,
-    make_searcher,
-)
+from harness.search import STATUS, SearchError, TrialSetup
+from harness.search.driver import fit_to
+from harness.search.optuna_bridge import make_searcher
+from harness.space import parse_space
 
 SPACE = {
     "objective": "reverse_kl",
@@ -23,27 +25,29 @@ SPACE = {
 State = optuna.trial.TrialState
 
 
+PLAN = dict(
+    name="units",
+    recipe="ring",
+    budget="smoke",
+    space_file="units.yaml",
+    space=SPACE,
+    swept=["lr_g", "d_steps"],
+    objective="reverse_kl",
+    mode="min",
+    trials=6,
+    gpus_per_trial=None,
+)
+
+
 def plan(**changes) -> SearchPlan:
-    base = dict(
-        name="units",
-        recipe="ring",
-        budget="smoke",
-        space_file="units.yaml",
-        space=SPACE,
-        swept=["lr_g", "d_steps"],
-        objective="reverse_kl",
-        mode="min",
-        trials=6,
-        gpus_per_trial=None,
-    )
-    return SearchPlan(**{**base, **changes})
+    return SearchPlan(**{**PLAN, **changes})
 
 
 @pytest.fixture
 def searcher(tmp_path):
     folder = SearchFolder(tmp_path / "units")
     folder.path.mkdir()
-    return make_searcher(plan(), folder), folder
+    return make_searcher(plan(), parse_space(SPACE, "ring"), folder), folder
 
 
 def states(searcher) -> dict[str, tuple[State, dict]]:
@@ -132,9 +136,8 @@ def test_errored_trial_that_completes_on_resume_is_added_to_the_study(searcher):
 def test_concurrency_is_what_the_resources_allow(
     cpus, gpus, per_cpu, per_gpu, trials, expected_slots, expected_gpus
 ):
-    p = plan(cpus_per_trial=per_cpu, gpus_per_trial=per_gpu, trials=trials)
-    fit_to(p, cpus, gpus)
-    assert (p.max_concurrent, p.gpus_per_trial) == (expected_slots, expected_gpus)
+    fitted = fit_to(plan(cpus_per_trial=per_cpu, gpus_per_trial=per_gpu, trials=trials), cpus, gpus)
+    assert (fitted.trials_at_once, fitted.gpus_per_trial) == (expected_slots, expected_gpus)
 
 
 def test_a_trial_that_cannot_fit_is_refused():
@@ -166,3 +169,68 @@ def test_trial_config_gives_torch_the_cpus_of_the_trial():
     cfg = setup.trial_config({"lr_g": 5e-4, "g_hidden": 16})
     assert cfg.trainer.threads == 3 and cfg.trainer.lr_g == 5e-4 and cfg.model.g_hidden == 16
     assert cfg.budget == "smoke" and cfg.recipe == "ring"
+
+
+def test_resources_are_saved_beside_the_plan_and_checked_on_resume(tmp_path):
+    """The fitted resources, not the request, are what a resumed search must be given again."""
+    from harness.cli import build_parser
+    from harness.commands.search import SearchArgsError, check_same_search
+    from harness.results import Resources
+
+    folder = SearchFolder(tmp_path / "units")
+    folder.path.mkdir()
+    launched = plan()  # no --gpus-per-trial, no --max-concurrent: fitted to the cluster
+    launched.save(folder, fit_to(launched, 2, 0, address="10.0.0.1:6379"))
+    resources = Resources.load(folder)
+    assert resources == Resources(1.0, 0.0, 2, "10.0.0.1:6379")
+    assert SearchPlan.load(folder) == launched
+
+    def args(*options: str):
+        return build_parser().parse_args(["search", "ring", *options])
+
+    check_same_search(launched, resources, args("--max-concurrent", "2", "--gpus-per-trial", "0"))
+    with pytest.raises(SearchArgsError, match="launched with --max-concurrent 2, not 3"):
+        check_same_search(launched, resources, args("--max-concurrent", "3"))
+
+
+def test_config_written_before_resources_had_a_section_still_reads(tmp_path):
+    import yaml
+
+    from harness.results import Resources
+
+    folder = SearchFolder(tmp_path / "old")
+    folder.path.mkdir()
+    fitted = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "max_concurrent": 2, "address": "a:1"}
+    old = {**PLAN, **fitted}  # the whole plan, as SearchPlan.save wrote it then
+    folder.config.write_text(yaml.safe_dump(old))
+    assert Resources.load(folder) == Resources(1.0, 0.0, 2, "a:1")
+    assert SearchPlan.load(folder).trials == 6
+
+
+def test_scoped_environ_restores_and_leaves_user_values_alone(monkeypatch):
+    from harness.search.environment import scoped_environ
+
+    monkeypatch.setenv("GH_TEST_USER", "mine")
+    monkeypatch.delenv("GH_TEST_UNSET", raising=False)
+    monkeypatch.setenv("GH_TEST_FORCED", "before")
+    with scoped_environ(
+        forced={"GH_TEST_FORCED": "1"}, defaults={"GH_TEST_USER": "0", "GH_TEST_UNSET": "2"}
+    ):
+        assert os.environ["GH_TEST_FORCED"] == "1"
+        assert os.environ["GH_TEST_USER"] == "mine" and os.environ["GH_TEST_UNSET"] == "2"
+    assert os.environ["GH_TEST_FORCED"] == "before" and os.environ["GH_TEST_USER"] == "mine"
+    assert "GH_TEST_UNSET" not in os.environ
+
+
+def test_importing_the_search_turns_ray_uv_shipping_off_without_leaving_it_set():
+    """Ray reads RAY_ENABLE_UV_RUN_RUNTIME_ENV once, on import (a fresh interpreter, so that
+    this one's imports do not count); a value the user sets wins (scoped_environ's defaults)."""
+    code = (
+        "import os, harness.search, ray._private.ray_constants as c; "
+        "print(c.RAY_ENABLE_UV_RUN_RUNTIME_ENV, os.environ.get('RAY_ENABLE_UV_RUN_RUNTIME_ENV'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_UV_RUN_RUNTIME_ENV"}
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert out.stdout.split() == ["False", "None"]

@@ -12,12 +12,13 @@ from harness.recipes import RECIPES
 from harness.trial import BUDGETS
 
 if TYPE_CHECKING:
-    from harness.results import SearchPlan
+    from harness.results import Resources, SearchPlan
     from harness.space import SearchSpace
 
 DEFAULT_TRIALS = {"smoke": 8, "small": 32, "paper": 64}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # options that define a search; given again on resume they must match what was launched
+# (for the resources: what the search got on its cluster, see launched_options)
 IDENTITY = (
     "budget",
     "objective",
@@ -83,7 +84,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.leaderboard import render
-    from harness.results import SearchFolder, SearchPlan, results_root
+    from harness.results import Resources, SearchFolder, SearchPlan, results_root
+    from harness.space import parse_space
     from harness.trial import default_budget, print_line
 
     budget = args.budget or default_budget()
@@ -92,23 +94,26 @@ def run(args: argparse.Namespace) -> int:
         raise SearchArgsError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     folder = SearchFolder(results_root(args.results) / name)
     if folder.config.is_file():
-        plan = SearchPlan.load(folder)
-        check_same_search(plan, args)
-        if args.address:
-            plan.address = args.address
+        plan, resources = SearchPlan.load(folder), Resources.load(folder)
+        check_same_search(plan, resources, args)
         if folder.finished():
             print_line(f"search {name!r} has already finished; see `run.py leaderboard {name}`")
             print_line(render(folder, "table"))
             return 0
+        space = parse_space(plan.space, plan.recipe, plan.space_file)
+        address = args.address or resources.address
     else:
-        plan = make_plan(args, name, budget)
+        plan, space = make_plan(args, name, budget)
+        address = args.address or os.environ.get("RAY_ADDRESS") or None
     from harness.search import run_search
 
     print_line(
         f"search {name!r}: {plan.recipe} ({plan.budget} budget), {plan.trials} trials, "
         f"objective {plan.objective} -> {folder.path}"
     )
-    outcome = run_search(plan, folder, echo=print_line, progress=not args.quiet)
+    outcome = run_search(
+        plan, space, folder, address=address, echo=print_line, progress=not args.quiet
+    )
     print_line("")
     print_line(render(folder, "table"))
     if not outcome.finished:
@@ -118,41 +123,51 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_same_search(plan: SearchPlan, args: argparse.Namespace) -> None:
+def check_same_search(plan: SearchPlan, resources: Resources, args: argparse.Namespace) -> None:
     """On resume, options given again must match the launched search."""
     if args.recipe != plan.recipe:
         raise SearchArgsError(
             f"search {plan.name!r} searches {plan.recipe!r}, not {args.recipe!r}; use another --name"
         )
+    launched = launched_options(plan, resources)
     given = {option: getattr(args, option) for option in IDENTITY}
     if given["data"] is not None:
         given["data"] = str(Path(given["data"]).resolve())
     if args.space is not None:
         given["space_file"] = str(Path(args.space).resolve())
     for option, value in given.items():
-        if value is not None and value != getattr(plan, option):
+        if value is not None and value != launched[option]:
             flag = "--" + option.replace("_file", "").replace("_", "-")
             raise SearchArgsError(
-                f"search {plan.name!r} was launched with {flag} {getattr(plan, option)!r}, not "
+                f"search {plan.name!r} was launched with {flag} {launched[option]!r}, not "
                 f"{value!r}; run it without {flag} to continue it, or pick another --name"
             )
 
 
-def make_plan(args: argparse.Namespace, name: str, budget: str) -> SearchPlan:
-    """Validate every option and the space before anything starts."""
-    import yaml
+def launched_options(plan: SearchPlan, resources: Resources) -> dict[str, object]:
+    """The options a search was launched with; its resources as fitted to the cluster."""
+    launched = {option: getattr(plan, option) for option in (*IDENTITY, "space_file")}
+    launched["cpus_per_trial"] = resources.cpus_per_trial
+    launched["gpus_per_trial"] = resources.gpus_per_trial
+    launched["max_concurrent"] = resources.trials_at_once
+    return launched
 
+
+def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchPlan, SearchSpace]:
+    """Validate every option and the space before anything starts; the space file is read and
+    parsed once here, and the plan keeps its document verbatim."""
     from harness.metrics import SCORES
     from harness.recipes import recipe_class
     from harness.results import SearchPlan
-    from harness.space import default_space_file, load_space, metric_mode
+    from harness.space import default_space_file, metric_mode, parse_space, read_space_file
     from harness.trial import print_line, resolve_config
 
     recipe = args.recipe
     if budget not in recipe_class(recipe).budgets:
         raise SearchArgsError(f"--budget {budget!r}: recipe {recipe!r} has no such budget")
     space_file = Path(args.space or default_space_file(recipe)).resolve()
-    space = load_space(space_file, recipe)
+    document = read_space_file(space_file)
+    space = parse_space(document, recipe, str(space_file))
     objective = args.objective or space.objective
     if objective not in SCORES:
         raise SearchArgsError(f"--objective {objective!r}: not one of {', '.join(SCORES)}")
@@ -182,12 +197,12 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> SearchPlan:
             f"note: ASHA off: no validation between the discriminator start and step {max_t}"
         )
         scheduler = "none"
-    return SearchPlan(
+    plan = SearchPlan(
         name=name,
         recipe=recipe,
         budget=budget,
         space_file=str(space_file),
-        space=yaml.safe_load(space_file.read_text()),
+        space=document,
         swept=space.swept,
         objective=objective,
         mode=metric_mode(objective),
@@ -204,9 +219,9 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> SearchPlan:
         stop_unhealthy=args.stop_unhealthy,
         grace_period=grace,
         max_t=max_t,
-        address=args.address or os.environ.get("RAY_ADDRESS") or None,
         storage=args.storage,
     )
+    return plan, space
 
 
 def asha_window(space: SearchSpace, recipe: str, budget: str) -> tuple[int, int]:

@@ -1,0 +1,44 @@
+"""Hyperparameter search on Ray Tune with Optuna: the only package that imports ray and optuna.
+
+One search is a Ray Tune experiment whose trials are :func:`harness.trial.run_trial`, the same
+code path as ``run.py train`` and ``run.py rerun``.  Optuna's TPE (multivariate, grouped,
+constant liar for parallel trials, seeded) proposes configurations; ASHA cuts weak trials at
+validation rounds after the discriminator has switched on.
+
+- ``trainable``      the Ray trainable: one trial, its reports and checkpoints
+- ``optuna_bridge``  the space as Optuna distributions, the study, how each ending reaches it
+- ``trials_table``   ``trials.parquet`` and the progress lines, as a Tune callback
+- ``driver``         Ray up, resources, scheduler and stopper, the Tuner: :func:`run_search`
+- ``environment``    the environment variables Ray reads, set only while it reads them
+"""
+
+from harness.search.environment import RAY_IMPORT_DEFAULTS, scoped_environ
+
+with scoped_environ(defaults=RAY_IMPORT_DEFAULTS):
+    import ray  # noqa: F401  (Ray reads RAY_ENABLE_UV_RUN_RUNTIME_ENV once, on this import)
+
+# Ray's pickled experiments name these by the path they had when search was one module, so an
+# experiment interrupted under it still restores.
+from harness.search.driver import (  # noqa: E402
+    HealthStopper,
+    SearchError,
+    SearchOutcome,
+    run_search,
+    trial_dirname,
+)
+from harness.search.optuna_bridge import StatusAwareOptunaSearch  # noqa: E402
+from harness.search.trainable import STATUS, TrialSetup, train_trial  # noqa: E402
+from harness.search.trials_table import TrialsTable  # noqa: E402
+
+__all__ = [
+    "STATUS",
+    "HealthStopper",
+    "SearchError",
+    "SearchOutcome",
+    "StatusAwareOptunaSearch",
+    "TrialSetup",
+    "TrialsTable",
+    "run_search",
+    "trial_dirname",
+    "train_trial",
+]

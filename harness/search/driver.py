@@ -1,0 +1,265 @@
+"""The search itself: Ray up, the trials' share of the cluster, the Tuner, and the summary.
+
+Everything lives in ``results/<name>/`` (see harness/results.py).  Running the same search
+again restores the Ray experiment (``Tuner.restore``) and the Optuna study (SQLite): unfinished
+and errored trials resume from their last checkpoint, and a trial whose training had already
+ended before the interruption reports its recorded result instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+
+from harness.files import atomic_write
+from harness.health import stop_reason
+from harness.recipes import RECIPES
+from harness.results import Resources, SearchFolder, SearchPlan, read_trials, write_trials
+from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED, scoped_environ
+from harness.search.optuna_bridge import make_searcher, save_importances
+from harness.search.trainable import TrialSetup, train_trial
+from harness.search.trials_table import TrialsTable
+from harness.space import SearchSpace
+from harness.status import TERMINAL, Status
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SearchError(ValueError):
+    """A search cannot start or resume; the message is one line saying why."""
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    finished: bool
+    wall_s: float
+    trials: pd.DataFrame  # trials.parquet
+
+
+def run_search(
+    plan: SearchPlan,
+    space: SearchSpace,
+    folder: SearchFolder,
+    *,
+    address: str | None,
+    echo: Callable[[str], None],
+    progress: bool = True,
+) -> SearchOutcome:
+    """Start, or continue, the search ``plan`` over ``space`` in ``folder``; returns when it
+    ends.  ``address`` is the Ray cluster to attach to (None: start a local Ray)."""
+    t_start = time.perf_counter()
+    started = connect(address)
+    ray_start_s = time.perf_counter() - t_start
+    try:
+        fit_s = fit(plan, space, folder, address, echo, progress)
+    finally:
+        if started:
+            ray.shutdown()
+    wall_s = time.perf_counter() - t_start  # Ray start, trials, Ray shutdown
+    return finish(plan, folder, {"wall_s": wall_s, "ray_start_s": ray_start_s, "fit_s": fit_s})
+
+
+def fit(
+    plan: SearchPlan,
+    space: SearchSpace,
+    folder: SearchFolder,
+    address: str | None,
+    echo: Callable[[str], None],
+    progress: bool,
+) -> float:
+    """Run the Ray experiment to its end (restored if Ray can, else new); its seconds."""
+    storage_path, name = experiment_path(plan, folder)
+    experiment = f"{storage_path.rstrip('/')}/{name}"
+    resuming = tune.Tuner.can_restore(experiment)
+    resources = Resources.load(folder) if resuming else start_fresh(plan, folder, address)
+    setup = trial_setup(plan, resources, folder)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, setup=setup),
+        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
+    )
+    with scoped_environ(forced=TUNE_FORCED, defaults=TUNE_DEFAULTS):
+        if resuming:
+            echo(f"resuming search {plan.name!r} from {experiment}")
+            tuner = tune.Tuner.restore(
+                experiment, trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = new_tuner(plan, space, resources, folder, setup, trainable, progress)
+        t_fit = time.perf_counter()
+        tuner.fit()
+        return time.perf_counter() - t_fit
+
+
+def finish(plan: SearchPlan, folder: SearchFolder, seconds: dict[str, float]) -> SearchOutcome:
+    """The final trials table and importances, and ``summary.json`` once every trial ended."""
+    trials = write_trials(folder, [])
+    save_importances(folder, plan)
+    counted = trials[trials["status"] != Status.LOST]
+    finished = len(counted) >= plan.trials and bool(trials["status"].isin(TERMINAL).all())
+    if finished:
+        summary = {
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **seconds,
+            "statuses": trials["status"].value_counts().to_dict(),
+        }
+        atomic_write(folder.summary, json.dumps(summary, indent=2))
+    return SearchOutcome(finished, seconds["wall_s"], trials)
+
+
+def experiment_path(plan: SearchPlan, folder: SearchFolder) -> tuple[str, str]:
+    """(storage_path, experiment name) for Ray: results/<name>/tune unless --storage is set."""
+    if plan.storage:
+        return plan.storage, plan.name
+    return str(folder.path), folder.tune.name
+
+
+def connect(address: str | None) -> bool:
+    """Attach to ``address`` or start a local Ray; True if this call started it."""
+    if ray.is_initialized():
+        return False
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    common = dict(
+        log_to_driver=False,
+        logging_level="warning",
+        runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}},
+    )
+    try:
+        if address:
+            ray.init(address=address, **common)
+        else:
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                object_store_memory=256 * 1024**2,
+                **common,
+            )
+    except ConnectionError as err:
+        raise SearchError(f"cannot reach Ray at {address!r}: {err}") from None
+    return True
+
+
+def start_fresh(plan: SearchPlan, folder: SearchFolder, address: str | None) -> Resources:
+    """Prepare a new search folder and fit the trials to the cluster; refuse to overwrite
+    recorded trials Ray cannot restore."""
+    recorded = len(read_trials(folder)) + len(list(folder.trials_dir.glob("*/result.json")))
+    if recorded:
+        raise SearchError(
+            f"search {plan.name!r} has recorded trials but no restorable Ray experiment under "
+            f"{folder.path}; start a new search with another --name"
+        )
+    have = ray.cluster_resources()
+    resources = fit_to(plan, float(have.get("CPU", 0)), float(have.get("GPU", 0)), address)
+    plan.save(folder, resources)
+    # whatever a start that never got to record a trial left behind
+    for stale in (folder.optuna_db, folder.tune, folder.trials_dir, folder.diagnostics):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
+    return resources
+
+
+def fit_to(plan: SearchPlan, cpus: float, gpus: float, address: str | None = None) -> Resources:
+    """GPUs per trial (1 where there are GPUs), and trials at once: what fits, at most
+    ``--max-concurrent`` and ``--trials``; refuse a trial that cannot fit at all."""
+    per_gpu = plan.gpus_per_trial
+    if per_gpu is None:
+        per_gpu = 1.0 if gpus >= 1 else 0.0
+    slots = math.floor(cpus / plan.cpus_per_trial + 1e-9)
+    if per_gpu > 0:
+        slots = min(slots, math.floor(gpus / per_gpu + 1e-9))
+    if slots < 1:
+        raise SearchError(
+            f"a trial needs {plan.cpus_per_trial:g} CPU and {per_gpu:g} GPU but the "
+            f"cluster has {cpus:g} CPU and {gpus:g} GPU"
+        )
+    trials_at_once = min(plan.max_concurrent or slots, slots, plan.trials)
+    return Resources(plan.cpus_per_trial, per_gpu, trials_at_once, address)
+
+
+def trial_setup(plan: SearchPlan, resources: Resources, folder: SearchFolder) -> TrialSetup:
+    return TrialSetup(
+        search=plan.name,
+        folder=str(folder.path),
+        recipe=plan.recipe,
+        recipe_entry=RECIPES[plan.recipe],
+        budget=plan.budget,
+        data=plan.data,
+        cpus=resources.cpus_per_trial,
+        gpus=resources.gpus_per_trial,
+    )
+
+
+class HealthStopper(tune.Stopper):
+    """Ends a trial whose reported row raises a health flag (see harness.health)."""
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return stop_reason(result) is not None
+
+    def stop_all(self) -> bool:
+        return False
+
+
+def make_scheduler(plan: SearchPlan) -> FIFOScheduler:
+    if plan.scheduler != "asha":
+        return FIFOScheduler()
+    return AsyncHyperBandScheduler(
+        time_attr="step",
+        metric=plan.objective,
+        mode=plan.mode,
+        max_t=plan.max_t,
+        grace_period=plan.grace_period,
+        reduction_factor=3,
+        stop_last_trials=False,
+    )
+
+
+def trial_dirname(trial: Trial) -> str:
+    return trial.trial_id
+
+
+def new_tuner(
+    plan: SearchPlan,
+    space: SearchSpace,
+    resources: Resources,
+    folder: SearchFolder,
+    setup: TrialSetup,
+    trainable: Any,
+    progress: bool,
+) -> tune.Tuner:
+    storage_path, name = experiment_path(plan, folder)
+    return tune.Tuner(
+        trainable,
+        param_space=dict(space.fixed),
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(plan, space, folder),
+            scheduler=make_scheduler(plan),
+            num_samples=plan.trials,
+            max_concurrent_trials=resources.trials_at_once,
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            stop=HealthStopper() if plan.stop_unhealthy else None,
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[TrialsTable(setup, plan, echo=progress)],
+            verbose=0,  # progress lines come from TrialsTable
+        ),
+    )

@@ -1,0 +1,145 @@
+"""The Ray trainable: one trial of a search is :func:`harness.trial.run_trial` under Tune.
+
+Every validation is reported to Tune with the trainer's exact checkpoint inside a Ray
+checkpoint, so a trial that raises is retried from its last checkpoint.  A trial whose training
+had already ended before an interruption reports its recorded ending instead of training again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS, DONE, SHOULD_CHECKPOINT
+
+from harness.config import TrialConfig
+from harness.files import finite
+from harness.recipes import RECIPES
+from harness.results import PROGRESS_KEYS, SearchFolder, read_outcome, read_result
+from harness.status import Status
+from harness.trial import resolve_config, run_trial
+
+STATUS = "trial_status"  # in every report: running | completed | stopped | pruned (a replay)
+TUNE_BOOKKEEPING_KEYS = frozenset(
+    {*PROGRESS_KEYS, STATUS, "reason", DONE, SHOULD_CHECKPOINT, *AUTO_RESULT_KEYS}
+)
+"""Keys of a Tune result that say where a trial stands or how Tune ran it, not what it measured
+(left out of ``outcome.json`` and of the value columns of ``trials.parquet``)."""
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a search shares; shipped to the Ray workers."""
+
+    search: str
+    folder: str  # absolute path of results/<name>
+    recipe: str
+    recipe_entry: str  # "module:Class", so recipes registered at run time work in workers
+    budget: str
+    data: str | None
+    cpus: float
+    gpus: float
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus))
+
+    def trial_config(self, sample: dict[str, Any]) -> TrialConfig:
+        """Recipe defaults <- budget <- (torch threads = CPUs given) <- the trial's sample."""
+        layer = {"threads": self.threads, **sample}
+        return resolve_config(self.recipe, self.budget, sample=layer, data=self.data)
+
+    def prepare_process(self) -> None:
+        """Per-process limits Ray does not enforce itself."""
+        RECIPES.setdefault(self.recipe, self.recipe_entry)
+        torch.set_num_threads(self.threads)
+        if 0 < self.gpus < 1 and torch.cuda.is_available():
+            torch.cuda.set_per_process_memory_fraction(self.gpus)
+
+
+def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """The Ray trainable: run one configuration, report every validation to Tune."""
+    trial_id = tune.get_context().get_trial_id()
+    setup.prepare_process()
+    folder = SearchFolder(Path(setup.folder))
+    out_dir = folder.trial_dir(trial_id)
+    ended = read_result(out_dir)
+    if ended is not None:  # training ended before an interruption: report it, never retrain
+        tune.report(final_metrics(ended))
+        return
+    cut = read_outcome(out_dir)
+    if cut is not None and cut["status"] == Status.PRUNED:  # cut by ASHA before an interruption
+        tune.report({STATUS: Status.PRUNED, "reason": cut["reason"], "step": cut["step"]})
+        return
+    facts: dict[str, float] = {}
+
+    def on_report(kind: str, row: dict[str, Any], ckpt: Path | None) -> None:
+        if kind != "eval":
+            return
+        metrics = {**numbers(row), **facts, STATUS: Status.RUNNING}
+        if ckpt is None:
+            tune.report(metrics)
+            return
+        with ray_checkpoint(ckpt) as checkpoint:
+            tune.report(metrics, checkpoint=checkpoint)
+
+    with resume_point(tune.get_checkpoint()) as checkpoint_file:
+        run_trial(
+            setup.trial_config(config),
+            out_dir,
+            search=setup.search,
+            trial_id=trial_id,
+            diagnostics_root=folder.diagnostics,
+            checkpoint=checkpoint_file,
+            on_report=on_report,
+            on_start=facts.update,
+        )
+    tune.report(final_metrics(read_result(out_dir)))
+
+
+def numbers(row: dict[str, Any]) -> dict[str, Any]:
+    """The finite numbers and flags of a row (what Tune, ASHA and Optuna may see)."""
+    return {k: v for k, v in row.items() if isinstance(v, bool) or finite(v)}
+
+
+def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The last report of a trial, from its result.json.  Scores only if it completed."""
+    facts = {k: v for k, v in result.items() if k.startswith("params_")}
+    metrics = {STATUS: result["status"], "reason": result["reason"], "step": result["step"]}
+    if result["status"] == Status.COMPLETED:
+        metrics.update(numbers(result["last_eval"]))
+    return {**metrics, **numbers(facts)}
+
+
+@contextmanager
+def ray_checkpoint(trainer_checkpoint: Path) -> Iterator[tune.Checkpoint]:
+    """A Ray checkpoint holding the trainer's exact checkpoint file (hard-linked, not copied)."""
+    staging = trainer_checkpoint.parent / f".ray-{trainer_checkpoint.stem}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        try:
+            os.link(trainer_checkpoint, staging / trainer_checkpoint.name)
+        except OSError:
+            shutil.copy2(trainer_checkpoint, staging / trainer_checkpoint.name)
+        yield tune.Checkpoint.from_directory(str(staging))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def resume_point(checkpoint: tune.Checkpoint | None) -> Iterator[Path | None]:
+    """The trainer checkpoint file inside Ray's checkpoint (None for a fresh trial)."""
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as directory:
+        found = sorted(Path(directory).glob("step_*.pt"))
+        yield found[-1] if found else None
