@@ -108,6 +108,11 @@ def coerce(key: str, value: Any, kind: Any) -> Any:
         items = [coerce(key, v, inner) for v in value]
         return tuple(items) if origin is tuple else items
     if kind is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as text
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -16,6 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.confirmation import (
+    ConfirmationSummary,
+    read_confirmation,
+    summarise_confirmation,
+)
 from harness.metrics import COSTS, METRICS, SCORES
 from harness.results import SearchFolder, SearchPlan, list_searches, read_trials
 from harness.status import STATUSES, TERMINAL, Status
@@ -140,6 +145,7 @@ def render(
     weights = importances(folder)
     if fmt == "csv":
         return shown.rename(columns=_short).to_csv(index=False).rstrip("\n")
+    confirmation = confirmation_summary(folder, plan)
     if fmt == "json":
         doc = {
             "search": plan.name,
@@ -149,6 +155,7 @@ def render(
             "trials": json.loads(shown.rename(columns=_short).to_json(orient="records")),
             "importances": weights,
             "pareto": front,
+            "confirmation": confirmation.as_dict() if confirmation else None,
         }
         return json.dumps(doc, indent=2)
     head = (
@@ -166,7 +173,15 @@ def render(
             f"Pareto front ({plan.objective} {plan.mode}, {plan.cost} {plan.cost_mode}): "
             + (", ".join(front) or "none yet")
         )
+    if confirmation:
+        notes += confirmation.lines()
     return "\n".join([head, "", body, *([""] + notes if notes else [])])
+
+
+def confirmation_summary(folder: SearchFolder, plan: SearchPlan) -> ConfirmationSummary | None:
+    """The confirmation stage's statistics, once it has run."""
+    runs = read_confirmation(folder)
+    return summarise_confirmation(runs, plan) if runs is not None and len(runs) else None
 
 
 def _short(column: str) -> str:

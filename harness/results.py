@@ -14,6 +14,8 @@
       importances.json  Optuna parameter importances, written when a search run ends
       summary.json      written when the search has finished
       reruns/           ``run.py rerun`` output
+      confirm/          the confirmation runs (``--confirm K`` / ``run.py confirm``)
+      confirmation.parquet  one row per confirmation run (harness/confirmation.py)
 
 No Ray here: the leaderboard and rerun read these files without starting anything.
 """
@@ -38,7 +40,7 @@ from harness.telemetry import write_table_atomic
 
 RESULTS_ENV = "GAN_HARNESS_RESULTS"
 LOST = "started just before a crash, after Ray's last snapshot; Ray ran a new trial instead"
-PROGRESS_KEYS = ("step", "epoch", "wall_s")
+PROGRESS_KEYS = ("step", "epoch", "wall_s", "batches")
 """Keys of an eval row that say when it was taken, not what was measured."""
 
 
@@ -99,6 +101,15 @@ class SearchFolder:
     @property
     def reruns(self) -> Path:
         return self.path / "reruns"
+
+    @property
+    def confirm_dir(self) -> Path:
+        """The confirmation runs: a search folder of their own (tune/, trials/, diagnostics/)."""
+        return self.path / "confirm"
+
+    @property
+    def confirmation_table(self) -> Path:
+        return self.path / "confirmation.parquet"
 
     def finished(self) -> bool:
         return self.summary.is_file()

@@ -146,6 +146,8 @@ def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:
     fixed: dict[str, Any] = {}
     for name, spec in entries.items():
         where = f"space.{name}"
+        if name == "seed":
+            raise fail(where, "each trial's seed is derived from --seed and its trial number")
         if name in RESERVED or name not in kinds:
             valid = ", ".join(sorted(k for k in kinds if k not in RESERVED))
             raise fail(where, f"unknown config key for recipe {recipe!r}; valid keys: {valid}")
@@ -292,3 +294,10 @@ def _check_point(
             raise fail(f"{where}.{key}", f"{value!r} is outside {param.describe()}")
         out[key] = value
     return out
+
+
+def loss_weights_swept(recipe: str, objective: str, swept: list[str]) -> list[str]:
+    """The swept keys that weigh ``objective`` in ``recipe``'s training loss (see
+    :attr:`Recipe.trains_on`); a search optimising it would reward weakening the GAN."""
+    weights = recipe_class(recipe).trains_on.get(objective, ())
+    return [key for key in swept if key in weights]

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,7 +175,10 @@ def test_optuna_is_told_how_each_trial_ended(search):
             assert t.state == optuna.trial.TrialState.COMPLETE
             assert t.value == pytest.approx(row["reverse_kl"])
             assert sorted(t.intermediate_values) == [0, 100, 200, 300]
-        else:  # stopped (diverged) and errored trials are failures, never scores
+        elif row["status"] == "stopped":  # diverged: pruned at NaN, so TPE learns the region
+            assert t.state == optuna.trial.TrialState.PRUNED and t.value is None
+            assert math.isnan(t.intermediate_values[max(t.intermediate_values)])
+        else:  # errored trials are failures, never scores
             assert t.state == optuna.trial.TrialState.FAIL and t.value is None
     stopped = trials[trials["status"] == "stopped"]
     assert stopped["reason"].str.startswith("diverged:").all()
@@ -219,7 +223,7 @@ def test_rerun_reproduces_the_recorded_scores(search, monkeypatch):
     (summary,) = folder.reruns.glob(f"{normal['trial_id']}-*/summary.json")
     doc = json.loads(summary.read_text())
     (seed,) = doc["seeds"]
-    assert seed["seed"] == 0 and seed["step"] == 300
+    assert seed["seed"] == json.loads(normal["resolved_config"])["seed"] and seed["step"] == 300
     for metric in ("reverse_kl", "modes_covered", "high_quality"):
         assert seed["scores"][metric] == normal[metric], metric
     assert "search (step 300)" in out
@@ -231,10 +235,11 @@ def test_rerun_more_seeds_for_fewer_steps(search, monkeypatch):
     code, out = run_cli("rerun", "e2e", "--results", str(folder.path.parent), "--rank", "1",
                         "--seeds", "2", "--steps", "100")  # fmt: skip
     assert code == 0, out
-    assert "seed 0" in out and "seed 1" in out and "mean ± std" in out
+    assert out.count("seed ") >= 2 and "mean ± std" in out
     assert "search (step 100)" in out and "search (step 300)" in out
     docs = [json.loads(p.read_text()) for p in folder.reruns.glob("*/summary.json")]
     (doc,) = [d for d in docs if len(d["seeds"]) == 2]
-    assert [s["seed"] for s in doc["seeds"]] == [0, 1]
+    first = doc["seeds"][0]["seed"]
+    assert [s["seed"] for s in doc["seeds"]] == [first, first + 1]
     assert doc["seeds"][0]["scores"] == doc["recorded_at_same_step"]  # seed 0: the search's run
     assert doc["seeds"][1]["scores"] != doc["seeds"][0]["scores"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 from harness.results import SearchFolder, SearchPlan, read_outcome
 from harness.search import STATUS, SearchError, TrialSetup
 from harness.search.driver import fit_to
-from harness.search.optuna_bridge import make_searcher
+from harness.search.optuna_bridge import make_searcher, trial_seed
 from harness.space import parse_space
 
 SPACE = {
@@ -57,9 +58,10 @@ def states(searcher) -> dict[str, tuple[State, dict]]:
 
 def test_each_ending_reaches_optuna_as_what_it_is(searcher):
     search, folder = searcher
-    assert search.suggest("done") == {"lr_g": 1e-3, "d_steps": 1}  # the known point first
+    first = search.suggest("done")  # the known point first, with the trial's own seed
+    assert first == {"lr_g": 1e-3, "d_steps": 1, "seed": trial_seed(0, 0)}
     for trial_id in ("cut", "diverged", "raised", "nan"):
-        assert set(search.suggest(trial_id)) == {"lr_g", "d_steps"}
+        assert set(search.suggest(trial_id)) == {"lr_g", "d_steps", "seed"}
     for trial_id in ("done", "cut", "diverged", "nan"):
         search.on_trial_result(trial_id, {STATUS: "running", "reverse_kl": 1.5, "step": 100})
     search.on_trial_result("done", {STATUS: "running", "reverse_kl": 1.5, "step": 100})  # again
@@ -77,9 +79,15 @@ def test_each_ending_reaches_optuna_as_what_it_is(searcher):
     state, cut = found["cut"]
     assert state == State.PRUNED and cut.intermediate_values == {100: 1.5, 200: 1.9}
     assert cut.user_attrs["reason"] == "cut by ASHA at step 200"
-    for trial_id, status in (("diverged", "stopped"), ("raised", "errored"), ("nan", "stopped")):
+    # a trial that stopped itself is pruned at a NaN value, so TPE learns the region is bad;
+    # a trial that raised is a failure (a crash says nothing about its configuration)
+    for trial_id in ("diverged", "nan"):
         state, t = found[trial_id]
-        assert state == State.FAIL and t.value is None and t.user_attrs["status"] == status
+        assert state == State.PRUNED and t.value is None and t.user_attrs["status"] == "stopped"
+        assert set(t.intermediate_values) == {100, 101 if trial_id == "diverged" else 200}
+        assert math.isnan(t.intermediate_values[max(t.intermediate_values)])
+    state, raised = found["raised"]
+    assert state == State.FAIL and raised.value is None and raised.user_attrs["status"] == "errored"
     assert found["diverged"][1].user_attrs["reason"] == "diverged: x"
     assert found["nan"][1].user_attrs["reason"] == "no finite reverse_kl at the end"
 
@@ -234,3 +242,54 @@ def test_importing_the_search_turns_ray_uv_shipping_off_without_leaving_it_set()
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
                          text=True, check=True)  # fmt: skip
     assert out.stdout.split() == ["False", "None"]
+
+
+def test_each_trial_trains_with_its_own_seed_derived_from_the_search_seed(tmp_path):
+    seeds = {}
+    for search_seed in (0, 0, 5):
+        folder = SearchFolder(tmp_path / f"s{search_seed}-{len(seeds)}")
+        folder.path.mkdir()
+        search = make_searcher(plan(seed=search_seed), parse_space(SPACE, "ring"), folder)
+        seeds[folder.name] = [search.suggest(f"t{k}")["seed"] for k in range(4)]
+    same_a, same_b, other = seeds.values()
+    assert same_a == same_b  # the same search seed reproduces every trial's seed
+    assert len(set(same_a)) == 4  # every trial has its own
+    assert not set(same_a) & set(other)  # another search seed gives other seeds
+    assert all(0 <= s < 2**31 for s in same_a + other)
+
+
+def test_failed_trials_teach_tpe_to_avoid_their_region(tmp_path):
+    """An unstable trial is one of TPE's observations (a FAIL is not) and ranks below a trial
+    ASHA cut at the same point, even one that scored far worse before the cut."""
+    from optuna.samplers._tpe.sampler import _split_trials
+
+    folder = SearchFolder(tmp_path / "teach")
+    folder.path.mkdir()
+    search = make_searcher(plan(), parse_space(SPACE, "ring"), folder)
+    for trial_id, value in (("cut", 0.9), ("unstable", 0.1)):
+        search.suggest(trial_id)
+        search.on_trial_result(trial_id, {STATUS: "running", "reverse_kl": value, "step": 100})
+    search.on_trial_complete("cut", {STATUS: "running", "reverse_kl": 0.95, "step": 200})
+    # the HealthStopper ends "unstable" at a validation with a raised flag and a good score
+    flagged = {STATUS: "running", "reverse_kl": 0.05, "step": 200, "flag_overpower": True}
+    search.on_trial_result("unstable", flagged)
+    search.on_trial_complete("unstable", flagged)
+    study = search._ot_study
+    observed = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED))
+    assert {t.user_attrs["trial_id"] for t in observed} == {"cut", "unstable"}
+    unstable = next(t for t in observed if t.user_attrs["trial_id"] == "unstable")
+    assert unstable.user_attrs["status"] == "stopped" and unstable.intermediate_values[100] == 0.1
+    assert math.isnan(unstable.intermediate_values[200])  # not the flagged row's 0.05
+    below, above = _split_trials(study, observed, n_below=1)
+    assert [t.user_attrs["trial_id"] for t in below] == ["cut"]
+    assert [t.user_attrs["trial_id"] for t in above] == ["unstable"]
+
+
+@pytest.mark.parametrize("grace,max_t", [(100, 300), (100, 900), (200, 600), (100, 250)])
+def test_no_asha_rung_falls_on_the_final_validation(grace, max_t):
+    from harness.search.driver import COST, make_scheduler
+
+    scheduler = make_scheduler(plan(grace_period=grace, max_t=max_t))
+    assert scheduler._time_attr == COST == "batches"
+    rungs = [milestone for bracket in scheduler._brackets for milestone, _ in bracket._rungs]
+    assert rungs and max(rungs) < max_t and min(rungs) == grace

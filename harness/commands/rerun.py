@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from harness.stats import summarise
 from harness.trial import BUDGETS
 
 
@@ -194,11 +194,10 @@ def summary_table(
     for r in results:
         lines.append([f"seed {r['seed']}", *(_fmt(r["scores"].get(m)) for m in metrics)])
     if len(results) > 1:
-        cells = ["mean ± std"]
+        cells = ["mean ± std [95% CI]"]
         for m in metrics:
             values = [r["scores"][m] for r in results if m in r["scores"]]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.4g} ± {std:.2g}" if values else "-")
+            cells.append(summarise(values).format() if values else "-")
         lines.append(cells)
     step = row.get("step")
     if same_step is not None and results[0]["step"] != step:

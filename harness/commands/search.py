@@ -76,7 +76,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--address", help="existing Ray cluster (default $RAY_ADDRESS, else local)")
     p.add_argument("--storage", help="Ray storage URI (s3://..., /mnt/nfs/...) for Tune state")
-    p.add_argument("--seed", type=int, help="sampler and trial seed (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="search seed (default 0): seeds the sampler, and each trial trains with a seed "
+        "derived from it and the trial's number (recorded in trials.parquet)",
+    )
+    p.add_argument(
+        "--allow-trained-objective",
+        action="store_true",
+        help="optimise a metric the recipe trains on even though the space sweeps a weight of "
+        "that loss term (refused by default: the winner would be whoever weakens the GAN)",
+    )
+    p.add_argument(
+        "--confirm",
+        type=int,
+        default=0,
+        metavar="K",
+        help="after the search, retrain the top K configurations and the paper default with "
+        "--confirm-seeds fresh seeds each and say whether the winner beats the default by more "
+        "than seed noise (default 0: no confirmation; `run.py confirm NAME` does it later)",
+    )
+    p.add_argument(
+        "--confirm-seeds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="seeds per confirmed configuration",
+    )
     p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
     p.add_argument("--quiet", action="store_true", help="no progress lines while it runs")
     p.set_defaults(func=run)
@@ -88,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
     from harness.space import parse_space
     from harness.trial import default_budget, print_line
 
+    if args.confirm < 0 or args.confirm_seeds < 2:
+        raise SearchArgsError(
+            f"--confirm {args.confirm} --confirm-seeds {args.confirm_seeds}: need K >= 0 and N >= 2"
+        )
     budget = args.budget or default_budget()
     name = args.name or f"{args.recipe}-{budget}"
     if not NAME.fullmatch(name):
@@ -96,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if folder.config.is_file():
         plan, resources = SearchPlan.load(folder), Resources.load(folder)
         check_same_search(plan, resources, args)
-        if folder.finished():
+        if folder.finished() and (not args.confirm or folder.confirmation_table.is_file()):
             print_line(f"search {name!r} has already finished; see `run.py leaderboard {name}`")
             print_line(render(folder, "table"))
             return 0
@@ -114,6 +145,19 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_search(
         plan, space, folder, address=address, echo=print_line, progress=not args.quiet
     )
+    if outcome.finished and args.confirm:
+        from harness.search.confirm import run_confirmation
+
+        print_line("")
+        run_confirmation(
+            plan,
+            space,
+            folder,
+            top=args.confirm,
+            seeds=args.confirm_seeds,
+            address=address,
+            echo=print_line,
+        )
     print_line("")
     print_line(render(folder, "table"))
     if not outcome.finished:
@@ -159,7 +203,13 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
     from harness.metrics import SCORES
     from harness.recipes import recipe_class
     from harness.results import SearchPlan
-    from harness.space import default_space_file, metric_mode, parse_space, read_space_file
+    from harness.space import (
+        default_space_file,
+        loss_weights_swept,
+        metric_mode,
+        parse_space,
+        read_space_file,
+    )
     from harness.trial import print_line, resolve_config
 
     recipe = args.recipe
@@ -171,6 +221,13 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
     objective = args.objective or space.objective
     if objective not in SCORES:
         raise SearchArgsError(f"--objective {objective!r}: not one of {', '.join(SCORES)}")
+    gaming = loss_weights_swept(recipe, objective, space.swept)
+    if gaming and not args.allow_trained_objective:
+        raise SearchArgsError(
+            f"{space_file}: objective {objective} is a loss term {recipe} trains on and the space "
+            f"sweeps {', '.join(gaming)}, which weigh it, so the search would reward weakening "
+            "the GAN; optimise a metric no loss term optimises, or pass --allow-trained-objective"
+        )
     trials = args.trials if args.trials is not None else DEFAULT_TRIALS[budget]
     if trials < 1:
         raise SearchArgsError(f"--trials {trials}: must be >= 1")

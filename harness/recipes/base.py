@@ -83,6 +83,9 @@ class Recipe(ABC):
     defaults: ClassVar[dict[str, Any]] = {}  # trainer-key defaults this recipe prefers
     budgets: ClassVar[dict[str, dict[str, Any]]]  # smoke / small / paper overrides (flat keys)
     anchors: ClassVar[tuple[str, ...]] = ()  # published results `run.py train` prints beside ours
+    # metric -> the config keys that weigh it in the generator's training loss (a search may not
+    # optimise such a metric while sweeping those keys: it would reward weakening the GAN)
+    trains_on: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, cfg: Any, data_dir: str | None, seed: int, batch_size: int) -> None:
         self.cfg = cfg

@@ -75,6 +75,11 @@ class HifiganRecipe(Recipe):
         "lr_decay": 0.999,
         "scheduler_interval": "per_epoch",
     }
+    # the mel L1 term is weighed by lambda_mel against the adversarial and feature-matching terms
+    # (Adam ignores a common scale, so every weight moves it), and is all G trains on before D
+    trains_on: ClassVar[dict[str, tuple[str, ...]]] = {
+        "mel_l1": ("lambda_mel", "lambda_fm", "disc_start_step")
+    }
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny G, D at 1/8 width, 1/4-length segments: minutes on 2 CPU cores
         "smoke": {

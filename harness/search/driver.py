@@ -214,14 +214,25 @@ class HealthStopper(tune.Stopper):
         return False
 
 
+COST = "batches"
+"""ASHA's clock: training batches a trial has drawn, so a 3:1 trial and a 1:1 trial are compared
+after the same data and generator passes, not after the same number of iterations."""
+
+
 def make_scheduler(plan: SearchPlan) -> FIFOScheduler:
+    """ASHA on the objective, its rungs at ``grace * 3**k`` batches strictly below the budget.
+
+    Ray places a rung at ``max_t`` itself when ``max_t / grace`` is a power of the reduction
+    factor, which would cut trials at their final validation; one batch less keeps every rung
+    before it, so a trial that reaches its budget always completes.
+    """
     if plan.scheduler != "asha":
         return FIFOScheduler()
     return AsyncHyperBandScheduler(
-        time_attr="step",
+        time_attr=COST,
         metric=plan.objective,
         mode=plan.mode,
-        max_t=plan.max_t,
+        max_t=plan.max_t - 1,
         grace_period=plan.grace_period,
         reduction_factor=3,
         stop_last_trials=False,

@@ -2,15 +2,22 @@
 
 How a trial's end reaches Optuna (never as a good score unless it completed):
 
-- completed                     -> COMPLETE with the objective (and cost) of its last validation
-- cut by ASHA                   -> PRUNED, with the intermediate values it reported
-- stopped itself (diverged/OOM) -> FAIL, status and reason as user attributes
-- raised (after 2 retries)      -> FAIL
+- completed                        -> COMPLETE with the objective (and cost) of its last validation
+- cut by ASHA                      -> PRUNED, with the intermediate values it reported
+- stopped itself (diverged, OOM,   -> PRUNED, with a NaN intermediate value where it stopped, so
+  or unhealthy)                       TPE counts it among the worst trials that got that far and
+                                      learns where the unstable regions are (a FAIL it ignores)
+- raised (after 2 retries)         -> FAIL: a crash says nothing about the configuration
+
+Each trial also gets its own training seed, derived from the search seed and its Optuna trial
+number (:func:`trial_seed`), so no single initialisation decides the ranking and the same
+search seed reproduces every trial.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,11 +31,21 @@ from harness.files import atomic_write, finite
 from harness.health import stop_reason
 from harness.results import LOST, SearchFolder, SearchPlan, write_outcome
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, numbers
+from harness.seeds import TRIALS, derive_seed
 from harness.space import Param, SearchSpace
 from harness.status import Status
 
-OPTUNA_STATE = {Status.COMPLETED: TrialState.COMPLETE, Status.PRUNED: TrialState.PRUNED}
-"""The Optuna state of an ending; every other ending is a FAIL."""
+OPTUNA_STATE = {
+    Status.COMPLETED: TrialState.COMPLETE,
+    Status.PRUNED: TrialState.PRUNED,
+    Status.STOPPED: TrialState.PRUNED,
+}
+"""The Optuna state of an ending; every other ending (errored, lost) is a FAIL."""
+
+
+def trial_seed(search_seed: int, number: int) -> int:
+    """The training seed of Optuna trial ``number`` in a search seeded ``search_seed``."""
+    return derive_seed(search_seed, TRIALS, number)
 
 
 def distributions(params: dict[str, Param]) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -54,9 +71,19 @@ class StatusAwareOptunaSearch(OptunaSearch):
     just before a crash and after Ray's last snapshot is known to Optuna only, and counts.
     """
 
-    def __init__(self, *args: Any, max_trials: int, folder: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_trials: int,
+        folder: str,
+        search_seed: int,
+        stop_unhealthy: bool,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self._stop_unhealthy = stop_unhealthy
         self._max_trials = max_trials
+        self._search_seed = search_seed
         self._folder = folder
         self._reported: dict[str, set[int]] = {}
 
@@ -64,9 +91,11 @@ class StatusAwareOptunaSearch(OptunaSearch):
         if self._trials_run() >= self._max_trials:
             return Searcher.FINISHED
         params = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
-        return params
+        if trial_id not in self._ot_trials or not isinstance(params, dict):
+            return params
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("trial_id", trial_id)
+        return {**params, "seed": trial_seed(self._search_seed, ot_trial.number)}
 
     def _trials_run(self) -> int:
         """Trials started so far; a trial closed on restore as never known to Ray is not one."""
@@ -80,6 +109,8 @@ class StatusAwareOptunaSearch(OptunaSearch):
         value, step = result.get(self.metric), result.get("step")
         if result.get(STATUS) != Status.RUNNING or not finite(value) or step is None:
             return
+        if self._stop_unhealthy and stop_reason(result):
+            return  # the row the HealthStopper ends the trial at: it is told as unstable there
         seen = self._reported.setdefault(trial_id, set())
         if int(step) not in seen:
             seen.add(int(step))
@@ -99,6 +130,8 @@ class StatusAwareOptunaSearch(OptunaSearch):
         state = OPTUNA_STATE.get(status, TrialState.FAIL)
         if status == Status.PRUNED:  # Tune skips the searcher for the result ASHA cut at
             self.on_trial_result(trial_id, result)
+        if status == Status.STOPPED:
+            self._report_unstable(trial_id, result)
         if result.get(STATUS) != Status.PRUNED:  # a replayed cut: its folder already has it all
             self._record(trial_id, status, reason, result)
         ot_trial = self._ot_trials[trial_id]
@@ -111,6 +144,18 @@ class StatusAwareOptunaSearch(OptunaSearch):
             if state == TrialState.COMPLETE:
                 self._add_resumed(ot_trial.number, trial_id, told, reason)
         self._completed_trials.add(trial_id)
+
+    def _report_unstable(self, trial_id: str, result: dict) -> None:
+        """A NaN intermediate value where a stopped trial ended: TPE ranks a pruned trial by
+        how far it got, then by its last value, and a NaN last value ranks worst among the
+        trials that got as far."""
+        if isinstance(self.metric, list):
+            return  # multi-objective studies keep no intermediate values
+        seen = self._reported.setdefault(trial_id, set())
+        step = int(result.get("step") or 0)
+        step = max(step, max(seen, default=-1) + 1)
+        seen.add(step)
+        self._ot_trials[trial_id].report(math.nan, step)
 
     def _record(self, trial_id: str, status: Status, reason: str, result: dict) -> None:
         """Write ``outcome.json`` before Optuna is told, so that a crash between the two
@@ -193,6 +238,8 @@ def make_searcher(
         storage=storage,
         max_trials=plan.trials,
         folder=str(folder.path),
+        search_seed=plan.seed,
+        stop_unhealthy=plan.stop_unhealthy,
     )
 
 

@@ -37,6 +37,7 @@ def trial_row(
         "reason": reason,
         "retries": int(trial.num_failures),
         "step": last.get("step"),
+        "batches": last.get("batches"),  # the cost ASHA compares trials at
         "train_s": trial.metric_analysis.get("wall_s", {}).get("max"),  # trainer time
         "time_s": last.get("time_total_s"),
     }
@@ -47,6 +48,7 @@ def trial_row(
         if key in SCORES:
             row[f"best_{key}"] = stats.get(SCORES[key].direction)
     row.update({f"config/{k}": trial.config.get(k) for k in swept})
+    row["seed"] = trial.config.get("seed")  # the trial's training seed (from --seed)
     row["sample"] = json.dumps(trial.config)
     try:
         row["resolved_config"] = json.dumps(setup.trial_config(trial.config).flat())

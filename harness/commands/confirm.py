@@ -1,0 +1,59 @@
+"""`run.py confirm [NAME]`: retrain a finished search's top configurations and the paper default
+with fresh seeds, and say whether the winner beats the default by more than seed noise."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class ConfirmArgsError(ValueError):
+    """A confirmation option is invalid; one line naming it."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "confirm",
+        help="retrain the best configurations with several seeds (winner vs paper default)",
+        description="Retrain the top K configurations of a finished search and the space's first "
+        "point (the paper default) with N fresh seeds each, at the search's budget and through "
+        "the same trial code, on Ray; then print the leaderboard with mean ± std, the 95%% "
+        "interval and a one-sided Welch test of the winner against the default. Running it "
+        "again continues an interrupted confirmation.",
+    )
+    p.add_argument("name", nargs="?", help="search name (default: the most recent search)")
+    p.add_argument("--top", type=int, default=2, metavar="K", help="configurations (default 2)")
+    p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds each (default 3)")
+    p.add_argument("--address", help="existing Ray cluster (default: the search's)")
+    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.leaderboard import render
+    from harness.results import Resources, SearchPlan, find_search, results_root
+    from harness.space import parse_space
+    from harness.trial import print_line
+
+    if args.top < 1 or args.seeds < 2:
+        raise ConfirmArgsError(f"--top {args.top} --seeds {args.seeds}: need K >= 1 and N >= 2")
+    folder = find_search(results_root(args.results), args.name)
+    if not folder.finished():
+        raise ConfirmArgsError(
+            f"search {folder.name!r} has not finished; finish it first (run the same search again)"
+        )
+    plan = SearchPlan.load(folder)
+    space = parse_space(plan.space, plan.recipe, plan.space_file)
+    from harness.search.confirm import run_confirmation
+
+    run_confirmation(
+        plan,
+        space,
+        folder,
+        top=args.top,
+        seeds=args.seeds,
+        address=args.address or Resources.load(folder).address,
+        echo=print_line,
+    )
+    print_line("")
+    print_line(render(folder, "table"))
+    return 0
