@@ -13,7 +13,8 @@ from pathlib import Path
 import optuna
 import yaml
 
-from harness.results import TERMINAL, SearchFolder, read_trials
+from harness.results import SearchFolder, read_trials
+from harness.status import TERMINAL
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {

@@ -17,8 +17,8 @@ from harness.search.environment import RAY_IMPORT_DEFAULTS, scoped_environ
 with scoped_environ(defaults=RAY_IMPORT_DEFAULTS):
     import ray  # noqa: F401  (Ray reads RAY_ENABLE_UV_RUN_RUNTIME_ENV once, on this import)
 
-# Ray's pickled experiments name these by the path they had when search was one module, so an
-# experiment interrupted under it still restores.
+# The entry points, and what Ray pickles into an experiment (tuner.pkl names them harness.search.X
+# since search was one module): experiments started before the split still restore.
 from harness.search.driver import (  # noqa: E402
     HealthStopper,
     SearchError,
