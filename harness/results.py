@@ -39,6 +39,7 @@ from harness.status import TERMINAL, Status
 from harness.telemetry import write_table_atomic
 
 RESULTS_ENV = "GAN_HARNESS_RESULTS"
+EMPTY_TABLE = ["trial_id", "status", "reason"]  # the columns of a table with no trial yet
 LOST = "started just before a crash, after Ray's last snapshot; Ray ran a new trial instead"
 PROGRESS_KEYS = ("step", "epoch", "wall_s", "batches")
 """Keys of an eval row that say when it was taken, not what was measured."""
@@ -247,7 +248,7 @@ def write_trials(
     for row in rows_from_trial_dirs(folder, known=set(table)):
         table[row["trial_id"]] = row
     ordered = [table[k] for k in sorted(table)]
-    frame = pd.DataFrame(ordered)
+    frame = pd.DataFrame(ordered) if ordered else pd.DataFrame(columns=EMPTY_TABLE)
     write_table_atomic(folder.trials_table, pa.Table.from_pandas(frame, preserve_index=False))
     return frame
 
@@ -255,7 +256,7 @@ def write_trials(
 def read_trials(folder: SearchFolder) -> pd.DataFrame:
     """``trials.parquet`` as a DataFrame (empty if no trial has been recorded yet)."""
     if not folder.trials_table.is_file():
-        return pd.DataFrame(columns=["trial_id", "status", "reason"])
+        return pd.DataFrame(columns=EMPTY_TABLE)
     return pd.read_parquet(folder.trials_table)
 
 

@@ -293,3 +293,16 @@ def test_no_asha_rung_falls_on_the_final_validation(grace, max_t):
     assert scheduler._time_attr == COST == "batches"
     rungs = [milestone for bracket in scheduler._brackets for milestone, _ in bracket._rungs]
     assert rungs and max(rungs) < max_t and min(rungs) == grace
+
+
+def test_a_search_as_long_as_its_known_points_runs_them_all(tmp_path):
+    """Queued points are not trials yet: with --trials equal to their number, each runs."""
+    folder = SearchFolder(tmp_path / "points")
+    folder.path.mkdir()
+    space = {
+        **SPACE,
+        "points_to_evaluate": [{"lr_g": 1e-3, "d_steps": 1}, {"lr_g": 2e-3, "d_steps": 2}],
+    }
+    search = make_searcher(plan(trials=2, space=space), parse_space(space, "ring"), folder)
+    asked = [search.suggest(f"p{k}") for k in range(3)]
+    assert [a["lr_g"] for a in asked[:2]] == [1e-3, 2e-3] and asked[2] == "FINISHED"

@@ -100,7 +100,8 @@ class StatusAwareOptunaSearch(OptunaSearch):
     def _trials_run(self) -> int:
         """Trials started so far; a trial closed on restore as never known to Ray is not one."""
         trials = self._ot_study.get_trials(deepcopy=False)
-        real = [t for t in trials if t.state != TrialState.FAIL or "status" in t.user_attrs]
+        asked = [t for t in trials if t.state != TrialState.WAITING]  # not a queued point
+        real = [t for t in asked if t.state != TrialState.FAIL or "status" in t.user_attrs]
         return len({t.user_attrs.get("trial_id", t.number) for t in real})
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -1,0 +1,104 @@
+"""The confirmation stage on a real local Ray, on the toy ring where the answer is known.
+
+The space's first point (the "paper default") trains G at a learning rate 30x too low; the
+other point is the ring's working rate.  The search ranks the working rate first; confirmation
+retrains both with four fresh seeds, and the verdict must say the winner beats the default by
+more than seed noise.  (The statistics themselves are checked by hand in tests/test_stats.py.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.confirmation import read_confirmation
+from harness.results import SearchFolder, read_trials
+
+TINY = {  # a ring trial of 300 steps in about a second
+    "steps": 300,
+    "eval_every": 100,
+    "log_every": 50,
+    "batch_size": 64,
+    "g_hidden": 32,
+    "g_layers": 2,
+    "d_hidden": 32,
+    "d_layers": 2,
+    "eval_samples": 500,
+}
+SLOW, WORKING = 3e-5, 1e-3
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(argv))
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    space = {
+        "objective": "reverse_kl",
+        "space": {"lr_g": {"choice": [SLOW, WORKING]}, **TINY},
+        "points_to_evaluate": [{"lr_g": SLOW}, {"lr_g": WORKING}],
+    }
+    (root / "ring.yaml").write_text(yaml.safe_dump(space))
+    code, out = run_cli(
+        "search", "ring", "--space", str(root / "ring.yaml"), "--trials", "2", "--name", "c",
+        "--results", str(root), "--scheduler", "none", "--confirm", "1", "--confirm-seeds", "4",
+    )  # fmt: skip
+    return SearchFolder(root / "c"), code, out
+
+
+def test_confirmation_retrains_winner_and_default_with_the_same_fresh_seeds(confirmed):
+    folder, code, out = confirmed
+    assert code == 0, out
+    runs = read_confirmation(folder)
+    assert len(runs) == 8 and (runs["status"] == "completed").all()
+    by_label = {label: group for label, group in runs.groupby("candidate")}
+    assert set(by_label) == {"rank 1", "paper default"}
+    winner, default = by_label["rank 1"], by_label["paper default"]
+    assert sorted(winner["seed"]) == sorted(default["seed"])  # the same seeds for both
+    trials = read_trials(folder)
+    assert not set(winner["seed"]) & set(trials["seed"])  # none a search trial used
+    top = trials.sort_values("reverse_kl").iloc[0]
+    assert winner["source_trial"].iloc[0] == top["trial_id"]
+    assert json.loads(top["sample"])["lr_g"] == WORKING
+    assert winner["reverse_kl"].mean() < default["reverse_kl"].mean()
+
+
+def test_leaderboard_states_the_verdict(confirmed):
+    folder, _, out = confirmed
+    assert "confirmation: reverse_kl over 4 fresh seeds" in out
+    assert "verdict: the winner is better than the paper default on reverse_kl beyond seed" in out
+    code, text = run_cli(
+        "leaderboard", "c", "--results", str(folder.path.parent), "--format", "json"
+    )
+    doc = json.loads(text)["confirmation"]
+    assert doc["p_value"] < 0.05 and doc["seeds"] == 4
+    labels = [c["label"] for c in doc["candidates"]]
+    assert labels == ["rank 1", "paper default"]
+    for c in doc["candidates"]:
+        assert c["completed"] == 4 and c["ci95"][0] <= c["mean"] <= c["ci95"][1]
+
+
+def test_confirm_again_resumes_and_refuses_another_request(confirmed):
+    folder, _, _ = confirmed
+    root = str(folder.path.parent)
+    before = read_confirmation(folder)
+    trial_dirs = sorted(p.name for p in folder.confirm_dir.joinpath("trials").iterdir())
+    code, out = run_cli("confirm", "c", "--results", root, "--top", "1", "--seeds", "4")
+    assert code == 0, out
+    assert read_confirmation(folder).equals(before)
+    assert sorted(p.name for p in folder.confirm_dir.joinpath("trials").iterdir()) == trial_dirs
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["confirm", "c", "--results", root, "--top", "1", "--seeds", "3"])
+    assert code == 2
+    assert "a confirmation of other configurations or seeds is on record" in err.getvalue()
