@@ -8,6 +8,7 @@ and values of the wrong type are errors that name the key and list the valid one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -109,10 +110,8 @@ def coerce(key: str, value: Any, kind: Any) -> Any:
         return tuple(items) if origin is tuple else items
     if kind is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as text
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
