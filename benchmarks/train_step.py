@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from harness.recipes.hifigan import HifiganRecipe
+from harness.build import make_recipe
 from harness.telemetry import DiagnosticsWriter
 from harness.trainer import Trainer
 from harness.trial import resolve_config
@@ -32,7 +32,7 @@ BEGIN, END = "<!-- train_step:begin -->", "<!-- train_step:end -->"
 
 def time_iterations(budget: str, precision: str, repeats: int, warmup: int, device: str) -> dict:
     cfg = resolve_config("hifigan", budget, overrides={"precision": precision, "device": device})
-    recipe = HifiganRecipe(cfg.model, None, 0, cfg.trainer.batch_size)
+    recipe = make_recipe(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(recipe, cfg.trainer, Path(tmp))
         for _ in range(warmup):
@@ -69,9 +69,12 @@ def time_logging(trainer: Trainer, root: Path, rows: int = 400) -> float:
     with DiagnosticsWriter(root, "bench", "t0", flush_rows=200) as writer:
         start = time.perf_counter()
         for _ in range(rows):
-            trainer._log(loss_d=1.0, loss_g=2.0, grad_norm_d=3.0, grad_norm_g=4.0, d_acc=0.5)
-            trainer._log(**{"d_real/mpd": 0.1, "d_real/msd": 0.2, "d_fake/mpd": 0.0})
-            writer.write({"kind": "step", **trainer._step_row(0.1)})
+            trainer.interval.add(
+                loss_d=1.0, loss_g=2.0, grad_norm_d=3.0, grad_norm_g=4.0, d_acc=0.5
+            )
+            trainer.interval.add_scores({"mpd": 0.1, "msd": 0.2}, {"mpd": 0.0})
+            trainer.interval.iterations += 1
+            writer.write({"kind": "step", **trainer._step_row()})
         writer.flush()
         return (time.perf_counter() - start) / rows
 

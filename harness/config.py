@@ -55,7 +55,7 @@ class TrainerConfig:
     label_smoothing: float = 0.0  # one-sided: real target becomes 1 - label_smoothing
     instance_noise: float = 0.0  # std of Gaussian noise added to every D input
     instance_noise_anneal_steps: int = 0  # linear decay to 0 over this many steps; 0 = constant
-    r1_gamma: float = 0.0  # zero-centred gradient penalty on real data (weight gamma); 0 = off
+    r1_gamma: float = 0.0  # R1: D loss += r1_gamma/2 x its gradient penalty on real data; 0 = off
     health_window: int = 5  # consecutive log windows a health condition must hold to flag
     # numerics and robustness
     precision: str = "fp32"  # fp32 | bf16 | fp16

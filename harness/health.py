@@ -38,7 +38,10 @@ class HealthError(ValueError):
 
 @dataclass
 class HealthConfig:
-    """Detector thresholds and windows, and the R1 remedy; defaults justified in the docs."""
+    """Detector thresholds and windows; defaults justified in the docs.
+
+    A trainer takes ``window`` from ``TrainerConfig.health_window``, the key a trial sets.
+    """
 
     window: int = 5  # W: consecutive windows a condition must hold before its flag is raised
     warmup: float = 0.1  # share of the run's steps not judged (G leaving its initialisation)
@@ -56,8 +59,6 @@ class HealthConfig:
     diversity_ok: float = 0.2
     energy_db: float = 30.0  # conditional: output level this many dB from the real level
     energy_ok_db: float = 20.0
-    # the standard remedy for an overpowering D: zero-centred gradient penalty on real data
-    r1_gamma: float = 0.0  # weight γ: the D loss gains γ/2 · r1_penalty; 0 = off
 
     def __post_init__(self) -> None:
         for key in ("window", "roll"):
@@ -65,8 +66,6 @@ class HealthConfig:
                 raise HealthError(f"{key}: must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.warmup < 1:
             raise HealthError(f"warmup: must be in [0, 1), got {self.warmup}")
-        if self.r1_gamma < 0:
-            raise HealthError(f"r1_gamma: must be >= 0, got {self.r1_gamma}")
 
 
 # ------------------------------------------------------------------ signals from audio batches

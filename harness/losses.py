@@ -3,12 +3,14 @@
 Every function takes one tensor (or one list of feature maps) per sub-discriminator and sums the
 per-sub-discriminator means, as jik876/hifi-gan does.  ``real_target`` below 1 is one-sided label
 smoothing.  ``feature_matching_loss`` returns the plain sum: jik876 multiplies it by 2 inside
-``feature_loss``, so ``lambda_fm = 2`` reproduces the paper.
+``feature_loss``, so ``lambda_fm = 2`` reproduces the paper.  :func:`adversarial_loss` picks a
+recipe's GAN objective (``lsgan`` or ``bce``) by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -80,3 +82,29 @@ def decision_accuracy(
     right += sum(int((df < threshold).sum()) for df in fake_logits)
     total = sum(t.numel() for t in real_logits) + sum(t.numel() for t in fake_logits)
     return right / total
+
+
+@dataclass(frozen=True)
+class AdversarialLoss:
+    """One GAN objective: its D and G losses and the threshold that splits D's real/fake calls."""
+
+    d_loss: Callable[[Sequence[Tensor], Sequence[Tensor], float], tuple[Tensor, Tensor, Tensor]]
+    g_loss: Callable[[Sequence[Tensor]], Tensor]
+    threshold: float  # LSGAN targets 1 and 0 meet at 0.5; BCE logits at 0
+
+    def accuracy(self, real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -> float:
+        """:func:`decision_accuracy` at this objective's threshold."""
+        return decision_accuracy(real_logits, fake_logits, self.threshold)
+
+
+ADVERSARIAL_LOSSES: dict[str, AdversarialLoss] = {
+    "lsgan": AdversarialLoss(lsgan_d_loss, lsgan_g_loss, 0.5),
+    "bce": AdversarialLoss(bce_d_loss, bce_g_loss, 0.0),
+}
+
+
+def adversarial_loss(name: str) -> AdversarialLoss:
+    """The GAN objective called ``name`` (a recipe's ``loss`` setting)."""
+    if name not in ADVERSARIAL_LOSSES:
+        raise ValueError(f"loss: unknown {name!r}; valid: {', '.join(ADVERSARIAL_LOSSES)}")
+    return ADVERSARIAL_LOSSES[name]

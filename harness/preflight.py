@@ -30,12 +30,18 @@ from pathlib import Path
 import torch
 import yaml
 
+from harness.build import (
+    build_networks,
+    generator_objective,
+    make_optimizer,
+    make_recipe,
+    pick_device,
+    seed_everything,
+    set_threads,
+)
 from harness.config import TrialConfig
 from harness.files import atomic_write
-from harness.init import apply_init
-from harness.recipes import recipe_class
 from harness.recipes.base import Adversary, Recipe
-from harness.trainer import pick_device, seed_everything
 
 MIN_DROP = 0.1  # a curve must end at least 10 % below its start to count as learning
 BLOWUP_START = 1.1  # ending above 1.1x the start loss is divergence
@@ -98,7 +104,7 @@ def default_lrs(lr_g: float) -> list[float]:
 def reconstruction_loss(recipe: Recipe, generator: torch.nn.Module, batch: object) -> torch.Tensor:
     """G's loss without a discriminator: its reconstruction terms, as the trainer sums them."""
     out = recipe.generator_loss(None, batch, recipe.generate(generator, batch), Adversary())
-    return out.adversarial.float() + out.reconstruction.float().mean()
+    return generator_objective(out.adversarial, out.reconstruction)
 
 
 def fixed_batch_curve(
@@ -111,9 +117,7 @@ def fixed_batch_curve(
 ) -> list[float]:
     """Train ``generator`` (in place) on ``batch`` for ``steps`` steps; the loss before each."""
     t = cfg.trainer
-    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-    decay = t.weight_decay if t.optimizer == "adamw" else 0.0
-    opt = cls(generator.parameters(), lr=lr, betas=(t.b1_g, t.b2_g), weight_decay=decay)
+    opt = make_optimizer(generator, t, lr, (t.b1_g, t.b2_g))
     losses: list[float] = []
     for _ in range(steps):
         loss = reconstruction_loss(recipe, generator, batch)
@@ -142,12 +146,9 @@ def run_preflight(
         raise PreflightError(f"--lrs: need positive learning rates, got {lrs}")
     t = cfg.trainer
     device = pick_device(t.device)
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
-    recipe = recipe_class(cfg.recipe)(cfg.model, cfg.data, t.seed, t.batch_size)
-    seed_everything(t.seed)
-    generator = recipe.build_generator()
-    apply_init(generator, t.init, torch.Generator().manual_seed(t.seed))
+    set_threads(t.threads)
+    recipe = make_recipe(cfg)
+    (generator,) = build_networks(t, recipe.build_generator)  # the trainer's G at step 0
     generator.to(device).train()
     recipe.to(device)
     initial = copy.deepcopy(generator.state_dict())

@@ -8,10 +8,11 @@ Before ``disc_start_step`` only G trains, on its reconstruction loss.
 At log steps only (cheap), the trainer also measures GAN health: the adversarial gradient that
 reaches the generated batch, the recipe's own health signals (:meth:`Recipe.health`), and feeds
 each step row to a :class:`~harness.health.HealthMonitor` whose flags travel in the checkpoint.
-An optional R1 penalty (``HealthConfig.r1_gamma``) regularises D on real data.
+An optional R1 penalty (``TrainerConfig.r1_gamma``) regularises D on real data.
 
-The trainer owns the loop policy (order, ratio, precision, clipping, skips, schedulers,
-checkpoints) and reports through a callback; it knows nothing of Ray or of any recipe's maths.
+The trainer owns the loop policy (order, ratio, precision, clipping, schedulers, checkpoints;
+the skip rules live in :class:`~harness.guards.Guards`) and reports through a callback; it knows
+nothing of Ray or of any recipe's maths.  Its parts are built by harness/build.py.
 """
 
 from __future__ import annotations
@@ -31,54 +32,34 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.build import (
+    build_networks,
+    generator_objective,
+    make_optimizer,
+    make_scheduler,
+    pick_device,
+    set_threads,
+)
 from harness.config import ConfigError, TrainerConfig
 from harness.files import atomic_output
+from harness.guards import Counters, Guards, StopTraining
 from harness.health import HealthConfig, HealthMonitor
-from harness.init import apply_init
 from harness.recipes.base import Adversary, GeneratorLoss, Recipe
+from harness.status import Status
 
 Reporter = Callable[[str, dict[str, Any], Path | None], None]
 """``report(kind, row, checkpoint)``: kind is "step" or "eval"; checkpoint is set on evals."""
 
 
-class StopTraining(Exception):
-    """Raised inside the loop when the trial must end early; carries a readable reason."""
-
-
 @dataclass
 class TrainResult:
-    status: str  # "completed" | "stopped"
+    """How :meth:`Trainer.fit` ended: COMPLETED or STOPPED (with the reason), and where."""
+
+    status: Status
     reason: str
     step: int
     last_eval: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
-
-
-@dataclass
-class Counters:
-    """Cumulative skip counters, saved in checkpoints."""
-
-    nonfinite_skips: int = 0
-    oom_skips: int = 0
-    threshold_skips: int = 0
-    consecutive_nonfinite_g: int = 0  # per network: a healthy D must not mask a broken G
-    consecutive_nonfinite_d: int = 0
-    consecutive_oom: int = 0
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} requested but CUDA is not available")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -110,14 +91,84 @@ def preserved_rng() -> Iterator[None]:
         _set_rng_state(state)
 
 
-def is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+def r1_penalty(recipe: Recipe, discriminator: nn.Module, batch: Any) -> Tensor:
+    """Mean over real examples of ‖∇ₓ Σ D(x)‖², differentiable (Mescheder et al. 2018)."""
+    real = recipe.real_input(batch).detach().requires_grad_(True)
+    outputs = recipe.discriminator_outputs(discriminator, real)
+    total = sum(o.float().sum() for o in outputs)
+    (grad,) = torch.autograd.grad(total, real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
+
+
+def adversarial_grad_norm(out: GeneratorLoss, fake: Tensor, loss_scale: float) -> float | None:
+    """‖∂L_adv/∂x̂‖₂ over the generated batch: the signal G actually receives from D.
+
+    ``loss_scale`` (fp16's GradScaler scale, else 1) keeps the gradient representable and is
+    divided out again; G's graph is kept for its update.
+    """
+    term = out.adversarial if out.adversarial_only is None else out.adversarial_only
+    if not (term.requires_grad and fake.requires_grad):
+        return None
+    (grad,) = torch.autograd.grad(
+        term.float() * loss_scale, fake, retain_graph=True, allow_unused=True
+    )
+    return 0.0 if grad is None else float(grad.float().norm()) / loss_scale
+
+
+def _group_means(scores: dict[str, list[float]]) -> tuple[float, dict[str, float]]:
+    """Each group's mean over the interval, and the mean of those over the groups."""
+    by_group = {group: float(np.mean(values)) for group, values in scores.items()}
+    return float(np.mean(list(by_group.values()))), by_group
+
+
+class Interval:
+    """What the loop measured since the last step row: values per column, D's mean outputs per
+    discriminator group, and the iterations run and their wall time."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+        self.d_real: dict[str, list[float]] = {}
+        self.d_fake: dict[str, list[float]] = {}
+        self.iterations = 0
+        self.start = time.perf_counter()
+
+    def add(self, **values: Tensor | float | None) -> None:
+        """Record scalar values by column name; None (not measured) is left out."""
+        for key, value in values.items():
+            if value is not None:
+                number = float(value.detach()) if isinstance(value, Tensor) else float(value)
+                self.values.setdefault(key, []).append(number)
+
+    def add_scores(self, real: dict[str, float], fake: dict[str, float]) -> None:
+        """Record D's mean output on real and generated inputs, per discriminator group."""
+        for group, value in real.items():
+            self.d_real.setdefault(group, []).append(value)
+        for group, value in fake.items():
+            self.d_fake.setdefault(group, []).append(value)
+
+    def restart_clock(self) -> None:
+        """Time from now on (keeps evaluation and checkpoint I/O out of ``step_s``)."""
+        self.start = time.perf_counter()
+
+    def close(self) -> tuple[dict[str, Any], float]:
+        """The interval's means, and its seconds per iteration; starts the next interval."""
+        now = time.perf_counter()
+        row: dict[str, Any] = {k: float(np.mean(v)) for k, v in self.values.items()}
+        if self.d_real:
+            row["d_real_mean"], row["d_real_by_group"] = _group_means(self.d_real)
+        if self.d_fake:
+            row["d_fake_mean"], row["d_fake_by_group"] = _group_means(self.d_fake)
+        step_s = (now - self.start) / self.iterations
+        self.values, self.d_real, self.d_fake = {}, {}, {}
+        self.iterations, self.start = 0, now
+        return row, step_s
 
 
 class Trainer:
     """Trains one recipe under one :class:`TrainerConfig`, writing checkpoints to ``out_dir``.
 
-    ``health`` sets the detectors' thresholds and the R1 penalty (defaults: HealthConfig()).
+    ``health`` sets the detectors' thresholds (default ``HealthConfig()``); their window is
+    ``cfg.health_window`` and the R1 weight ``cfg.r1_gamma``, whatever ``health`` says.
     """
 
     def __init__(
@@ -128,70 +179,149 @@ class Trainer:
         report: Reporter | None = None,
         health: HealthConfig | None = None,
     ) -> None:
-        self.recipe = recipe
-        self.cfg = cfg
-        self.health = health or HealthConfig()
-        overridden = type(recipe).discriminator_outputs is not Recipe.discriminator_outputs
-        if self.health.r1_gamma > 0 and not overridden:
+        if cfg.r1_gamma > 0 and not recipe.supports_r1:
             raise ConfigError(
                 f"r1_gamma: recipe {recipe.name!r} does not expose discriminator_outputs(), "
                 "which the R1 penalty needs"
             )
-        self.monitor = HealthMonitor(self.health, cfg.steps)
+        self.recipe = recipe
+        self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.report = report or (lambda kind, row, ckpt: None)
         self.device = pick_device(cfg.device)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-
-        seed_everything(cfg.seed)
-        init_gen = torch.Generator().manual_seed(cfg.seed)
-        self.G = recipe.build_generator()
-        self.D = recipe.build_discriminator()
-        apply_init(self.G, cfg.init, init_gen)
-        apply_init(self.D, cfg.init, init_gen)
+        set_threads(cfg.threads)
+        self.G, self.D = build_networks(cfg, recipe.build_generator, recipe.build_discriminator)
         self.G.to(self.device)
         self.D.to(self.device)
         recipe.to(self.device)
         # D as it was before this iteration's updates, for the non-re-evaluating G loss
         self.D_before = None if cfg.reevaluate_d else copy.deepcopy(self.D).requires_grad_(False)
-
-        self.opt_g = self._optimizer(self.G, cfg.lr_g, (cfg.b1_g, cfg.b2_g))
-        self.opt_d = self._optimizer(self.D, cfg.lr_d, (cfg.b1_d, cfg.b2_d))
-        self.sched_g = self._scheduler(self.opt_g)
-        self.sched_d = self._scheduler(self.opt_d)
+        self.opt_g = make_optimizer(self.G, cfg, cfg.lr_g, (cfg.b1_g, cfg.b2_g))
+        self.opt_d = make_optimizer(self.D, cfg, cfg.lr_d, (cfg.b1_d, cfg.b2_d))
+        self.sched_g = make_scheduler(self.opt_g, cfg)
+        self.sched_d = make_scheduler(self.opt_d, cfg)
         fp16 = cfg.precision == "fp16"
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
 
+        health = dataclasses.replace(health or HealthConfig(), window=cfg.health_window)
+        self.monitor = HealthMonitor(health, cfg.steps)
+        self.guards = Guards(cfg)
+        self.interval = Interval()
         self.data = recipe.train_data()
         self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.batch_index = 0
         self._logging = False  # True during an iteration whose end writes a step row
-        self.counters = Counters()
-        self._interval: dict[str, list[float]] = {}
         self._elapsed_before_resume = 0.0
         self._t0 = time.perf_counter()
 
-    # ---------------------------------------------------------------- construction helpers
-    def _optimizer(
-        self, net: nn.Module, lr: float, betas: tuple[float, float]
-    ) -> torch.optim.Optimizer:
-        cls = torch.optim.AdamW if self.cfg.optimizer == "adamw" else torch.optim.Adam
-        decay = self.cfg.weight_decay if self.cfg.optimizer == "adamw" else 0.0
-        return cls(net.parameters(), lr=lr, betas=betas, weight_decay=decay)
+    # ---------------------------------------------------------------- one iteration
+    def _iteration(self) -> None:
+        """The D phase, then the G phase on the batch D saw last."""
+        cfg = self.cfg
+        adversarial = self.step >= cfg.disc_start_step
+        self._logging = self._due(cfg.log_every, self.step + 1)
+        batch = fake = None
+        if adversarial:
+            if self.D_before is not None:
+                self.D_before.load_state_dict(self.D.state_dict())
+            adv = self._adversary()
+            for k in range(cfg.d_steps):
+                batch = self._next_batch()
+                last = k == cfg.d_steps - 1  # only the batch G reuses needs G's graph
+                with self._autocast(), torch.set_grad_enabled(last):
+                    fake = self.recipe.generate(self.G, batch)
+                self._d_step(batch, fake, adv)
+        for j in range(cfg.g_steps):
+            if j > 0 or batch is None:
+                batch = self._next_batch()
+                with self._autocast():
+                    fake = self.recipe.generate(self.G, batch)
+            self._g_step(batch, fake, adversarial)
+        if self._logging:  # the recipe's own signals, without touching the training RNG
+            with torch.no_grad(), preserved_rng():
+                self.interval.add(**self.recipe.health(batch, fake.detach()))
 
-    def _scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-        gamma = self.cfg.lr_decay if self.cfg.scheduler == "exponential" else 1.0
-        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
+    def _d_step(self, batch: Any, fake: Tensor, adv: Adversary) -> None:
+        """One D update on real data and the detached generated batch (+ R1 when on)."""
+        gamma = self.cfg.r1_gamma
+        with self._autocast():
+            out = self.recipe.discriminator_loss(self.D, batch, fake.detach(), adv)
+            r1 = r1_penalty(self.recipe, self.D, batch) if gamma > 0 else None
+            loss = out.loss if r1 is None else out.loss + 0.5 * gamma * r1
+        if not self.guards.loss_ok("d", loss, self.step):
+            return
+        self.monitor.note_d_loss(float(out.loss.detach()))
+        norm = self._update("d", self.D, self.opt_d, self.scaler_d, loss, self.cfg.clip_grad_d)
+        self.interval.add(loss_d=out.loss, grad_norm_d=norm, d_acc=out.accuracy, r1_penalty=r1)
+        self.interval.add(**out.terms)
+        self.interval.add_scores(out.real_scores, out.fake_scores)
+
+    def _g_step(self, batch: Any, fake: Tensor, adversarial: bool) -> None:
+        """One G update: the adversarial term (once D has started) plus the mean reconstruction
+        loss of the examples ``loss_threshold`` keeps."""
+        critic = None
+        if adversarial:
+            critic = self.D if self.D_before is None else self.D_before
+        with self._autocast():
+            out = self.recipe.generator_loss(critic, batch, fake, self._adversary())
+            recon = self.guards.hard_examples(out.reconstruction.float())
+            if recon is None:
+                return
+            loss = generator_objective(out.adversarial, recon)
+        if not loss.requires_grad:  # e.g. a purely adversarial recipe before D starts
+            return
+        if not self.guards.loss_ok("g", loss, self.step):
+            return
+        if self._logging and adversarial:
+            scale = self.scaler_g.get_scale()  # 1.0 unless fp16
+            self.interval.add(adv_grad_norm=adversarial_grad_norm(out, fake, scale))
+        norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss, self.cfg.clip_grad_g)
+        self.interval.add(loss_g=loss, loss_recon=recon.detach().mean(), grad_norm_g=norm)
+        self.interval.add(loss_g_adv=out.adversarial_only, **out.terms)
+
+    def _update(
+        self,
+        name: str,
+        net: nn.Module,
+        opt: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        loss: Tensor,
+        clip: float,
+    ) -> float | None:
+        """Backward, unscale, record the pre-clip norm, clip, step.  None if skipped."""
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        params = [p for p in net.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
+        if not self.guards.gradient_ok(name, norm, scaler.is_enabled(), self.step):
+            opt.zero_grad(set_to_none=True)
+            return None
+        if clip > 0 and math.isfinite(norm):
+            torch.nn.utils.clip_grads_with_norm_(params, clip, torch.tensor(norm))
+        scaler.step(opt)
+        scaler.update()
+        self.guards.updated(name)
+        return norm if math.isfinite(norm) else None  # fp16: the scaler skipped this step
 
     # ---------------------------------------------------------------- small policies
     @property
     def epoch(self) -> int:
         return self.batch_index // self.data.batches_per_epoch
+
+    @property
+    def counters(self) -> Counters:
+        """The cumulative skip counters (kept by :attr:`guards`)."""
+        return self.guards.counters
+
+    def _due(self, every: int, step: int | None = None) -> bool:
+        """Whether ``step`` (default: the current one) is a multiple of ``every`` or the last."""
+        step = self.step if step is None else step
+        return step % every == 0 or step == self.cfg.steps
 
     def _next_batch(self) -> Any:
         batch = self.data.batch(self.batch_index)
@@ -210,189 +340,86 @@ class Trainer:
             noise *= max(0.0, 1.0 - self.step / cfg.instance_noise_anneal_steps)
         return Adversary(1.0 - cfg.label_smoothing, noise, self.noise_gen)
 
-    def _loss_ok(self, net: str, loss: Tensor) -> bool:
-        """False (and counted) when a loss is non-finite or above the divergence limit."""
-        value = float(loss.detach())
-        if math.isfinite(value) and value <= self.cfg.loss_upper_limit:
-            return True
-        self._skip_nonfinite(net, f"loss {value:.4g}")
-        return False
-
-    def _skip_nonfinite(self, net: str, what: str) -> None:
-        c = self.counters
-        c.nonfinite_skips += 1
-        key = f"consecutive_nonfinite_{net}"
-        setattr(c, key, getattr(c, key) + 1)
-        if getattr(c, key) >= self.cfg.max_consecutive_nonfinite:
-            raise StopTraining(
-                f"diverged: {getattr(c, key)} consecutive {net.upper()} updates skipped for a "
-                f"non-finite or exploding {what} (step {self.step})"
-            )
-
-    def _update(
-        self,
-        name: str,
-        net: nn.Module,
-        opt: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler,
-        loss: Tensor,
-        clip: float,
-    ) -> float | None:
-        """Backward, unscale, record the pre-clip norm, clip, step.  None if skipped."""
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        params = [p for p in net.parameters() if p.grad is not None]
-        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
-        if not math.isfinite(norm) and not scaler.is_enabled():
-            opt.zero_grad(set_to_none=True)
-            self._skip_nonfinite(name, "gradient norm")
-            return None
-        if clip > 0 and math.isfinite(norm):
-            torch.nn.utils.clip_grads_with_norm_(params, clip, torch.tensor(norm))
-        scaler.step(opt)
-        scaler.update()
-        setattr(self.counters, f"consecutive_nonfinite_{name}", 0)
-        return norm if math.isfinite(norm) else None  # fp16: the scaler skipped this step
-
-    def _log(self, **values: float | None) -> None:
-        for key, value in values.items():
-            if value is not None:
-                self._interval.setdefault(key, []).append(float(value))
-
-    # ---------------------------------------------------------------- health measurements
-    def _r1_penalty(self, batch: Any) -> Tensor:
-        """Mean over real examples of ‖∇ₓ Σ D(x)‖², differentiable (Mescheder et al. 2018)."""
-        real = self.recipe.real_input(batch).detach().requires_grad_(True)
-        outputs = self.recipe.discriminator_outputs(self.D, real)
-        total = sum(o.float().sum() for o in outputs)
-        (grad,) = torch.autograd.grad(total, real, create_graph=True)
-        return grad.float().pow(2).flatten(1).sum(1).mean()
-
-    def _adv_grad_norm(self, out: GeneratorLoss, fake: Tensor) -> float | None:
-        """‖∂L_adv/∂x̂‖₂ over the generated batch: the signal G actually receives from D."""
-        term = out.terms.get("loss_g_adv", out.adversarial)
-        if not (term.requires_grad and fake.requires_grad):
-            return None
-        scale = self.scaler_g.get_scale() if self.scaler_g.is_enabled() else 1.0
-        (grad,) = torch.autograd.grad(
-            term.float() * scale, fake, retain_graph=True, allow_unused=True
-        )
-        return 0.0 if grad is None else float(grad.float().norm()) / scale
-
-    def _recipe_health(self, batch: Any, fake: Tensor) -> None:
-        """The recipe's own signals on this batch, without touching the training RNG."""
-        with torch.no_grad(), preserved_rng():
-            self._log(**self.recipe.health(batch, fake.detach()))
-
-    # ---------------------------------------------------------------- the two updates
-    def _discriminator_update(self, batch: Any, fake: Tensor, adv: Adversary) -> None:
-        r1 = None
-        with self._autocast():
-            out = self.recipe.discriminator_loss(self.D, batch, fake.detach(), adv)
-            loss = out.loss
-            if self.health.r1_gamma > 0:
-                r1 = self._r1_penalty(batch)
-                loss = loss + 0.5 * self.health.r1_gamma * r1
-        if not self._loss_ok("d", loss):
-            return
-        self.monitor.note_d_loss(float(out.loss.detach()))
-        norm = self._update("d", self.D, self.opt_d, self.scaler_d, loss, self.cfg.clip_grad_d)
-        self._log(loss_d=float(out.loss.detach()), grad_norm_d=norm, d_acc=out.accuracy)
-        if r1 is not None:
-            self._log(r1_penalty=float(r1.detach()))
-        self._log(**{k: float(v.detach()) for k, v in out.terms.items()})
-        for group, value in out.real_scores.items():
-            self._log(**{f"d_real/{group}": value})
-        for group, value in out.fake_scores.items():
-            self._log(**{f"d_fake/{group}": value})
-
-    def _generator_update(self, batch: Any, fake: Tensor, adversarial: bool) -> None:
-        critic = None
-        if adversarial:
-            critic = self.D if self.D_before is None else self.D_before
-        with self._autocast():
-            out = self.recipe.generator_loss(critic, batch, fake, self._adversary())
-            recon = out.reconstruction.float()
-            if self.cfg.loss_threshold > 0:
-                keep = recon.detach() >= self.cfg.loss_threshold
-                if not bool(keep.any()):
-                    self.counters.threshold_skips += 1
-                    return
-                recon = recon[keep]
-            loss = out.adversarial.float() + recon.mean()
-        if not loss.requires_grad:  # e.g. a purely adversarial recipe before D starts
-            return
-        if not self._loss_ok("g", loss):
-            return
-        if self._logging and adversarial:
-            self._log(adv_grad_norm=self._adv_grad_norm(out, fake))
-        norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss, self.cfg.clip_grad_g)
-        self._log(
-            loss_g=float(loss.detach()), loss_recon=float(recon.detach().mean()), grad_norm_g=norm
-        )
-        self._log(**{k: float(v.detach()) for k, v in out.terms.items()})
-
-    def _iteration(self) -> None:
-        """One D phase then one G phase."""
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> TrainResult:
+        """Train until ``cfg.steps``; evaluate at step 0, every ``eval_every`` and at the end."""
         cfg = self.cfg
-        adversarial = self.step >= cfg.disc_start_step
-        self._logging = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
-        batch = fake = None
-        if adversarial:
-            if self.D_before is not None:
-                self.D_before.load_state_dict(self.D.state_dict())
-            adv = self._adversary()
-            for k in range(cfg.d_steps):
-                batch = self._next_batch()
-                last = k == cfg.d_steps - 1  # only the batch G reuses needs G's graph
-                with self._autocast(), torch.set_grad_enabled(last):
-                    fake = self.recipe.generate(self.G, batch)
-                self._discriminator_update(batch, fake, adv)
-        for j in range(cfg.g_steps):
-            if j > 0 or batch is None:
-                batch = self._next_batch()
-                with self._autocast():
-                    fake = self.recipe.generate(self.G, batch)
-            self._generator_update(batch, fake, adversarial)
-        if self._logging:
-            self._recipe_health(batch, fake)
+        last_eval: dict[str, Any] = {}
+        ckpt: Path | None = None
+        if self.step == 0:
+            last_eval = self.evaluate()
+            self.report("eval", last_eval, None)
+        self.interval.restart_clock()
+        try:
+            while self.step < cfg.steps:
+                self._train_step()
+                evaluating = self._due(cfg.eval_every)
+                checkpointing = self._due(cfg.checkpoint_every or cfg.eval_every)
+                if evaluating:  # before the checkpoint, which then holds the health it saw
+                    last_eval = self.evaluate()
+                if checkpointing:
+                    ckpt = self.save_checkpoint()
+                if evaluating:
+                    self.report("eval", last_eval, ckpt)
+                if evaluating or checkpointing:
+                    self.interval.restart_clock()
+        except StopTraining as stop:
+            ckpt = self.save_checkpoint()
+            return TrainResult(Status.STOPPED, str(stop), self.step, last_eval, ckpt)
+        reason = f"reached {cfg.steps} steps"
+        return TrainResult(Status.COMPLETED, reason, self.step, last_eval, ckpt)
 
-    # ---------------------------------------------------------------- schedule, logging, eval
-    def _step_schedulers(self, epoch_before: int) -> None:
+    def _train_step(self) -> None:
+        """One iteration, its scheduler ticks and, when due, its step row."""
+        epoch_before = self.epoch
+        self._guarded_iteration()
+        self.step += 1
+        self.interval.iterations += 1
         ticks = 1 if self.cfg.scheduler_interval == "per_step" else self.epoch - epoch_before
         for _ in range(ticks):
             self.sched_g.step()
             self.sched_d.step()
+        if self._due(self.cfg.log_every):
+            self.report("step", self._step_row(), None)
 
-    def wall_s(self) -> float:
-        return self._elapsed_before_resume + time.perf_counter() - self._t0
+    def _guarded_iteration(self) -> None:
+        """One iteration; a CUDA out-of-memory error skips the batch and is counted."""
+        try:
+            self._iteration()
+        except RuntimeError as err:
+            if not self.guards.skips_oom(err):
+                raise
+        else:
+            self.guards.iteration_done()
+            return
+        self.opt_g.zero_grad(set_to_none=True)  # outside the except: the error's frames are gone
+        self.opt_d.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.guards.oom_skipped(self.step)
 
-    def _step_row(self, step_s: float) -> dict[str, Any]:
-        means = {k: float(np.mean(v)) for k, v in self._interval.items()}
-        self._interval = {}
-        real = {k.split("/", 1)[1]: v for k, v in means.items() if k.startswith("d_real/")}
-        fake = {k.split("/", 1)[1]: v for k, v in means.items() if k.startswith("d_fake/")}
-        row: dict[str, Any] = {k: v for k, v in means.items() if "/" not in k}
-        if real:
-            row.update(d_real_mean=float(np.mean(list(real.values()))), d_real_by_group=real)
-        if fake:
-            row.update(d_fake_mean=float(np.mean(list(fake.values()))), d_fake_by_group=fake)
+    def _step_row(self) -> dict[str, Any]:
+        """The interval's means, with the loop's position, rates, counters, speed and health."""
+        row, step_s = self.interval.close()
         batches = self.cfg.d_steps + self.cfg.g_steps - 1
+        c = self.counters
         row.update(
             step=self.step,
             epoch=self.epoch,
             wall_s=self.wall_s(),
             lr_g=self.opt_g.param_groups[0]["lr"],
             lr_d=self.opt_d.param_groups[0]["lr"],
-            nonfinite_skips=self.counters.nonfinite_skips,
-            oom_skips=self.counters.oom_skips,
-            threshold_skips=self.counters.threshold_skips,
+            nonfinite_skips=c.nonfinite_skips,
+            oom_skips=c.oom_skips,
+            threshold_skips=c.threshold_skips,
             step_s=step_s,
             samples_per_s=self.cfg.batch_size * batches / step_s if step_s > 0 else None,
         )
         row.update(self.monitor.update(row))
         return row
+
+    def wall_s(self) -> float:
+        return self._elapsed_before_resume + time.perf_counter() - self._t0
 
     def evaluate(self) -> dict[str, Any]:
         """Validate G on the recipe's fixed held-out set without touching training RNG."""
@@ -406,16 +433,22 @@ class Trainer:
         return {**row, **self.monitor.update(row)}
 
     # ---------------------------------------------------------------- checkpoints
+    def _stateful(self) -> dict[str, Any]:
+        """The parts whose own ``state_dict`` goes into a checkpoint, by checkpoint key."""
+        return {
+            "generator": self.G,
+            "discriminator": self.D,
+            "opt_g": self.opt_g,
+            "opt_d": self.opt_d,
+            "sched_g": self.sched_g,
+            "sched_d": self.sched_d,
+            "scaler_g": self.scaler_g,
+            "scaler_d": self.scaler_d,
+        }
+
     def state_dict(self) -> dict[str, Any]:
         return {
-            "generator": self.G.state_dict(),
-            "discriminator": self.D.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict(),
-            "scaler_g": self.scaler_g.state_dict(),
-            "scaler_d": self.scaler_d.state_dict(),
+            **{key: part.state_dict() for key, part in self._stateful().items()},
             "step": self.step,
             "batch_index": self.batch_index,
             "epoch": self.epoch,
@@ -428,17 +461,11 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["generator"])
-        self.D.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.sched_g.load_state_dict(state["sched_g"])
-        self.sched_d.load_state_dict(state["sched_d"])
-        self.scaler_g.load_state_dict(state["scaler_g"])
-        self.scaler_d.load_state_dict(state["scaler_d"])
+        for key, part in self._stateful().items():
+            part.load_state_dict(state[key])
         self.step = state["step"]
         self.batch_index = state["batch_index"]
-        self.counters = Counters(**state["counters"])
+        self.guards.counters = Counters(**state["counters"])
         _set_rng_state(state["rng"])
         self.noise_gen.set_state(state["noise_gen"])
         self.monitor.load_state_dict(state["health"])
@@ -461,72 +488,6 @@ class Trainer:
             return False
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
         return True
-
-    # ---------------------------------------------------------------- the loop
-    def fit(self) -> TrainResult:
-        """Train until ``cfg.steps``; evaluate at step 0, every ``eval_every`` and at the end."""
-        cfg = self.cfg
-        last_eval: dict[str, Any] = {}
-        ckpt: Path | None = None
-        if self.step == 0:
-            last_eval = self.evaluate()
-            self.report("eval", last_eval, None)
-        interval_start = time.perf_counter()
-        interval_steps = 0
-        status, reason = "completed", f"reached {cfg.steps} steps"
-        try:
-            while self.step < cfg.steps:
-                epoch_before = self.epoch
-                self._guarded_iteration()
-                self.step += 1
-                interval_steps += 1
-                self._step_schedulers(epoch_before)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    now = time.perf_counter()
-                    self.report(
-                        "step", self._step_row((now - interval_start) / interval_steps), None
-                    )
-                    interval_steps = 0
-                    interval_start = now
-                evaluating = self.step % cfg.eval_every == 0 or self.step == cfg.steps
-                checkpointing = (
-                    evaluating
-                    if cfg.checkpoint_every == 0
-                    else (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps)
-                )
-                if evaluating:  # before the checkpoint, which then holds the health it saw
-                    last_eval = self.evaluate()
-                if checkpointing:
-                    ckpt = self.save_checkpoint()
-                if evaluating:
-                    self.report("eval", last_eval, ckpt)
-                if evaluating or checkpointing:
-                    interval_start = time.perf_counter()  # keep eval/IO out of step_s
-        except StopTraining as stop:
-            status, reason = "stopped", str(stop)
-            ckpt = self.save_checkpoint()
-        return TrainResult(status, reason, self.step, last_eval, ckpt)
-
-    def _guarded_iteration(self) -> None:
-        """One iteration; a CUDA out-of-memory error skips the batch and is counted."""
-        try:
-            self._iteration()
-            self.counters.consecutive_oom = 0
-        except RuntimeError as err:
-            if not (self.cfg.skip_oom and is_oom(err)):
-                raise
-            self.opt_g.zero_grad(set_to_none=True)
-            self.opt_d.zero_grad(set_to_none=True)
-            del err
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            self.counters.oom_skips += 1
-            self.counters.consecutive_oom += 1
-            if self.counters.consecutive_oom >= self.cfg.max_consecutive_nonfinite:
-                raise StopTraining(
-                    f"out of memory: {self.counters.consecutive_oom} consecutive batches "
-                    f"skipped (step {self.step})"
-                ) from None
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:

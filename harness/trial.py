@@ -7,7 +7,6 @@ a rerun is the same code path as the search that found the configuration.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Any
 import torch
 
 from harness import config as config_mod
+from harness.build import make_recipe
 from harness.config import TrialConfig
 from harness.files import atomic_write
-from harness.health import HealthConfig
 from harness.recipes import recipe_class
 from harness.telemetry import DiagnosticsWriter
 from harness.trainer import Reporter, Trainer, TrainResult
@@ -45,13 +44,6 @@ def resolve_config(
         raise config_mod.ConfigError(f"budget {budget!r}: not one of {', '.join(cls.budgets)}")
     layers = [cls.defaults, cls.budgets[budget], sample or {}, overrides or {}]
     return config_mod.build(recipe, budget, cls.config_cls, layers, data)
-
-
-def load_config(path: Path) -> TrialConfig:
-    """Rebuild a saved trial config (``config.yaml``) exactly."""
-    import yaml
-
-    return config_from_flat(yaml.safe_load(Path(path).read_text()))
 
 
 def config_from_flat(flat: dict[str, Any]) -> TrialConfig:
@@ -97,10 +89,7 @@ def run_trial(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(out_dir / "config.yaml")
-    t = cfg.trainer
-    if t.threads == 0 and "OMP_NUM_THREADS" in os.environ:
-        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
-    recipe = recipe_class(cfg.recipe)(cfg.model, cfg.data, t.seed, t.batch_size)
+    recipe = make_recipe(cfg)
     diagnostics = DiagnosticsWriter(diagnostics_root or out_dir / "diagnostics", search, trial_id)
 
     def report(kind: str, row: dict[str, Any], ckpt: Path | None) -> None:
@@ -114,8 +103,7 @@ def run_trial(
 
     try:
         with diagnostics:
-            health = HealthConfig(window=t.health_window, r1_gamma=t.r1_gamma)
-            trainer = Trainer(recipe, t, out_dir, report, health)
+            trainer = Trainer(recipe, cfg.trainer, out_dir, report)
             if on_start:
                 on_start(recipe.describe(trainer.G))
             if checkpoint is not None or resume:

@@ -197,7 +197,7 @@ def test_r1_penalty_flattens_d_on_real_data(tmp_path):
 
     plain, _ = ring_trainer(tmp_path / "plain", steps=40, lr_d=1e-2)
     plain.fit()
-    r1, rows = ring_trainer(tmp_path / "r1", HealthConfig(r1_gamma=10.0), steps=40, lr_d=1e-2)
+    r1, rows = ring_trainer(tmp_path / "r1", steps=40, lr_d=1e-2, r1_gamma=10.0)
     r1.fit()
     logged = [r["r1_penalty"] for k, r in rows if k == "step"]
     assert all(math.isfinite(x) and x >= 0 for x in logged)

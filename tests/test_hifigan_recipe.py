@@ -9,11 +9,12 @@ import pyarrow.dataset as ds
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from harness.cli import main
 from harness.config import ConfigError
 from harness.telemetry import read_diagnostics
-from harness.trial import load_config, resolve_config, run_trial
+from harness.trial import config_from_flat, resolve_config, run_trial
 
 SR = 22050
 TINY = {
@@ -86,7 +87,7 @@ def test_short_training_run_writes_everything(tmp_path, corpus):
     audio, sr = sf.read(next(generated[-1].glob("*.wav")))
     assert sr == SR and audio.size == SR // 256 * 256  # whole utterance (1 s cap), hop-aligned
 
-    saved = load_config(tmp_path / "run" / "config.yaml")
+    saved = config_from_flat(yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()))
     assert dataclasses.asdict(saved.model) == dataclasses.asdict(cfg.model)
     assert saved.trainer == cfg.trainer and saved.data == str(corpus)
 

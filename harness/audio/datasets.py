@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torchaudio.transforms import Resample
 
-from harness.recipes.base import BatchSource
+from harness.batches import BatchSource
 
 
 class DataError(ValueError):

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.batches import BatchSource
+
 
 @dataclass
 class DiscriminatorLoss:
@@ -38,11 +40,16 @@ class GeneratorLoss:
     ``adversarial`` (scalar) holds the weighted adversarial and feature-matching terms; it is zero
     before the discriminator starts.  ``reconstruction`` holds the weighted reconstruction loss
     *per example* (shape ``[batch]``) so easy examples can be thresholded out of the mean.
+    ``adversarial_only`` is the bare adversarial term inside ``adversarial`` (no feature matching;
+    None before D starts): logged as ``loss_g_adv``, and the loss whose gradient on the generated
+    batch the trainer reports as ``adv_grad_norm`` (``adversarial`` itself when None).  ``terms``
+    holds further named terms to log (``loss_fm``, ``loss_mel``).
     """
 
     adversarial: Tensor
     reconstruction: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
+    adversarial_only: Tensor | None = None
 
 
 @dataclass
@@ -61,20 +68,6 @@ class Adversary:
         return x + self.noise_std * noise.to(device=x.device, dtype=x.dtype)
 
 
-class BatchSource(ABC):
-    """Deterministic training data: batch ``i`` is a pure function of (seed, i).
-
-    That makes the data position a single integer, so resuming from a checkpoint replays the
-    exact batches a straight run would have seen.
-    """
-
-    batches_per_epoch: int
-
-    @abstractmethod
-    def batch(self, index: int) -> Any:
-        """The ``index``-th training batch (CPU tensors)."""
-
-
 class Recipe(ABC):
     """One GAN: models, losses, data and validation.  Knows nothing of the loop policy."""
 
@@ -86,6 +79,7 @@ class Recipe(ABC):
     # metric -> the config keys that weigh it in the generator's training loss (a search may not
     # optimise such a metric while sweeping those keys: it would reward weakening the GAN)
     trains_on: ClassVar[dict[str, tuple[str, ...]]] = {}
+    supports_r1: ClassVar[bool] = False  # True where discriminator_outputs() is defined
 
     def __init__(self, cfg: Any, data_dir: str | None, seed: int, batch_size: int) -> None:
         self.cfg = cfg
@@ -137,7 +131,8 @@ class Recipe(ABC):
     def discriminator_outputs(self, discriminator: nn.Module, real: Tensor) -> list[Tensor]:
         """D's raw outputs on the real input ``real`` (no instance noise), for the R1 penalty.
 
-        Override to support ``r1_gamma``; the trainer refuses R1 for a recipe that does not.
+        Override it and set ``supports_r1 = True`` to allow ``r1_gamma``; the trainer refuses R1
+        for a recipe that does not.
         """
         raise NotImplementedError(f"recipe {self.name!r} does not define discriminator_outputs")
 

@@ -24,14 +24,9 @@ from harness import losses
 from harness.audio.corpus import ensure_corpus
 from harness.audio.datasets import SegmentBatches, load_utterances, open_corpus
 from harness.audio.mel import LogMel, MelConfig
+from harness.batches import BatchSource
 from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
-from harness.recipes.base import (
-    Adversary,
-    BatchSource,
-    DiscriminatorLoss,
-    GeneratorLoss,
-    Recipe,
-)
+from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss, Recipe
 from harness.scoring import ScoringPool, score_pairs
 
 SCORED = ("pesq", "stoi", "estoi", "si_snr", "mrstft")  # mel L1 is computed here, on device
@@ -63,6 +58,7 @@ class HifiganConfig:
 class HifiganRecipe(Recipe):
     name = "hifigan"
     config_cls = HifiganConfig
+    supports_r1 = True
     defaults: ClassVar[dict[str, Any]] = {
         "lr_g": 2e-4,
         "lr_d": 2e-4,
@@ -121,6 +117,7 @@ class HifiganRecipe(Recipe):
         hop = self.g_cfg.hop_length
         if cfg.segment_size % hop:
             raise ValueError(f"segment_size: {cfg.segment_size} is not a multiple of hop {hop}")
+        self.gan = losses.adversarial_loss(cfg.loss)
         self.input_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, hop_length=hop))
         self.loss_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, hop_length=hop, f_max=None))
         self._split: tuple[list, list] | None = None
@@ -159,22 +156,18 @@ class HifiganRecipe(Recipe):
     def generate(self, generator: nn.Module, batch: tuple[Tensor]) -> Tensor:
         return generator(self.input_mel(batch[0]))
 
-    def _threshold(self) -> float:
-        return 0.5 if self.cfg.loss == "lsgan" else 0.0
-
     def discriminator_loss(
         self, discriminator: nn.Module, batch: tuple[Tensor], fake: Tensor, adv: Adversary
     ) -> DiscriminatorLoss:
         real = batch[0].unsqueeze(1)
         real_out = discriminator(adv.perturb(real))
         fake_out = discriminator(adv.perturb(fake))
-        d_loss = losses.lsgan_d_loss if self.cfg.loss == "lsgan" else losses.bce_d_loss
         total = real_term = fake_term = 0.0
         real_scores, fake_scores = {}, {}
         all_real, all_fake = [], []
         for group in real_out:
             r_logits, f_logits = real_out[group][0], fake_out[group][0]
-            loss, r_term, f_term = d_loss(r_logits, f_logits, adv.real_target)
+            loss, r_term, f_term = self.gan.d_loss(r_logits, f_logits, adv.real_target)
             total, real_term, fake_term = total + loss, real_term + r_term, fake_term + f_term
             real_scores[group] = float(
                 torch.stack([t.detach().float().mean() for t in r_logits]).mean()
@@ -189,7 +182,7 @@ class HifiganRecipe(Recipe):
             terms={"loss_d_real": real_term, "loss_d_fake": fake_term},
             real_scores=real_scores,
             fake_scores=fake_scores,
-            accuracy=losses.decision_accuracy(all_real, all_fake, self._threshold()),
+            accuracy=self.gan.accuracy(all_real, all_fake),
         )
 
     def generator_loss(
@@ -205,11 +198,10 @@ class HifiganRecipe(Recipe):
         fake_out = discriminator(adv.perturb(fake))
         with torch.no_grad():
             real_out = discriminator(adv.perturb(real.unsqueeze(1)))
-        g_loss = losses.lsgan_g_loss if self.cfg.loss == "lsgan" else losses.bce_g_loss
-        g_adv = sum(g_loss(fake_out[g][0]) for g in fake_out)
+        g_adv = sum(self.gan.g_loss(fake_out[g][0]) for g in fake_out)
         fm = sum(losses.feature_matching_loss(real_out[g][1], fake_out[g][1]) for g in fake_out)
-        terms.update(loss_g_adv=g_adv, loss_fm=fm)
-        return GeneratorLoss(g_adv + self.cfg.lambda_fm * fm, recon, terms)
+        terms["loss_fm"] = fm
+        return GeneratorLoss(g_adv + self.cfg.lambda_fm * fm, recon, terms, adversarial_only=g_adv)
 
     # ------------------------------------------------------------------ health
     def health(self, batch: tuple[Tensor], fake: Tensor) -> dict[str, float | None]:

@@ -24,14 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from harness import losses
+from harness.batches import BatchSource
 from harness.health import mode_statistics
-from harness.recipes.base import (
-    Adversary,
-    BatchSource,
-    DiscriminatorLoss,
-    GeneratorLoss,
-    Recipe,
-)
+from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss, Recipe
 
 # Published anchors (2,500 samples): PacGAN (Lin et al. 2018) Tables 2 and 3.
 ANCHORS = {
@@ -126,6 +121,7 @@ class MixtureBatches(BatchSource):
 class RingRecipe(Recipe):
     name = "ring"
     config_cls = RingConfig
+    supports_r1 = True
     # lr_decay per step brings the learning rate to 1 % of its start at the last step
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
@@ -194,22 +190,14 @@ class RingRecipe(Recipe):
     ) -> DiscriminatorLoss:
         real_logits = self._judge(discriminator, batch[0], adv)
         fake_logits = self._judge(discriminator, fake, adv)
-        if self.cfg.loss == "bce":
-            loss, real_term, fake_term = losses.bce_d_loss(
-                [real_logits], [fake_logits], adv.real_target
-            )
-            threshold = 0.0
-        else:
-            loss, real_term, fake_term = losses.lsgan_d_loss(
-                [real_logits], [fake_logits], adv.real_target
-            )
-            threshold = 0.5
+        gan = losses.adversarial_loss(self.cfg.loss)
+        loss, real_term, fake_term = gan.d_loss([real_logits], [fake_logits], adv.real_target)
         return DiscriminatorLoss(
             loss=loss,
             terms={"loss_d_real": real_term, "loss_d_fake": fake_term},
             real_scores={"mlp": float(real_logits.detach().mean())},
             fake_scores={"mlp": float(fake_logits.detach().mean())},
-            accuracy=losses.decision_accuracy([real_logits], [fake_logits], threshold),
+            accuracy=gan.accuracy([real_logits], [fake_logits]),
         )
 
     def generator_loss(
@@ -219,10 +207,8 @@ class RingRecipe(Recipe):
         if discriminator is None:
             return GeneratorLoss(adversarial=fake.new_zeros(()), reconstruction=recon)
         logits = self._judge(discriminator, fake, adv)
-        g_adv = (
-            losses.bce_g_loss([logits]) if self.cfg.loss == "bce" else losses.lsgan_g_loss([logits])
-        )
-        return GeneratorLoss(adversarial=g_adv, reconstruction=recon, terms={"loss_g_adv": g_adv})
+        g_adv = losses.adversarial_loss(self.cfg.loss).g_loss([logits])
+        return GeneratorLoss(adversarial=g_adv, reconstruction=recon, adversarial_only=g_adv)
 
     def sample(self, generator: nn.Module, n: int) -> Tensor:
         """``n`` generated points from latent codes fixed by the seed (same for every trial)."""
