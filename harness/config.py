@@ -30,7 +30,9 @@ class TrainerConfig:
     """The loop policy shared by every recipe (see harness/trainer.py)."""
 
     seed: int = 0
-    steps: int = 1000  # training iterations (one D phase + one G phase each)
+    # the budget: training batches drawn (one per iteration at D:G 1:1, d_steps + g_steps - 1 per
+    # iteration otherwise), so trials of any D:G ratio stop and validate after the same data
+    steps: int = 1000
     batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = leave as is
@@ -50,7 +52,8 @@ class TrainerConfig:
     weight_decay: float = 0.01
     scheduler: str = "exponential"  # exponential | constant
     lr_decay: float = 0.999
-    scheduler_interval: str = "per_epoch"  # per_epoch | per_step
+    scheduler_interval: str = "per_epoch"  # per_epoch | per_step (per iteration)
+    epoch_samples: int = 0  # examples in a per_epoch schedule's epoch; 0 = the training corpus
     # discriminator regularisation
     label_smoothing: float = 0.0  # one-sided: real target becomes 1 - label_smoothing
     instance_noise: float = 0.0  # std of Gaussian noise added to every D input
@@ -68,8 +71,8 @@ class TrainerConfig:
     init: str = "default"  # default | normal | equalized
     # bookkeeping
     log_every: int = 10
-    eval_every: int = 100
-    checkpoint_every: int = 0  # 0 = checkpoint at every evaluation
+    eval_every: int = 100  # batches drawn between validations
+    checkpoint_every: int = 0  # batches drawn between checkpoints; 0 = at every evaluation
     keep_checkpoints: int = 2
 
 

@@ -55,6 +55,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("trial_id", _S, "", "trial id; the partition key, stored in the folder name only"),
     Column("kind", _S, "", '"step" (training log row) or "eval" (validation row)'),
     Column("step", _I, "iterations", "training iterations done when the row was logged"),
+    Column("batches", _I, "batches", "training batches drawn so far: the cost a budget counts"),
     Column("epoch", _I, "epochs", "passes over the training data started so far"),
     Column("wall_s", _F, "s", "wall-clock seconds since the trial started"),
     # losses

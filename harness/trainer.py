@@ -207,7 +207,7 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
 
         health = dataclasses.replace(health or HealthConfig(), window=cfg.health_window)
-        self.monitor = HealthMonitor(health, cfg.steps)
+        self.monitor = HealthMonitor(health, cfg.steps // (cfg.d_steps + cfg.g_steps - 1))
         self.guards = Guards(cfg)
         self.interval = Interval()
         self.data = recipe.train_data()
@@ -223,7 +223,7 @@ class Trainer:
         """The D phase, then the G phase on the batch D saw last."""
         cfg = self.cfg
         adversarial = self.step >= cfg.disc_start_step
-        self._logging = self._due(cfg.log_every, self.step + 1)
+        self._logging = (self.step + 1) % cfg.log_every == 0 or self._last_iteration()
         batch = fake = None
         if adversarial:
             if self.D_before is not None:
@@ -314,14 +314,36 @@ class Trainer:
         return self.batch_index // self.data.batches_per_epoch
 
     @property
+    def schedule_epoch(self) -> int:
+        """Epochs of ``cfg.epoch_samples`` examples drawn: the per_epoch schedule's clock, the
+        same on a 300-clip corpus as on the 13k clips a paper's schedule was tuned on."""
+        examples = self.cfg.epoch_samples or self.data.batches_per_epoch * self.cfg.batch_size
+        return self.batch_index * self.cfg.batch_size // examples
+
+    @property
     def counters(self) -> Counters:
         """The cumulative skip counters (kept by :attr:`guards`)."""
         return self.guards.counters
 
-    def _due(self, every: int, step: int | None = None) -> bool:
-        """Whether ``step`` (default: the current one) is a multiple of ``every`` or the last."""
-        step = self.step if step is None else step
-        return step % every == 0 or step == self.cfg.steps
+    def _due(self, every: int, step: int) -> bool:
+        """Whether iteration ``step`` is a multiple of ``every`` or the last (for step rows)."""
+        return step % every == 0 or self.done
+
+    def _last_iteration(self) -> bool:
+        """Whether the coming iteration draws the budget's last batch."""
+        cfg = self.cfg
+        adversarial = self.step >= cfg.disc_start_step
+        drawn = cfg.d_steps + cfg.g_steps - 1 if adversarial else cfg.g_steps
+        return self.batch_index + drawn >= cfg.steps
+
+    def _crossed(self, every: int, batches_before: int) -> bool:
+        """Whether this iteration's batches crossed a multiple of ``every``, or ended the run."""
+        return self.batch_index // every > batches_before // every or self.done
+
+    @property
+    def done(self) -> bool:
+        """The budget is spent: ``cfg.steps`` batches drawn."""
+        return self.batch_index >= self.cfg.steps
 
     def _next_batch(self) -> Any:
         batch = self.data.batch(self.batch_index)
@@ -342,7 +364,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> TrainResult:
-        """Train until ``cfg.steps``; evaluate at step 0, every ``eval_every`` and at the end."""
+        """Train until ``cfg.steps`` batches are drawn; evaluate at step 0, whenever another
+        ``eval_every`` batches are drawn, and at the end."""
         cfg = self.cfg
         last_eval: dict[str, Any] = {}
         ckpt: Path | None = None
@@ -351,10 +374,13 @@ class Trainer:
             self.report("eval", last_eval, None)
         self.interval.restart_clock()
         try:
-            while self.step < cfg.steps:
+            while not self.done:
+                batches_before = self.batch_index
                 self._train_step()
-                evaluating = self._due(cfg.eval_every)
-                checkpointing = self._due(cfg.checkpoint_every or cfg.eval_every)
+                evaluating = self._crossed(cfg.eval_every, batches_before)
+                checkpointing = self._crossed(
+                    cfg.checkpoint_every or cfg.eval_every, batches_before
+                )
                 if evaluating:  # before the checkpoint, which then holds the health it saw
                     last_eval = self.evaluate()
                 if checkpointing:
@@ -366,20 +392,23 @@ class Trainer:
         except StopTraining as stop:
             ckpt = self.save_checkpoint()
             return TrainResult(Status.STOPPED, str(stop), self.step, last_eval, ckpt)
-        reason = f"reached {cfg.steps} steps"
+        reason = f"reached its budget of {cfg.steps} batches"
         return TrainResult(Status.COMPLETED, reason, self.step, last_eval, ckpt)
 
     def _train_step(self) -> None:
         """One iteration, its scheduler ticks and, when due, its step row."""
-        epoch_before = self.epoch
+        epoch_before = self.schedule_epoch
+        d_trained = self.step >= self.cfg.disc_start_step  # D's schedule starts when D does
         self._guarded_iteration()
         self.step += 1
         self.interval.iterations += 1
-        ticks = 1 if self.cfg.scheduler_interval == "per_step" else self.epoch - epoch_before
+        per_step = self.cfg.scheduler_interval == "per_step"
+        ticks = 1 if per_step else self.schedule_epoch - epoch_before
         for _ in range(ticks):
             self.sched_g.step()
-            self.sched_d.step()
-        if self._due(self.cfg.log_every):
+            if d_trained:
+                self.sched_d.step()
+        if self._due(self.cfg.log_every, self.step):
             self.report("step", self._step_row(), None)
 
     def _guarded_iteration(self) -> None:
@@ -405,6 +434,7 @@ class Trainer:
         c = self.counters
         row.update(
             step=self.step,
+            batches=self.batch_index,
             epoch=self.epoch,
             wall_s=self.wall_s(),
             lr_g=self.opt_g.param_groups[0]["lr"],
@@ -429,7 +459,8 @@ class Trainer:
                 metrics = self.recipe.validate(self.G, self.step, self.out_dir / "samples")
         finally:
             self.G.train()
-        row = {"step": self.step, "epoch": self.epoch, "wall_s": self.wall_s(), **metrics}
+        row = {"step": self.step, "batches": self.batch_index, "epoch": self.epoch}
+        row = {**row, "wall_s": self.wall_s(), **metrics}
         return {**row, **self.monitor.update(row)}
 
     # ---------------------------------------------------------------- checkpoints

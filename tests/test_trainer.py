@@ -55,14 +55,15 @@ def test_resume_is_bit_exact(tmp_path, reevaluate):
         "scheduler_interval": "per_step",
         "reevaluate_d": reevaluate,
     }
-    straight, _ = make(tmp_path / "straight", steps=40, **policy)
+    # budgets count batches drawn: 2:1 draws two per iteration, so 40 batches are 20 iterations
+    straight, _ = make(tmp_path / "straight", steps=80, **policy)
     straight.fit()
 
-    first, _ = make(tmp_path / "split", steps=20, **policy)
+    first, _ = make(tmp_path / "split", steps=40, **policy)
     first.fit()
-    second, rows = make(tmp_path / "split", steps=40, **policy)
+    second, rows = make(tmp_path / "split", steps=80, **policy)
     assert second.resume()
-    assert second.step == 20
+    assert second.step == 20 and second.batch_index == 40
     second.fit()
 
     a, b = weights(straight), weights(second)
@@ -75,7 +76,8 @@ def test_resume_is_bit_exact(tmp_path, reevaluate):
 
 @pytest.mark.parametrize("d_steps,g_steps", [(3, 1), (1, 2)])
 def test_d_to_g_ratio(tmp_path, d_steps, g_steps):
-    trainer, _ = make(tmp_path, steps=10, d_steps=d_steps, g_steps=g_steps)
+    per_iteration = d_steps + g_steps - 1  # the budget counts batches: ten iterations' worth
+    trainer, _ = make(tmp_path, steps=10 * per_iteration, d_steps=d_steps, g_steps=g_steps)
     d_calls, g_calls = count_steps(trainer.opt_d), count_steps(trainer.opt_g)
     trainer.fit()
     assert d_calls[0] == 10 * d_steps
@@ -294,3 +296,34 @@ def test_rows_and_evaluations(tmp_path):
         "step_00000010.pt",
         "step_00000020.pt",
     ]
+
+
+@pytest.mark.parametrize("d_steps,g_steps", [(1, 1), (2, 1), (3, 1), (1, 2)])
+def test_every_ratio_validates_after_the_same_batches_and_stops_at_the_budget(
+    tmp_path, d_steps, g_steps
+):
+    """Equal compute: a 3:1 trial and a 1:1 trial are validated (and ASHA compares them) after
+    the same number of batches drawn, and both stop at the same budget."""
+    trainer, rows = make(tmp_path, steps=60, eval_every=20, d_steps=d_steps, g_steps=g_steps)
+    result = trainer.fit()
+    per_iteration = d_steps + g_steps - 1
+    evals = [r["batches"] for k, r in rows if k == "eval"]
+    # the first iteration at or past each multiple of 20 batches validates
+    assert evals == [0, *(per_iteration * -(-n // per_iteration) for n in (20, 40, 60))]
+    assert trainer.batch_index == evals[-1] and result.step == evals[-1] // per_iteration
+    assert "budget of 60 batches" in result.reason
+
+
+def test_d_schedule_starts_when_d_does_and_epochs_count_examples(tmp_path):
+    trainer, _ = make(
+        tmp_path, steps=12, disc_start_step=4, lr_decay=0.5, scheduler_interval="per_step"
+    )
+    trainer.fit()
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(trainer.cfg.lr_g * 0.5**12)
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(trainer.cfg.lr_d * 0.5**8)
+    # per_epoch with epochs of 64 examples: batch 32 ticks every second batch
+    epochs, _ = make(
+        tmp_path / "e", steps=12, lr_decay=0.5, epoch_samples=64, scheduler_interval="per_epoch"
+    )
+    epochs.fit()
+    assert epochs.opt_g.param_groups[0]["lr"] == pytest.approx(epochs.cfg.lr_g * 0.5**6)
