@@ -21,10 +21,12 @@ seconds of imports.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -75,6 +77,7 @@ STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
 # native math libraries in the workers run one thread each: the pool already fills every core
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 STOI_SENTINEL = 1e-5  # what pystoi returns (with a warning) when it finds < 30 active frames
+REFERENCE_TRACKS_KEPT = 256  # pitch tracks of references remembered per process (~5 kB each)
 
 MelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -309,13 +312,25 @@ def _check_reference(ref: np.ndarray, sample_rate: int, metrics: Sequence[str]) 
         raise _Skip("reference is silent")
 
 
+# Every validation scores the same references: their tracks (half the pitch cost) are kept,
+# least recently used first out, in each process, keyed by a digest of the samples.
+_reference_tracks: OrderedDict[tuple[bytes, int], pitch.PitchTrack] = OrderedDict()
+
+
 def _reference_pitch(
     ref: np.ndarray, sample_rate: int, metrics: Sequence[str]
 ) -> pitch.PitchTrack | None:
     """The reference's pitch track when a pitch metric is asked for; skip it if never voiced."""
     if not set(metrics) & set(pitch.NAMES):
         return None
-    track = pitch.track(resample(ref, sample_rate, pitch.SAMPLE_RATE))
+    key = (hashlib.blake2b(ref.tobytes(), digest_size=16).digest(), sample_rate)
+    track = _reference_tracks.get(key)
+    if track is None:
+        track = pitch.track(resample(ref, sample_rate, pitch.SAMPLE_RATE))
+        _reference_tracks[key] = track
+        if len(_reference_tracks) > REFERENCE_TRACKS_KEPT:
+            _reference_tracks.popitem(last=False)
+    _reference_tracks.move_to_end(key)
     if not track.voiced.any():
         raise _Skip("pitch: no voiced frame in the reference")
     return track
