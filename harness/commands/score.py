@@ -35,7 +35,8 @@ reported on stderr, one line each; the exit status is then 1.  Pairs the metrics
 the mean, without failing the command, and so are references in which the pitch tracker finds
 no voiced frame when a pitch metric is asked for.  Silent, constant or non-finite estimates get
 worst-case scores.  DNSMOS (dnsmos_*) rates the estimate alone; the pitch metrics use CREPE tiny.
-Both cost about as much as all the others together: choose with --metrics.
+DNSMOS and the pitch metrics each cost several times all the others together (about a second
+per second of audio on one core): leave them out with --metrics when that matters.
 """
 
 
