@@ -12,7 +12,8 @@ reference script (DNS-Challenge ``dnsmos_local.py``, and ``speechmos.dnsmos``) s
 Three differences: no P.808 score is computed (it is not reported here, and its mel front end
 adds time); samples beyond [-1, 1] are clipped (what a PCM file would hold) where speechmos
 refuses them; and the ONNX session is built once per process with one thread, as the scoring
-pool already runs one process per core.
+pool already runs one process per core.  Only the model file is taken from speechmos: its code
+imports librosa and requests, which its wheel does not declare.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ import numpy as np
 
 SAMPLE_RATE = 16000  # the model's rate; callers resample
 WINDOW_SECONDS = 9.01  # the model's input length (INPUT_LENGTH in the reference script)
-NAMES = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+# raw model outputs (SIG, BAK, OVRL, in this order) -> MOS: the reference script's polynomials
+# for the non-personalised model (tests check them against speechmos.dnsmos)
+CALIBRATION = {
+    "dnsmos_sig": np.poly1d([-0.08397278, 1.22083953, 0.0052439]),
+    "dnsmos_bak": np.poly1d([-0.13166888, 1.60915514, -0.39604546]),
+    "dnsmos_ovrl": np.poly1d([-0.06766283, 1.11546468, 0.04602535]),
+}
+NAMES = tuple(CALIBRATION)
 
 
 @cache
@@ -62,10 +70,8 @@ def windows(audio: np.ndarray) -> np.ndarray:
 
 def dnsmos(audio: np.ndarray) -> dict[str, float]:
     """``{"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}`` of 16 kHz ``audio`` (about 1-5 MOS)."""
-    from speechmos.dnsmos import DNSMOS
-
     inputs = windows(np.clip(audio, -1.0, 1.0))
-    raw = _session().run(None, {"input_1": inputs})[0]  # [n, 3]: SIG, BAK, OVRL before mapping
-    # the P.835 calibration polynomials, from the reference implementation (self is unused)
-    sig, bak, ovrl = DNSMOS.get_polyfit_val(None, *raw.T.astype(np.float64), False)
-    return {name: float(np.mean(v)) for name, v in zip(NAMES, (sig, bak, ovrl), strict=True)}
+    raw = _session().run(None, {"input_1": inputs})[0].astype(np.float64)  # [windows, 3]
+    return {
+        name: float(np.mean(poly(raw[:, i]))) for i, (name, poly) in enumerate(CALIBRATION.items())
+    }

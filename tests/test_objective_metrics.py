@@ -97,6 +97,15 @@ def test_dnsmos_rates_clean_speech_clearly_above_babble_and_white_noise(scores):
         assert scores["white"][metric] >= WORST[metric], "noise is never worse than silence"
 
 
+def test_dnsmos_calibration_is_that_of_the_reference_implementation():
+    from speechmos.dnsmos import DNSMOS as Speechmos  # imports librosa and requests
+
+    raw = np.linspace(0.5, 5.5, 41)
+    theirs = Speechmos.get_polyfit_val(None, raw, raw, raw, False)  # (sig, bak, ovrl); self unused
+    ours = [dnsmos.CALIBRATION[name](raw) for name in DNSMOS]
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_dnsmos_cuts_the_windows_of_the_reference_script():
     second = dnsmos.SAMPLE_RATE
     window = int(dnsmos.WINDOW_SECONDS * second)
