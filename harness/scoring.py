@@ -66,7 +66,7 @@ WORST = {  # what a silent, constant or non-finite estimate scores
     # the bottom of the MOS scale: measured white noise and 0 dB babble score 1.06-1.2, but
     # DNSMOS rates digital silence itself ~1.8 OVRL and 3.5 BAK, so it must not be asked
     **dict.fromkeys(DNSMOS_NAMES, 1.0),
-    "pitch_rmse_cents": pitch.MAX_CENTS,  # 4151 cents, the widest 50-550 Hz interval
+    "pitch_rmse_cents": pitch.MAX_CENTS,  # 4160 cents, the widest interval CREPE can report
     "periodicity_rmse": 1.0,  # periodicity is 0-1
     "vuv_f1": 0.0,
 }

@@ -133,6 +133,14 @@ def test_dnsmos_of_a_short_excerpt_is_close_to_that_of_the_whole_and_loud_input_
 # ---------------------------------------------------------------- pitch
 
 
+def test_the_worst_pitch_error_is_the_widest_interval_torchcrepe_can_report():
+    import torchcrepe
+
+    lowest = torchcrepe.convert.frequency_to_bins(torch.tensor(pitch.FMIN))
+    past_highest = torchcrepe.convert.frequency_to_bins(torch.tensor(pitch.FMAX), torch.ceil)
+    assert pitch.MAX_CENTS == torchcrepe.CENTS_PER_BIN * int(past_highest - 1 - lowest) == 4160
+
+
 def test_speech_against_itself_has_no_pitch_error(scores):
     assert scores["clean"]["pitch_rmse_cents"] == 0.0
     assert scores["clean"]["periodicity_rmse"] == 0.0
