@@ -1,14 +1,18 @@
-"""Objective speech scores of (reference, estimate) pairs: PESQ, (E)STOI, SI-SNR, mel L1, MR-STFT.
+"""Objective speech scores of (reference, estimate) pairs.
+
+PESQ, (E)STOI, SI-SNR, mel L1 and MR-STFT here; pitch and periodicity error (harness/pitch.py)
+and DNSMOS P.835 (harness/dnsmos.py) in their own modules, called from here.
 
 Every pair goes through the same rules, so a number from one trial compares with another's:
 
 - inputs are folded to mono float64 (int PCM scaled to [-1, 1), [frames, channels] averaged) and
   cropped to the shorter of the two;
-- a pair whose *reference* cannot be scored (silent, too short, non-finite, PESQ finds no
-  utterance, STOI finds too few active frames) is **skipped and counted**, never averaged in;
-- an *estimate* that is silent, NaN or inf (a collapsed or diverged generator) gets worst-case
-  scores (PESQ 1.0, STOI/ESTOI 0, SI-SNR -50 dB, mel L1 and MR-STFT computed against silence),
-  so a broken trial can never look good.
+- a pair whose *reference* cannot be scored (silent or constant, too short, non-finite, PESQ
+  finds no utterance, STOI finds too few active frames, the pitch tracker finds no voiced frame)
+  is **skipped and counted**, never averaged in;
+- an *estimate* that is silent, constant, NaN or inf (a collapsed or diverged generator) gets
+  the worst-case scores of :data:`WORST` (mel L1 and MR-STFT, which have no worst value, are
+  computed against silence), so a broken trial can never look good.
 
 :func:`score_pairs` fans pairs out over a process pool (pesq and pystoi are single-threaded C and
 NumPy); :class:`ScoringPool` keeps one alive between validations, since starting a worker costs
@@ -17,10 +21,12 @@ seconds of imports.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -35,21 +41,43 @@ import pystoi
 import torch
 import torchaudio.functional as AF
 
+from harness import pitch
+from harness.dnsmos import NAMES as DNSMOS_NAMES
+from harness.dnsmos import SAMPLE_RATE as DNSMOS_RATE
+from harness.dnsmos import dnsmos
 from harness.metrics import SPEECH
 
 METRICS = SPEECH  # every speech metric of the registry (harness/metrics.py) is scored here
 MODES = ("wb", "nb")
 PESQ_RATE = 16000  # every rate but 8 kHz narrow-band is resampled to this for PESQ
 MIN_SAMPLE_RATE = 8000
-MIN_SECONDS = {"pesq": 0.25, "stoi": 0.4, "estoi": 0.4}  # shorter references cannot be scored
-SILENT_PEAK = 1e-5  # a signal whose peak is below this (-100 dBFS) counts as silence
-WORST = {"pesq": 1.0, "stoi": 0.0, "estoi": 0.0, "si_snr": -50.0}  # PESQ-WB's floor is ~1.04
+MIN_SECONDS = {  # shorter references cannot be scored
+    "pesq": 0.25,
+    "stoi": 0.4,
+    "estoi": 0.4,
+    **dict.fromkeys(pitch.NAMES, pitch.WINDOW / pitch.SAMPLE_RATE),  # one CREPE window
+}
+SILENT_PEAK = 1e-5  # a signal whose peak (after removing its mean) is below -100 dBFS is silence
+WORST = {  # what a silent, constant or non-finite estimate scores
+    "pesq": 1.0,  # PESQ-WB's floor is ~1.04
+    "stoi": 0.0,
+    "estoi": 0.0,
+    "si_snr": -50.0,
+    # the bottom of the MOS scale: measured white noise and 0 dB babble score 1.06-1.2, but
+    # DNSMOS rates digital silence itself ~1.8 OVRL and 3.5 BAK, so it must not be asked
+    **dict.fromkeys(DNSMOS_NAMES, 1.0),
+    "pitch_rmse_cents": pitch.MAX_CENTS,  # 4160 cents, the widest interval CREPE can report
+    "periodicity_rmse": 1.0,  # periodicity is 0-1
+    "vuv_f1": 0.0,
+}
 SI_SNR_FLOOR = WORST["si_snr"]
+SI_SNR_CEILING = 300.0  # dB: an exact copy; float64 rounding alone leaves about -300 dB of error
 # (n_fft, hop, win): three resolutions with 75% overlap for the Parallel WaveGAN distance
 STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
 # native math libraries in the workers run one thread each: the pool already fills every core
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 STOI_SENTINEL = 1e-5  # what pystoi returns (with a warning) when it finds < 30 active frames
+REFERENCE_TRACKS_KEPT = 256  # pitch tracks of references remembered per process (~5 kB each)
 
 MelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -117,7 +145,8 @@ def check_settings(sample_rate: int, mode: str, metrics: Sequence[str]) -> None:
 
 
 def _is_silent(x: np.ndarray) -> bool:
-    return x.size == 0 or float(np.max(np.abs(x))) < SILENT_PEAK
+    """No audible signal: empty, or nothing above :data:`SILENT_PEAK` but a constant (DC)."""
+    return x.size == 0 or float(np.max(np.abs(x - x.mean()))) < SILENT_PEAK
 
 
 def _min_samples(sample_rate: int, metrics: Sequence[str]) -> int:
@@ -163,13 +192,25 @@ def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, extended: boo
     return value
 
 
-def si_snr(ref: np.ndarray, est: np.ndarray, eps: float = 1e-8) -> float:
-    """Scale-invariant SNR in dB (Le Roux et al. 2019, "SDR - half-baked or well done?")."""
+def si_snr(ref: np.ndarray, est: np.ndarray) -> float:
+    """Scale-invariant SNR in dB (Le Roux et al. 2019, "SDR - half-baked or well done?").
+
+    Both signals are made zero-mean.  No epsilon enters the ratio, so a quiet estimate scores
+    exactly what the same estimate scores loud; an estimate with no component along the
+    reference (a constant one, say) gets :data:`SI_SNR_FLOOR`, as does anything worse than it,
+    and an exact copy :data:`SI_SNR_CEILING`.  NaN for a constant reference (nothing to match).
+    """
     ref, est = ref - ref.mean(), est - est.mean()
-    target = (_dot(est, ref) / (_dot(ref, ref) + eps)) * ref
+    ref_energy = _dot(ref, ref)
+    if ref_energy == 0.0:
+        return math.nan
+    target = (_dot(est, ref) / ref_energy) * ref
     noise = est - target
-    value = 10.0 * math.log10((_dot(target, target) + eps) / (_dot(noise, noise) + eps))
-    return max(value, SI_SNR_FLOOR)
+    target_energy, noise_energy = _dot(target, target), _dot(noise, noise)
+    if target_energy == 0.0:
+        return SI_SNR_FLOOR
+    ratio = target_energy / max(noise_energy, target_energy * 10 ** (-SI_SNR_CEILING / 10))
+    return max(10.0 * math.log10(ratio), SI_SNR_FLOOR)
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -224,19 +265,30 @@ def _score_signal(
     mode: str,
     metrics: Sequence[str],
     mel_fn: MelFn | None,
+    ref_pitch: pitch.PitchTrack | None,
 ) -> tuple[dict[str, float], str | None]:
-    """Scores of one estimate against a checked reference, and why they are worst-case (if so)."""
+    """Scores of one estimate against a checked reference, and why they are worst-case (if so).
+
+    ``ref_pitch`` is the reference's pitch track, needed when a pitch metric is asked for.
+    """
     worst_case = None
     if not np.all(np.isfinite(est)):
         worst_case = "estimate has NaN or inf samples"
     elif _is_silent(est):
-        worst_case = "estimate is silent"
+        worst_case = "estimate is silent (or constant)"
     if worst_case:
         est = np.zeros_like(ref)
     scores: dict[str, float] = {}
     for metric in metrics:
         if worst_case and metric in WORST:
             scores[metric] = WORST[metric]
+        elif metric in scores:  # computed with the rest of its family
+            continue
+        elif metric in pitch.NAMES:
+            est_pitch = pitch.track(resample(est, sample_rate, pitch.SAMPLE_RATE))
+            scores |= pitch.pitch_errors(ref_pitch, est_pitch)
+        elif metric in DNSMOS_NAMES:
+            scores |= dnsmos(resample(est, sample_rate, DNSMOS_RATE))
         elif metric == "pesq":
             scores[metric] = pesq_score(ref, est, sample_rate, mode)
         elif metric in ("stoi", "estoi"):
@@ -247,7 +299,7 @@ def _score_signal(
             scores[metric] = mel_l1(ref, est, mel_fn or default_mel_fn(sample_rate))
         elif metric == "mrstft":
             scores[metric] = mrstft_distance(ref, est)
-    return scores, worst_case
+    return {metric: scores[metric] for metric in metrics}, worst_case
 
 
 def _check_reference(ref: np.ndarray, sample_rate: int, metrics: Sequence[str]) -> None:
@@ -258,6 +310,30 @@ def _check_reference(ref: np.ndarray, sample_rate: int, metrics: Sequence[str]) 
         raise _Skip("reference has NaN or inf samples")
     if _is_silent(ref):
         raise _Skip("reference is silent")
+
+
+# Every validation scores the same references: their tracks (half the pitch cost) are kept,
+# least recently used first out, in each process, keyed by a digest of the samples.
+_reference_tracks: OrderedDict[tuple[bytes, int], pitch.PitchTrack] = OrderedDict()
+
+
+def _reference_pitch(
+    ref: np.ndarray, sample_rate: int, metrics: Sequence[str]
+) -> pitch.PitchTrack | None:
+    """The reference's pitch track when a pitch metric is asked for; skip it if never voiced."""
+    if not set(metrics) & set(pitch.NAMES):
+        return None
+    key = (hashlib.blake2b(ref.tobytes(), digest_size=16).digest(), sample_rate)
+    track = _reference_tracks.get(key)
+    if track is None:
+        track = pitch.track(resample(ref, sample_rate, pitch.SAMPLE_RATE))
+        _reference_tracks[key] = track
+        if len(_reference_tracks) > REFERENCE_TRACKS_KEPT:
+            _reference_tracks.popitem(last=False)
+    _reference_tracks.move_to_end(key)
+    if not track.voiced.any():
+        raise _Skip("pitch: no voiced frame in the reference")
+    return track
 
 
 def score_pair(
@@ -284,9 +360,18 @@ def score_pair(
     out: dict[str, Any] = {"skipped": None, "worst_case": None}
     try:
         _check_reference(ref, sample_rate, metrics)
-        scores, out["worst_case"] = _score_signal(ref, est, sample_rate, mode, metrics, mel_fn)
+        ref_pitch = _reference_pitch(ref, sample_rate, metrics)
+        score = partial(
+            _score_signal,
+            sample_rate=sample_rate,
+            mode=mode,
+            metrics=metrics,
+            mel_fn=mel_fn,
+            ref_pitch=ref_pitch,
+        )
+        scores, out["worst_case"] = score(ref, est)
         if rest:
-            noisy_scores, _ = _score_signal(ref, rest[0], sample_rate, mode, metrics, mel_fn)
+            noisy_scores, _ = score(ref, rest[0])
             scores |= {f"noisy_{k}": v for k, v in noisy_scores.items()}
     except _Skip as skip:
         return {"skipped": str(skip), "worst_case": None}

@@ -17,7 +17,9 @@ import torch
 
 from harness.commands import score as score_command
 from harness.scoring import (
+    SI_SNR_CEILING,
     SI_SNR_FLOOR,
+    WORST,
     ScorePair,
     ScoringError,
     ScoringPool,
@@ -33,6 +35,8 @@ needs_reference = pytest.mark.skipif(
     not REFERENCE_DIR.is_dir(), reason=f"shared PESQ reference pair not found at {REFERENCE_DIR}"
 )
 FAST = ("pesq", "si_snr")  # the cheap subset for tests about rules rather than values
+# the intrusive signal metrics; DNSMOS and pitch have their own tests (test_objective_metrics.py)
+CLASSIC = ("pesq", "stoi", "estoi", "si_snr", "mel_l1", "mrstft")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,7 @@ def test_int16_input_is_scaled_like_float():
 
 def test_a_signal_against_itself_scores_best(speech):
     clean, _ = speech
-    scores = score_pair(clean, clean, 16000)
+    scores = score_pair(clean, clean, 16000, metrics=CLASSIC)
     assert scores["pesq"] == pytest.approx(4.64, abs=0.01)
     assert scores["stoi"] == pytest.approx(1.0, abs=1e-6)
     assert scores["estoi"] == pytest.approx(1.0, abs=1e-6)
@@ -87,8 +91,8 @@ def test_a_signal_against_itself_scores_best(speech):
 
 def test_noise_scores_worse_than_clean_on_every_metric(speech):
     clean, noisy = speech
-    good = score_pair(clean, clean + 0.1 * (noisy - clean), 16000)
-    bad = score_pair(clean, noisy, 16000)
+    good = score_pair(clean, clean + 0.1 * (noisy - clean), 16000, metrics=CLASSIC)
+    bad = score_pair(clean, noisy, 16000, metrics=CLASSIC)
     for higher_is_better in ("pesq", "stoi", "estoi", "si_snr"):
         assert good[higher_is_better] > bad[higher_is_better]
     for distance in ("mel_l1", "mrstft"):
@@ -97,7 +101,9 @@ def test_noise_scores_worse_than_clean_on_every_metric(speech):
 
 def test_other_rates_are_resampled_to_16k_for_pesq(speech):
     clean, noisy = speech
-    at_22k = score_pair(resample(clean, 16000, 22050), resample(noisy, 16000, 22050), 22050)
+    at_22k = score_pair(
+        resample(clean, 16000, 22050), resample(noisy, 16000, 22050), 22050, metrics=("pesq",)
+    )
     assert at_22k["pesq"] == pytest.approx(1.0832337, abs=0.05)
     at_8k = [resample(x, 16000, 8000) for x in (clean, noisy)]
     nb_8k = score_pair(*at_8k, 8000, mode="nb", metrics=("pesq",))["pesq"]
@@ -113,8 +119,26 @@ def test_si_snr_is_scale_invariant_and_matches_a_constructed_snr():
     noise *= np.sqrt((ref @ ref) / (noise @ noise) / 10)  # 10 dB below it
     assert si_snr(ref, ref + noise) == pytest.approx(10.0, abs=1e-6)
     assert si_snr(ref, 3.0 * (ref + noise)) == pytest.approx(10.0, abs=1e-6)
-    assert si_snr(ref, ref + 0.7) > 60  # zero-mean: a DC offset costs nothing
+    assert si_snr(ref, ref + 0.7) == SI_SNR_CEILING  # zero-mean: a DC offset costs nothing
     assert si_snr(ref, rng.standard_normal(16000) * 1e-3 + 1e-6 * ref) >= SI_SNR_FLOOR
+    assert math.isnan(si_snr(np.full(100, 0.3), rng.standard_normal(100))), "nothing to match"
+
+
+def test_a_quiet_or_constant_estimate_never_beats_a_loud_wrong_one(speech):
+    clean, _ = speech
+    rng = np.random.default_rng(1)
+    white = rng.uniform(-1.0, 1.0, clean.size)  # full-scale white noise
+    unrelated = clean[::-1] / np.abs(clean).max()  # full-scale speech, not the reference's
+    assert si_snr(clean, unrelated) == pytest.approx(-23.26, abs=0.01)  # above the floor
+    for loud_wrong in (white, unrelated):
+        loud = si_snr(clean, loud_wrong)
+        assert si_snr(clean, 1e-4 * loud_wrong) == pytest.approx(loud, abs=1e-9)  # no eps bonus
+        assert si_snr(clean, 3.0 * loud_wrong) == pytest.approx(loud, abs=1e-9)
+        assert si_snr(clean, np.full(clean.size, 0.5)) == SI_SNR_FLOOR <= loud
+    # through score_pair a constant estimate is a collapsed one: worst case on every metric
+    constant = score_pair(clean, np.full(clean.size, 0.5), 16000, metrics=FAST)
+    assert "constant" in constant["worst_case"]
+    assert (constant["pesq"], constant["si_snr"]) == (WORST["pesq"], SI_SNR_FLOOR)
 
 
 def test_mel_l1_uses_the_given_feature_and_defaults_to_hifigan_mel(speech):
@@ -149,12 +173,13 @@ def test_lengths_differ_both_are_cropped_to_the_shorter(speech):
 
 def test_silent_short_or_broken_references_are_skipped_with_a_reason(speech):
     clean, noisy = speech
-    cases = {
-        "reference is silent": np.zeros_like(clean),
-        "too short": clean[: int(0.2 * 16000)],
-        "reference has NaN": np.where(np.arange(clean.size) == 500, np.nan, clean),
-    }
-    for reason, ref in cases.items():
+    cases = [
+        ("reference is silent", np.zeros_like(clean)),
+        ("reference is silent", np.full_like(clean, 0.25)),  # constant: no signal either
+        ("too short", clean[: int(0.2 * 16000)]),
+        ("reference has NaN", np.where(np.arange(clean.size) == 500, np.nan, clean)),
+    ]
+    for reason, ref in cases:
         result = score_pair(ref, noisy, 16000)
         assert reason in result["skipped"]
         assert not set(result) - {"skipped", "worst_case"}, "a skipped pair carries no scores"
@@ -189,10 +214,13 @@ def test_a_silent_or_diverged_estimate_gets_worst_case_scores(speech, broken, re
     estimate = np.zeros_like(clean) if broken == "zeros" else noisy.copy()
     estimate[1000] = {"zeros": 0.0, "nan": np.nan, "inf": np.inf}[broken]  # one bad sample will do
     worst = score_pair(clean, estimate, 16000, mel_fn=log_spectrum)
-    noisy_scores = score_pair(clean, noisy, 16000, mel_fn=log_spectrum)
+    noisy_scores = score_pair(
+        clean, noisy, 16000, mel_fn=log_spectrum, metrics=("mel_l1", "mrstft")
+    )
     assert worst["skipped"] is None and reason in worst["worst_case"]
     assert (worst["pesq"], worst["stoi"], worst["estoi"]) == (1.0, 0.0, 0.0)
     assert worst["si_snr"] == SI_SNR_FLOOR
+    assert {m: worst[m] for m in WORST} == WORST
     for metric in ("mel_l1", "mrstft"):
         assert math.isfinite(worst[metric]) and worst[metric] > noisy_scores[metric]
 

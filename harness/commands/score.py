@@ -1,4 +1,4 @@
-"""`run.py score REF EST`: PESQ, STOI, SI-SNR and spectral distances of WAV files or folders."""
+"""`run.py score REF EST`: PESQ, STOI, SI-SNR, spectral distances, DNSMOS and pitch errors."""
 
 from __future__ import annotations
 
@@ -32,7 +32,11 @@ relative path.  A file without its partner, an unreadable file, a sample rate be
 a rate that differs between partners is left out and, after the scores of everything else,
 reported on stderr, one line each; the exit status is then 1.  Pairs the metrics cannot score
 (silent or too-short reference, PESQ finding no utterance) are listed as skipped and left out of
-the mean, without failing the command.  Silent or non-finite estimates get worst-case scores.
+the mean, without failing the command, and so are references in which the pitch tracker finds
+no voiced frame when a pitch metric is asked for.  Silent, constant or non-finite estimates get
+worst-case scores.  DNSMOS (dnsmos_*) rates the estimate alone; the pitch metrics use CREPE tiny.
+DNSMOS and the pitch metrics each cost several times all the others together (about a second
+per second of audio on one core): leave them out with --metrics when that matters.
 """
 
 
@@ -48,7 +52,7 @@ def add_parser(subparsers: Any) -> None:
     """Register the ``score`` subcommand."""
     parser = subparsers.add_parser(
         "score",
-        help="score estimated speech against references (PESQ, STOI, SI-SNR, mel, MR-STFT)",
+        help="score estimated speech against references (PESQ, STOI, SI-SNR, DNSMOS, pitch, ...)",
         description="Score estimated speech (generated, enhanced) against its references.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
