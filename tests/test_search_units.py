@@ -306,3 +306,32 @@ def test_a_search_as_long_as_its_known_points_runs_them_all(tmp_path):
     search = make_searcher(plan(trials=2, space=space), parse_space(space, "ring"), folder)
     asked = [search.suggest(f"p{k}") for k in range(3)]
     assert [a["lr_g"] for a in asked[:2]] == [1e-3, 2e-3] and asked[2] == "FINISHED"
+
+
+def run_search_cli(tmp_path, *argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from harness.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["search", *argv, "--results", str(tmp_path), "--trials", "0"])
+    return code, err.getvalue()
+
+
+def test_a_space_that_sweeps_the_weight_of_its_objective_is_refused(tmp_path):
+    code, err = run_search_cli(tmp_path, "hifigan", "--objective", "mel_l1")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "hifigan.yaml: objective mel_l1 is a loss term hifigan trains on" in err
+    assert "sweeps lambda_fm, lambda_mel, disc_start_step" in err
+    # the explicit override gets past the check (to the next one: --trials 0)
+    code, err = run_search_cli(
+        tmp_path, "hifigan", "--objective", "mel_l1", "--allow-trained-objective"
+    )
+    assert code == 2 and "--trials 0: must be >= 1" in err
+    # an objective no loss term optimises is accepted, and so is the shipped space's default
+    for objective in (["--objective", "pesq"], []):
+        code, err = run_search_cli(tmp_path, "hifigan", *objective)
+        assert "--trials 0: must be >= 1" in err
+    assert not any(tmp_path.iterdir())  # nothing was written
