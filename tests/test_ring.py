@@ -19,24 +19,25 @@ from harness.recipes.ring import RingRecipe, mode_means
 from harness.trainer import Trainer
 from harness.trial import resolve_config
 
+# budgets count batches drawn: 300 iterations of 5 D steps draw 1,500 batches
 OVERPOWER = {
     "lr_g": 1e-5,
     "lr_d": 1e-3,
     "d_steps": 5,
     "g_hidden": 16,
     "g_layers": 2,
-    "steps": 300,
+    "steps": 1500,
     "log_every": 20,
-    "eval_every": 100,
+    "eval_every": 500,
     "scheduler": "constant",
 }
 COLLAPSE = {
     "lr_g": 3e-3,
     "lr_d": 3e-4,
     "g_steps": 3,
-    "steps": 600,
+    "steps": 1800,  # 600 iterations of 3 G steps
     "log_every": 50,
-    "eval_every": 50,
+    "eval_every": 150,
     "scheduler": "constant",
 }
 HEALTHY = {"steps": 2000, "lr_decay": 0.01 ** (1 / 2000)}  # the smoke budget, shortened
@@ -111,9 +112,9 @@ def test_healthy_ring_raises_no_flag(tmp_path):
 
 def test_health_flags_survive_resume(tmp_path):
     health = HealthConfig(warmup=0.0)
-    settings = {**OVERPOWER, "steps": 280, "eval_every": 80}
+    settings = {**OVERPOWER, "steps": 1400, "eval_every": 400}  # 280 iterations
     _, straight = train(tmp_path / "straight", settings, health)
-    train(tmp_path / "split", settings, health, steps=220)  # flagged at step 200
+    train(tmp_path / "split", settings, health, steps=1100)  # 220 iterations, flagged at 200
     resumed: list[tuple[str, dict]] = []
     cfg = resolve_config("ring", "smoke", overrides=settings)
     recipe = RingRecipe(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)
