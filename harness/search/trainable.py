@@ -19,6 +19,7 @@ import torch
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS, DONE, SHOULD_CHECKPOINT
 
+from harness.build import set_threads
 from harness.config import TrialConfig
 from harness.files import finite
 from harness.recipes import RECIPES
@@ -59,7 +60,7 @@ class TrialSetup:
     def prepare_process(self) -> None:
         """Per-process limits Ray does not enforce itself."""
         RECIPES.setdefault(self.recipe, self.recipe_entry)
-        torch.set_num_threads(self.threads)
+        set_threads(self.threads)
         if 0 < self.gpus < 1 and torch.cuda.is_available():
             torch.cuda.set_per_process_memory_fraction(self.gpus)
 
