@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("train", "score", "search", "leaderboard", "rerun", "preflight")
+COMMANDS = ("train", "score", "search", "leaderboard", "report", "rerun", "preflight")
 
 
 def build_parser() -> argparse.ArgumentParser:

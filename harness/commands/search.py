@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_search(plan, folder, echo=print_line, progress=not args.quiet)
     print_line("")
     print_line(render(folder, "table"))
+    from harness.commands.report import write_search_report
+
+    print_line(f"\nreport: {write_search_report(folder)}")
     if not outcome.finished:
         print_line(f"\nsearch {name!r} is unfinished; run the same command again to continue it")
         return 1
