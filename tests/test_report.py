@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import io
 import json
 from html.parser import HTMLParser
@@ -86,7 +87,7 @@ def test_report_has_every_section_and_every_trial(ring_search):
     assert len(figures) >= 1 + 3 + len(chosen)
     assert all(f'Plotly.newPlot("{f}"' in text for f in figures)
     assert "optimisation history" in text and "parameter importances" in text
-    assert "The ring recipe writes no audio samples" in text
+    assert "Nothing to listen to" in text and "the ring recipe writes none" in text
     # self-contained: plotly.js once, inline; nothing fetched from anywhere
     assert sum(size > 1_000_000 for size in page.scripts) == 1
     for tag, attrs in page.elements:
@@ -151,3 +152,19 @@ def test_listening_embeds_within_budget_then_links_existing_files(tmp_path):
         assert not Path(source).is_absolute() and (report_dir / source).is_file()
     assert f"{len(linked)} clips are linked" in body
     assert body.count('"type":"heatmap"') == len(sources)  # a spectrogram beside every player
+
+
+def test_report_of_a_search_without_diagnostics_or_trials(tmp_path):
+    from test_leaderboard import make_search
+
+    from harness.report import write_report
+    from harness.results import SearchFolder, SearchPlan
+
+    folder = make_search(tmp_path)  # a trials table only: no diagnostics, samples or study
+    text = write_report(folder).read_text()
+    assert text.count("no diagnostics rows") == 3 and "Nothing to listen to" in text
+    assert "no Optuna study" in text and "collapse,overpower" in text
+    empty = SearchFolder(tmp_path / "empty")
+    dataclasses.replace(SearchPlan.load(folder), name="empty").save(empty)  # no trial yet
+    page = Page(write_report(empty).read_text())
+    assert {"leaderboard", "course", "trials", "listening"} <= page.ids()

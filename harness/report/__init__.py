@@ -43,10 +43,9 @@ def default_point_trial(ranked: Ranking) -> str | None:
     """The trial that ran the space's first ``points_to_evaluate`` entry (Optuna proposes it
     first), found by its ``sample`` in trials.parquet; None if the space has no points."""
     plan = ranked.plan
-    points = parse_space(plan.space, plan.recipe, plan.space_file).points  # numbers as numbers
-    if not points or "sample" not in ranked.trials:
+    if not plan.space.get("points_to_evaluate") or "sample" not in ranked.trials:
         return None
-    point = points[0]
+    point = parse_space(plan.space, plan.recipe, plan.space_file).points[0]  # "1e-4" as a number
     for _, row in ranked.trials.sort_values("trial_id").iterrows():
         if not isinstance(row["sample"], str):
             continue
@@ -62,8 +61,10 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def chosen_trials(ranked: Ranking, trial_ids: list[str] | None, top: int) -> list[str]:
-    """The asked-for trials, else the best ``top`` and the paper default, in rank order."""
+def chosen_trials(
+    ranked: Ranking, trial_ids: list[str] | None, top: int, default: str | None
+) -> list[str]:
+    """The asked-for trials, else the best ``top`` and the ``default`` point's trial."""
     known = [str(t) for t in ranked.trials["trial_id"]]
     if trial_ids:
         unknown = [t for t in trial_ids if t not in known]
@@ -76,15 +77,13 @@ def chosen_trials(ranked: Ranking, trial_ids: list[str] | None, top: int) -> lis
     if top < 1:
         raise ReportError(f"--top {top}: must be >= 1")
     chosen = known[:top]
-    default = default_point_trial(ranked)
     if default is not None and default not in chosen:
         chosen.append(default)
     return chosen
 
 
-def trial_labels(ranked: Ranking) -> dict[str, str]:
-    """Trial id -> "#rank id", with "(paper default)" on the default point's trial."""
-    default = default_point_trial(ranked)
+def trial_labels(ranked: Ranking, default: str | None) -> dict[str, str]:
+    """Trial id -> "#rank id", with "(paper default)" on the ``default`` point's trial."""
     labels = {}
     for _, row in ranked.trials.iterrows():
         tid = str(row["trial_id"])
@@ -111,9 +110,7 @@ def course_html(
     study_figures: dict[str, go.Figure | str],
     study_trials: dict[int, str],
 ) -> str:
-    default = default_point_trial(ranked)
-    marked = {default: PAPER_DEFAULT} if default else {}
-    parts = [page.figure(course_figure(ranked, evals, marked), height=520)]
+    parts = [page.figure(course_figure(ranked, evals, labels), height=520)]
     if study_figures:
         parts.append("<h3>Optuna's plots of the study</h3>")
         if study_trials:
@@ -134,12 +131,12 @@ def trial_html(ranked: Ranking, folder: SearchFolder, tid: str, label: str) -> s
     plan = ranked.plan
     row = ranked.trials[ranked.trials["trial_id"] == tid].iloc[0]
     facts = [f"status {row['status']}"]
-    if row.get("reason"):
-        facts.append(str(row["reason"]))
+    if _text(row.get("reason")):
+        facts.append(row["reason"])
     value = row.get(plan.objective)
     if value is not None and not pd.isna(value):
         facts.append(f"{plan.objective} {value:.4g}")
-    if row.get("flags"):
+    if _text(row.get("flags")):
         facts.append(f"flags: {row['flags']}")
     swept = [c for c in row.index if c.startswith("config/")]
     params = [f"{c.removeprefix('config/')}={page.number_text(row[c])}" for c in swept]
@@ -152,6 +149,11 @@ def trial_html(ranked: Ranking, folder: SearchFolder, tid: str, label: str) -> s
         f"<p>{page.esc('; '.join(facts))}</p>"
         f'<p class="note">{page.esc("  ".join(params))}</p>{body}</article>'
     )
+
+
+def _text(value: Any) -> bool:
+    """A non-empty string (missing cells of text columns read back as None or NaN)."""
+    return isinstance(value, str) and value != ""
 
 
 def health_window(row: pd.Series) -> int:
@@ -176,8 +178,9 @@ def write_report(
     ``study_trials`` maps Optuna trial numbers to trial ids (both from harness.optuna_figures).
     """
     ranked = ranking(folder)
-    chosen = chosen_trials(ranked, trial_ids, top)
-    labels = trial_labels(ranked)
+    default = default_point_trial(ranked)
+    chosen = chosen_trials(ranked, trial_ids, top, default)
+    labels = trial_labels(ranked, default)
     anchors = {tid: f"#trial-{tid}" for tid in chosen}
     evals = read_diagnostics(folder.diagnostics, kind="eval")
     listened = [Listened(t, labels[t], folder.trial_dir(t) / "samples") for t in chosen]

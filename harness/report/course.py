@@ -37,7 +37,7 @@ def best_so_far(x: np.ndarray, y: np.ndarray, mode: str) -> tuple[np.ndarray, np
 
 
 def course_figure(ranking: Ranking, evals: pd.DataFrame, labels: dict[str, str]) -> dict[str, Any]:
-    """The figure (a plotly dict); ``labels`` adds a word to some trials' names."""
+    """The figure (a plotly dict); ``labels`` names the trials (trial id -> label)."""
     plan, trials = ranking.plan, ranking.trials
     objective = plan.objective
     evals = last_rows(evals)
@@ -48,7 +48,7 @@ def course_figure(ranking: Ranking, evals: pd.DataFrame, labels: dict[str, str])
         rows = evals[evals["trial_id"] == tid].sort_values("step")
         if objective not in rows or rows[objective].isna().all():
             continue
-        name = f"{tid} {labels[tid]}" if tid in labels else tid
+        name = labels.get(tid, tid)
         data.append(
             {
                 "type": "scatter",
@@ -56,7 +56,7 @@ def course_figure(ranking: Ranking, evals: pd.DataFrame, labels: dict[str, str])
                 "x": rows["wall_s"].to_numpy(float),
                 "y": rows[objective].to_numpy(float),
                 "customdata": rows["step"].to_numpy(float),
-                "name": f"#{trial['rank']} {name} ({trial['status']})",
+                "name": f"{name} ({trial['status']})",
                 "hovertemplate": f"{name}<br>step %{{customdata}}<br>%{{x:.1f}} s<br>"
                 f"{objective} %{{y:.4g}}<extra></extra>",
             }

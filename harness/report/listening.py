@@ -105,7 +105,10 @@ def listening_html(
     embedded up to ``audio_budget`` bytes, then linked relative to ``report_dir``."""
     with_audio = [t for t in chosen if any((t.samples / "reference").glob("*.wav"))]
     if not with_audio:
-        return page.note(f"The {recipe} recipe writes no audio samples: nothing to listen to.")
+        return page.note(
+            f"Nothing to listen to: no audio in these trials' samples/ folders (the {recipe} "
+            "recipe writes none, or its trials never reached a validation)."
+        )
     sources = AudioSources(report_dir, audio_budget)
     mels: dict[int, LogMel] = {}
     clips = sorted({p.stem for t in with_audio for p in (t.samples / "reference").glob("*.wav")})

@@ -74,16 +74,7 @@ def esc(value: Any) -> str:
 
 
 # plotly.js reads arrays in this form (base64, typed); far smaller than JSON number lists
-TYPED = {
-    np.dtype(t): code
-    for t, code in [
-        ("float32", "f4"),
-        ("float64", "f8"),
-        ("int8", "i1"),
-        ("int16", "i2"),
-        ("int32", "i4"),
-    ]
-}
+TYPED = {np.dtype(code): code for code in ("f4", "f8", "i1", "i2", "i4")}
 
 
 def _js_value(value: Any) -> Any:

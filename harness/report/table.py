@@ -56,10 +56,10 @@ def leaderboard_html(ranking: Ranking, anchors: dict[str, str]) -> str:
             value = row[column]
             if column == "trial_id":
                 cells.append(page.cell(value, link=anchors.get(value)))
-            elif column == "flags" and value:
-                cells.append(f'<td class="flag">{page.esc(value)}</td>')
-            elif column == "reason":
-                cells.append(f'<td class="reason">{page.esc(value or "")}</td>')
+            elif column in ("flags", "reason"):  # text, or None / NaN when missing
+                text = value if isinstance(value, str) else ""
+                kind = "flag" if column == "flags" else "reason"
+                cells.append(f'<td class="{kind}">{page.esc(text)}</td>')
             else:
                 cells.append(page.cell(_plain(value)))
             if column == plan.objective and confirmed is not None:
