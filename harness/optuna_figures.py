@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import optuna
 import plotly.graph_objects as go
@@ -19,6 +20,8 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.results import SearchFolder, SearchPlan
+
+IMPORTANCE_MINIMUM = 4  # completed trials, as for importances.json (search.param_importances)
 
 
 def open_study(folder: SearchFolder, plan: SearchPlan) -> optuna.Study | None:
@@ -58,6 +61,13 @@ def objective_value(trial: FrozenTrial) -> float:
     return trial.values[0]
 
 
+def importances_figure(study: optuna.Study, complete: int, named: dict[str, Any]) -> go.Figure:
+    """PED-ANOVA importances, once as many trials completed as importances.json needs."""
+    if complete < IMPORTANCE_MINIMUM:
+        raise ValueError(f"needs {IMPORTANCE_MINIMUM}+ completed trials, {complete} so far")
+    return vis.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), **named)
+
+
 def study_figures(
     folder: SearchFolder, plan: SearchPlan
 ) -> tuple[dict[str, go.Figure | str], dict[int, str]]:
@@ -72,9 +82,7 @@ def study_figures(
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     plots: dict[str, Callable[[], go.Figure]] = {
         "optimisation history": lambda: vis.plot_optimization_history(study, **named),
-        "parameter importances (PED-ANOVA)": lambda: vis.plot_param_importances(
-            study, evaluator=PedAnovaImportanceEvaluator(), **named
-        ),
+        "parameter importances (PED-ANOVA)": lambda: importances_figure(study, complete, named),
         "parallel coordinates": lambda: vis.plot_parallel_coordinate(study, **named),
         "slices": lambda: vis.plot_slice(study, **named),
         "intermediate values (validations)": lambda: vis.plot_intermediate_values(study),

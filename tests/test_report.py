@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from harness.cli import main
@@ -87,6 +88,8 @@ def test_report_has_every_section_and_every_trial(ring_search):
     assert len(figures) >= 1 + 3 + len(chosen)
     assert all(f'Plotly.newPlot("{f}"' in text for f in figures)
     assert "optimisation history" in text and "parameter importances" in text
+    if (trials["status"] == "completed").sum() < 4:  # as importances.json
+        assert "not drawn: needs 4+ completed trials" in text
     assert "Nothing to listen to" in text and "the ring recipe writes none" in text
     # self-contained: plotly.js once, inline; nothing fetched from anywhere
     assert sum(size > 1_000_000 for size in page.scripts) == 1
@@ -168,3 +171,40 @@ def test_report_of_a_search_without_diagnostics_or_trials(tmp_path):
     dataclasses.replace(SearchPlan.load(folder), name="empty").save(empty)  # no trial yet
     page = Page(write_report(empty).read_text())
     assert {"leaderboard", "course", "trials", "listening"} <= page.ids()
+
+
+def test_optuna_figures_of_a_multi_objective_study(tmp_path):
+    import optuna
+
+    from harness.optuna_figures import study_figures
+    from harness.results import SearchFolder, SearchPlan
+
+    folder = SearchFolder(tmp_path / "multi")
+    plan = SearchPlan(
+        name="multi", recipe="ring", budget="smoke", space_file="ring.yaml", space={},
+        swept=["lr_g"], objective="reverse_kl", mode="min", trials=6, multi_objective=True,
+    )  # fmt: skip
+    plan.save(folder)
+    study = optuna.create_study(
+        study_name="multi",
+        storage=f"sqlite:///{folder.optuna_db}",
+        directions=["minimize", "minimize"],
+    )
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    for i in range(6):
+        trial = optuna.trial.create_trial(
+            params={"lr_g": 1e-4 * 2**i},
+            distributions={"lr_g": lr},
+            values=[abs(i - 3) / 3, 1000.0 + 100 * i],
+            user_attrs={"trial_id": f"t{i}"},
+        )
+        study.add_trial(trial)
+    figures, numbers = study_figures(folder, plan)
+    assert numbers == {i: f"t{i}" for i in range(6)}
+    drawn = {title for title, fig in figures.items() if not isinstance(fig, str)}
+    assert {"optimisation history", "parameter importances (PED-ANOVA)", "Pareto front"} <= drawn
+    pareto = figures["Pareto front"]
+    assert sum(len(trace.x) for trace in pareto.data) == 6
+    history = figures["optimisation history"].data[0]
+    assert list(history.y) == pytest.approx([abs(i - 3) / 3 for i in range(6)])  # the objective
+    assert figures["intermediate values (validations)"].startswith("not drawn")  # none reported

@@ -27,7 +27,6 @@ from harness.report.listening import Listened, listening_html
 from harness.report.table import leaderboard_html
 from harness.report.trial_plots import trial_figure
 from harness.results import SearchFolder
-from harness.space import parse_space
 from harness.telemetry import read_diagnostics
 
 DEFAULT_TOP = 3
@@ -42,10 +41,10 @@ class ReportError(ValueError):
 def default_point_trial(ranked: Ranking) -> str | None:
     """The trial that ran the space's first ``points_to_evaluate`` entry (Optuna proposes it
     first), found by its ``sample`` in trials.parquet; None if the space has no points."""
-    plan = ranked.plan
-    if not plan.space.get("points_to_evaluate") or "sample" not in ranked.trials:
+    points = ranked.plan.space.get("points_to_evaluate")
+    if not points or "sample" not in ranked.trials:
         return None
-    point = parse_space(plan.space, plan.recipe, plan.space_file).points[0]  # "1e-4" as a number
+    point = points[0]
     for _, row in ranked.trials.sort_values("trial_id").iterrows():
         if not isinstance(row["sample"], str):
             continue
@@ -55,10 +54,15 @@ def default_point_trial(ranked: Ranking) -> str | None:
     return None
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
+def _same(sampled: Any, given: Any) -> bool:
+    """A sampled value equals the point's, numbers up to rounding; YAML 1.1 reads ``1.0e6`` as
+    text, so the point's text counts as a number where the sample is one (as the space does)."""
+    if isinstance(sampled, int | float) and not isinstance(sampled, bool):
+        try:
+            return math.isclose(sampled, float(given), rel_tol=1e-9, abs_tol=1e-12)
+        except (TypeError, ValueError):
+            return False
+    return sampled == given
 
 
 def chosen_trials(
