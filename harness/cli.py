@@ -10,7 +10,16 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("train", "score", "search", "confirm", "leaderboard", "rerun", "preflight")
+COMMANDS = (
+    "train",
+    "score",
+    "search",
+    "confirm",
+    "leaderboard",
+    "report",
+    "rerun",
+    "preflight",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

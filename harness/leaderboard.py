@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import textwrap
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,8 @@ from harness.results import SearchFolder, SearchPlan, list_searches, read_trials
 from harness.status import STATUSES, TERMINAL, Status
 
 FORMATS = ("table", "csv", "json", "markdown")
+WIDTH = 120  # characters of the default table (``--wide`` shows every column)
+OTHER_SCORES = 3  # scores besides the objective that the default table keeps
 STATUS_ORDER = {s: i for i, s in enumerate(STATUSES)}  # finished trials first
 
 
@@ -119,17 +123,20 @@ def importances(folder: SearchFolder) -> dict[str, float]:
     return json.loads(folder.importances.read_text()).get("importances", {})
 
 
-def render(
-    folder: SearchFolder,
-    fmt: str = "table",
-    top: int | None = None,
-    sort: str | None = None,
-    healthy_only: bool = False,
-) -> str:
-    """The leaderboard of the search in ``folder`` as text in ``fmt``; ``healthy_only`` drops
-    every trial that raised a health flag (collapse or discriminator overpowering)."""
-    if fmt not in FORMATS:
-        raise LeaderboardError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+@dataclass
+class Ranking:
+    """A search's trials in leaderboard order, with their flags (and Pareto membership)."""
+
+    plan: SearchPlan
+    trials: pd.DataFrame  # ranked, with "flags" and, for multi-objective searches, "pareto"
+    front: list[str]  # Pareto-optimal trial ids ([] for single-objective searches)
+    importances: dict[str, float]  # swept parameter -> importance, most important first
+    recorded: int  # trials recorded, lost ones left out
+
+
+def ranking(folder: SearchFolder, sort: str | None = None, healthy_only: bool = False) -> Ranking:
+    """The ranked trials of the search in ``folder``; ``healthy_only`` drops every trial that
+    raised a health flag (collapse or discriminator overpowering)."""
     plan, frame = load(folder)
     ranked = rank(frame, plan, sort)
     if any(c.startswith("flag_") for c in ranked.columns):
@@ -139,10 +146,30 @@ def render(
     front = pareto_front(ranked, plan) if plan.multi_objective else []
     if plan.multi_objective:
         ranked["pareto"] = ranked["trial_id"].isin(front)
-    shown = ranked[display_columns(ranked, plan)]
+    recorded = int((frame["status"] != "lost").sum())
+    return Ranking(plan, ranked, front, importances(folder), recorded)
+
+
+def render(
+    folder: SearchFolder,
+    fmt: str = "table",
+    top: int | None = None,
+    sort: str | None = None,
+    healthy_only: bool = False,
+    wide: bool = False,
+) -> str:
+    """The leaderboard of the search in ``folder`` as text in ``fmt``.
+
+    The table fits :data:`WIDTH` characters unless ``wide`` (every column, as the machine
+    formats have); see :func:`narrow_columns` for what the narrow table keeps.
+    """
+    if fmt not in FORMATS:
+        raise LeaderboardError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+    found = ranking(folder, sort, healthy_only)
+    plan, ranked, front, weights = found.plan, found.trials, found.front, found.importances
     if top is not None:
-        shown = shown.head(top)
-    weights = importances(folder)
+        ranked = ranked.head(top)
+    shown = ranked[display_columns(ranked, plan)]
     if fmt == "csv":
         return shown.rename(columns=_short).to_csv(index=False).rstrip("\n")
     confirmation = confirmation_summary(folder, plan)
@@ -160,11 +187,17 @@ def render(
         return json.dumps(doc, indent=2)
     head = (
         f"search {plan.name}: {plan.recipe} ({plan.budget}), objective {plan.objective} "
-        f"({plan.mode}), {int((frame['status'] != Status.LOST).sum())}/{plan.trials} trials"
+        f"({plan.mode}), {found.recorded}/{plan.trials} trials"
         + (", finished" if folder.finished() else ", unfinished")
     )
-    body = _markdown(shown) if fmt == "markdown" else _table(shown)
     notes = []
+    if fmt == "markdown":
+        body = _markdown(shown)
+    elif wide:
+        body = _table(shown)
+    else:
+        body = _table(ranked[narrow_columns(ranked, plan, weights)])
+        notes += _reasons(ranked)
     if weights:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
         notes.append(f"parameter importance for {plan.objective} (PED-ANOVA): {parts}")
@@ -175,7 +208,49 @@ def render(
         )
     if confirmation:
         notes += confirmation.lines()
+    if fmt == "table" and not wide:
+        head, *notes = (textwrap.fill(n, WIDTH, subsequent_indent="  ") for n in [head, *notes])
     return "\n".join([head, "", body, *([""] + notes if notes else [])])
+
+
+def narrow_columns(
+    frame: pd.DataFrame, plan: SearchPlan, weights: dict[str, float], width: int = WIDTH
+) -> list[str]:
+    """The columns of ``frame`` that fit ``width`` characters, in display order.
+
+    Kept in this order while they fit: rank, trial, status, the objective (and the Pareto mark
+    and cost objective of a multi-objective search), health flags, the cost a trial consumed
+    (trainer seconds, steps), up to :data:`OTHER_SCORES` other scores, then the swept parameters,
+    most important first.  Reasons go below the table (:func:`_reasons`).
+    """
+    scores = [m for m in SCORES if m in frame and m != plan.objective and frame[m].notna().any()]
+    swept = [f"config/{p}" for p in plan.swept if f"config/{p}" in frame]
+    swept.sort(key=lambda c: -weights.get(c.removeprefix("config/"), -1.0))
+    cost = [plan.cost] if plan.multi_objective else []
+    wanted = ["rank", "trial_id", "status", plan.objective, "pareto", *cost, "flags", "batches"]
+    wanted += ["train_s"]
+    wanted += ["step", *scores[:OTHER_SCORES], *swept]
+    candidates = list(dict.fromkeys(c for c in wanted if c in frame))
+    header, rows = _cells(frame[candidates])
+    kept: list[str] = []
+    used = -2  # no separator before the first column
+    for i, column in enumerate(candidates):
+        cell_width = max(len(text) for text in [header[i], *(row[i] for row in rows)])
+        if used + 2 + cell_width <= width:
+            kept.append(column)
+            used += 2 + cell_width
+    order = ["rank", "trial_id", "status", plan.objective, "pareto", *scores, *cost]
+    tail = ["step", "batches", "train_s", "flags", *swept]
+    return [c for c in dict.fromkeys([*order, *tail]) if c in kept]
+
+
+def _reasons(frame: pd.DataFrame) -> list[str]:
+    """One line per trial that did not complete: why (the narrow table has no reason column)."""
+    if "reason" not in frame:
+        return []
+    ended = frame[(frame["status"] != "completed") & (frame["reason"].fillna("") != "")]
+    lines = [f"{row.trial_id} {row.status}: {row.reason}" for row in ended.itertuples()]
+    return [line if len(line) <= WIDTH else line[: WIDTH - 3] + "..." for line in lines]
 
 
 def confirmation_summary(folder: SearchFolder, plan: SearchPlan) -> ConfirmationSummary | None:

@@ -1,5 +1,63 @@
-"""Test-wide settings: one torch thread (tiny models; avoids oversubscribing 2-core CI)."""
+"""Test-wide settings: one torch thread (tiny models; avoids oversubscribing 2-core CI), and
+the small real ring search that the leaderboard and report tests read."""
 
+import contextlib
+import io
+
+import pytest
 import torch
+import yaml
+
+from harness.results import SearchFolder
 
 torch.set_num_threads(1)
+
+# A ring search small enough for the fast tests (about a minute on 2 cores), large enough to
+# end every way: its first point completes, its second diverges (a loss limit of 1e-9 stops it),
+# and the sampler's picks complete, diverge or are cut by ASHA.
+RING_POINT = {
+    "d_steps": 1, "lr_g": 3e-3, "lr_d": 3e-3, "b1_g": 0.5, "b1_d": 0.5, "label_smoothing": 0.0,
+    "loss": "bce", "pack": 1, "loss_upper_limit": 1e6,
+}  # fmt: skip
+RING_SPACE = {
+    "objective": "reverse_kl",
+    "space": {
+        "d_steps": {"int": [1, 3]},
+        "lr_g": {"loguniform": [3e-4, 1e-2]},
+        "lr_d": {"loguniform": [3e-4, 1e-2]},
+        "b1_g": {"uniform": [0.0, 0.9]},
+        "b1_d": {"uniform": [0.0, 0.9]},
+        "label_smoothing": {"uniform": [0.0, 0.2]},
+        "loss": {"choice": ["bce", "lsgan"]},
+        "pack": {"choice": [1, 2, 4]},
+        "loss_upper_limit": {"choice": [1e6, 1e5, 1e-9]},
+        "steps": 300,
+        "eval_every": 100,
+        "log_every": 50,
+        "batch_size": 64,
+        "g_hidden": 32,
+        "g_layers": 2,
+        "d_hidden": 32,
+        "d_layers": 2,
+        "eval_samples": 500,
+        "max_consecutive_nonfinite": 3,
+    },  # fmt: skip
+    "points_to_evaluate": [RING_POINT, {**RING_POINT, "loss_upper_limit": 1e-9}],
+}
+
+
+@pytest.fixture(scope="session")
+def ring_search(tmp_path_factory) -> tuple[SearchFolder, str]:
+    """A finished 6-trial ring search run through the CLI: (its folder, what it printed)."""
+    from harness.cli import main
+
+    root = tmp_path_factory.mktemp("ring-results")
+    (root / "ring.yaml").write_text(yaml.safe_dump(RING_SPACE))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
+            ["search", "ring", "--space", str(root / "ring.yaml"), "--trials", "6", "--name",
+             "ring6", "--results", str(root), "--max-concurrent", "1", "--seed", "0", "--quiet"]
+        )  # fmt: skip
+    assert code == 0, out.getvalue()
+    return SearchFolder(root / "ring6"), out.getvalue()

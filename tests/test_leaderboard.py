@@ -187,3 +187,28 @@ def test_healthy_only_drops_flagged_trials(tmp_path):
     ]
     assert {"c", "d"} <= set(everyone)
     assert set(healthy) == set(everyone) - {"c", "d"}
+
+
+def test_default_table_of_a_real_search_fits_120_columns(ring_search):
+    folder, _ = ring_search
+    table = render(folder, "table")
+    assert all(len(line) <= 120 for line in table.splitlines()), table
+    header = table.splitlines()[2].split()
+    assert header[:4] == ["rank", "trial", "status", "reverse_kl"]
+    assert {"modes_covered", "high_quality", "train_s", "flags"} <= set(header)
+    assert any(p in header for p in ("lr_g", "lr_d", "d_steps"))  # then swept parameters
+    trials = read_trials(folder)
+    rows = table.splitlines()[3 : 3 + len(trials)]
+    assert sorted(line.split()[1] for line in rows) == sorted(trials["trial_id"])
+    for trial in trials[trials["status"] != "completed"].itertuples():
+        assert any(
+            line.startswith(f"{trial.trial_id} {trial.status}: ") for line in table.splitlines()
+        )
+
+
+def test_wide_table_keeps_every_column(ring_search):
+    folder, _ = ring_search
+    columns = next(csv.reader(io.StringIO(render(folder, "csv"))))
+    wide = render(folder, "table", wide=True).splitlines()[2].split()
+    assert wide == columns and len(columns) > len(render(folder, "table").splitlines()[2].split())
+    assert max(len(line) for line in render(folder, "table", wide=True).splitlines()) > 120

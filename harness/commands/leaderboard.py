@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out trials that raised a health flag (collapse, D overpowering)",
     )
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="the table with every column (default: what fits 120 characters)",
+    )
     p.add_argument("--list", action="store_true", help="list the searches in the results folder")
     p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
     p.set_defaults(func=run)
@@ -39,5 +44,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.top is not None and args.top < 1:
         raise LeaderboardError(f"--top {args.top}: must be >= 1")
-    print(render(find_search(root, args.name), args.format, args.top, args.sort, args.healthy_only))
+    folder = find_search(root, args.name)
+    print(render(folder, args.format, args.top, args.sort, args.healthy_only, args.wide))
     return 0

@@ -160,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
         )
     print_line("")
     print_line(render(folder, "table"))
+    from harness.commands.report import write_search_report
+
+    print_line(f"\nreport: {write_search_report(folder)}")
     if not outcome.finished:
         print_line(f"\nsearch {name!r} is unfinished; run the same command again to continue it")
         return 1
