@@ -220,7 +220,7 @@ def narrow_columns(
 
     Kept in this order while they fit: rank, trial, status, the objective (and the Pareto mark
     and cost objective of a multi-objective search), health flags, the cost a trial consumed
-    (trainer seconds, steps), up to :data:`OTHER_SCORES` other scores, then the swept parameters,
+    (batches drawn, trainer seconds), up to :data:`OTHER_SCORES` other scores, then the swept parameters,
     most important first.  Reasons go below the table (:func:`_reasons`).
     """
     scores = [m for m in SCORES if m in frame and m != plan.objective and frame[m].notna().any()]
@@ -228,8 +228,7 @@ def narrow_columns(
     swept.sort(key=lambda c: -weights.get(c.removeprefix("config/"), -1.0))
     cost = [plan.cost] if plan.multi_objective else []
     wanted = ["rank", "trial_id", "status", plan.objective, "pareto", *cost, "flags", "batches"]
-    wanted += ["train_s"]
-    wanted += ["step", *scores[:OTHER_SCORES], *swept]
+    wanted += ["train_s", *scores[:OTHER_SCORES], *swept]  # batches: the cost, so no step
     candidates = list(dict.fromkeys(c for c in wanted if c in frame))
     header, rows = _cells(frame[candidates])
     kept: list[str] = []
@@ -240,7 +239,7 @@ def narrow_columns(
             kept.append(column)
             used += 2 + cell_width
     order = ["rank", "trial_id", "status", plan.objective, "pareto", *scores, *cost]
-    tail = ["step", "batches", "train_s", "flags", *swept]
+    tail = ["batches", "train_s", "flags", *swept]
     return [c for c in dict.fromkeys([*order, *tail]) if c in kept]
 
 

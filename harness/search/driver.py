@@ -98,6 +98,7 @@ def fit(
             )
         else:
             tuner = new_tuner(plan, space, resources, folder, setup, trainable, progress)
+        echo(f"TensorBoard (step and eval rows per trial): tensorboard --logdir {folder.tune}")
         t_fit = time.perf_counter()
         tuner.fit()
         return time.perf_counter() - t_fit

@@ -25,6 +25,7 @@ from harness.files import finite
 from harness.recipes import RECIPES
 from harness.results import PROGRESS_KEYS, SearchFolder, read_outcome, read_result
 from harness.status import Status
+from harness.tensorboard import TensorBoardWriter
 from harness.trial import resolve_config, run_trial
 
 STATUS = "trial_status"  # in every report: running | completed | stopped | pruned (a replay)
@@ -80,8 +81,10 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         tune.report({STATUS: Status.PRUNED, "reason": cut["reason"], "step": cut["step"]})
         return
     facts: dict[str, float] = {}
+    board = TensorBoardWriter(folder.tune / trial_id)  # Ray's trial folder (trial_dirname)
 
     def on_report(kind: str, row: dict[str, Any], ckpt: Path | None) -> None:
+        board.write(kind, row)  # step rows too: losses, D outputs, gradients, health
         if kind != "eval":
             return
         metrics = {**numbers(row), **facts, STATUS: Status.RUNNING}
@@ -91,7 +94,7 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         with ray_checkpoint(ckpt) as checkpoint:
             tune.report(metrics, checkpoint=checkpoint)
 
-    with resume_point(tune.get_checkpoint()) as checkpoint_file:
+    with resume_point(tune.get_checkpoint()) as checkpoint_file, board:
         run_trial(
             setup.trial_config(config),
             out_dir,
