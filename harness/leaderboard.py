@@ -132,6 +132,7 @@ class Ranking:
     front: list[str]  # Pareto-optimal trial ids ([] for single-objective searches)
     importances: dict[str, float]  # swept parameter -> importance, most important first
     recorded: int  # trials recorded, lost ones left out
+    confirmation: ConfirmationSummary | None  # seed statistics, once a confirmation ran
 
 
 def ranking(folder: SearchFolder, sort: str | None = None, healthy_only: bool = False) -> Ranking:
@@ -147,7 +148,8 @@ def ranking(folder: SearchFolder, sort: str | None = None, healthy_only: bool = 
     if plan.multi_objective:
         ranked["pareto"] = ranked["trial_id"].isin(front)
     recorded = int((frame["status"] != "lost").sum())
-    return Ranking(plan, ranked, front, importances(folder), recorded)
+    confirmation = confirmation_summary(folder, plan)
+    return Ranking(plan, ranked, front, importances(folder), recorded, confirmation)
 
 
 def render(
@@ -172,7 +174,7 @@ def render(
     shown = ranked[display_columns(ranked, plan)]
     if fmt == "csv":
         return shown.rename(columns=_short).to_csv(index=False).rstrip("\n")
-    confirmation = confirmation_summary(folder, plan)
+    confirmation = found.confirmation
     if fmt == "json":
         doc = {
             "search": plan.name,

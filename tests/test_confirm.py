@@ -86,6 +86,8 @@ def test_leaderboard_states_the_verdict(confirmed):
     assert labels == ["rank 1", "paper default"]
     for c in doc["candidates"]:
         assert c["completed"] == 4 and c["ci95"][0] <= c["mean"] <= c["ci95"][1]
+    report = (folder.path / "report.html").read_text()  # written after the confirmation
+    assert "confirmed reverse_kl" in report and "verdict: the winner is better" in report
 
 
 def test_confirm_again_resumes_and_refuses_another_request(confirmed):

@@ -56,4 +56,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print_line("")
     print_line(render(folder, "table"))
+    from harness.commands.report import write_search_report
+
+    print_line(f"\nreport: {write_search_report(folder)}")
     return 0

@@ -9,31 +9,18 @@ import pandas as pd
 from harness.leaderboard import Ranking, display_columns
 from harness.report import page
 
-# Columns a confirmation stage (several seeds of the top trials) is to add to trials.parquet;
-# the report shows "mean ± half-width (n seeds)" beside the objective once any trial has them.
-CONFIRMED_MEAN = "confirmed_mean"
-CONFIRMED_HALFWIDTH = "confirmed_halfwidth"
-CONFIRMED_SEEDS = "confirmed_seeds"
 
-
-def confirmation_cells(frame: pd.DataFrame) -> list[str] | None:
-    """The confirmed objective per trial as text, or None while no trial has been confirmed."""
-    if CONFIRMED_MEAN not in frame or frame[CONFIRMED_MEAN].isna().all():
+def confirmation_cells(ranking: Ranking) -> list[str] | None:
+    """Each trial's confirmed objective (mean ± std [95% interval] over fresh seeds), or None
+    while no confirmation has run; "-" for trials that were not confirmed."""
+    summary = ranking.confirmation
+    if summary is None:
         return None
+    by_trial = {c.source_trial: c for c in summary.candidates if c.source_trial}
     texts = []
-    for _, row in frame.iterrows():
-        mean = row[CONFIRMED_MEAN]
-        if pd.isna(mean):
-            texts.append("-")
-            continue
-        text = f"{mean:.4g}"
-        half = row.get(CONFIRMED_HALFWIDTH)
-        if half is not None and not pd.isna(half):
-            text += f" ± {half:.2g}"
-        seeds = row.get(CONFIRMED_SEEDS)
-        if seeds is not None and not pd.isna(seeds):
-            text += f" ({int(seeds)} seeds)"
-        texts.append(text)
+    for trial_id in ranking.trials["trial_id"]:
+        found = by_trial.get(trial_id)
+        texts.append(found.objective.format() if found and found.objective else "-")
     return texts
 
 
@@ -45,7 +32,7 @@ def leaderboard_html(ranking: Ranking, anchors: dict[str, str]) -> str:
         shown.insert(shown.index("step") + 1, "train_s")
     swept = [c for c in shown if c.startswith("config/")]  # last: the table scrolls sideways
     columns = [c for c in shown if c not in swept] + swept
-    confirmed = confirmation_cells(frame)
+    confirmed = confirmation_cells(ranking)
     header = [c.removeprefix("config/").replace("trial_id", "trial") for c in columns]
     if confirmed is not None:
         header.insert(columns.index(plan.objective) + 1, f"confirmed {plan.objective}")
@@ -72,6 +59,8 @@ def leaderboard_html(ranking: Ranking, anchors: dict[str, str]) -> str:
     if plan.multi_objective:
         front = ", ".join(ranking.front) or "none yet"
         parts.append(page.note(f"Pareto front ({plan.objective}, {plan.cost}): {front}"))
+    if ranking.confirmation is not None:
+        parts += [page.note(line) for line in ranking.confirmation.lines()]
     return "".join(parts)
 
 
