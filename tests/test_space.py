@@ -159,3 +159,18 @@ def test_asha_grace_waits_for_the_latest_discriminator_start():
     }
     grace, max_t = asha_window(parse_space(doc, "ring"), "ring", "smoke")
     assert (grace, max_t) == (300, 1000)  # first validation after step 250
+
+
+def test_asha_grace_counts_the_batches_drawn_before_the_discriminator_starts():
+    from harness.commands.search import asha_window
+
+    doc = {
+        "objective": "reverse_kl",
+        "space": {
+            "disc_start_step": {"int": [0, 250]},
+            "g_steps": {"int": [1, 2]},  # before D starts an iteration draws g_steps batches
+            "steps": 1000,
+            "eval_every": 100,
+        },
+    }
+    assert asha_window(parse_space(doc, "ring"), "ring", "smoke") == (600, 1000)

@@ -203,17 +203,10 @@ def launched_options(plan: SearchPlan, resources: Resources) -> dict[str, object
 def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchPlan, SearchSpace]:
     """Validate every option and the space before anything starts; the space file is read and
     parsed once here, and the plan keeps its document verbatim."""
-    from harness.metrics import SCORES
     from harness.recipes import recipe_class
     from harness.results import SearchPlan
-    from harness.space import (
-        default_space_file,
-        loss_weights_swept,
-        metric_mode,
-        parse_space,
-        read_space_file,
-    )
-    from harness.trial import print_line, resolve_config
+    from harness.space import default_space_file, metric_mode, parse_space, read_space_file
+    from harness.trial import resolve_config
 
     recipe = args.recipe
     if budget not in recipe_class(recipe).budgets:
@@ -221,42 +214,14 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
     space_file = Path(args.space or default_space_file(recipe)).resolve()
     document = read_space_file(space_file)
     space = parse_space(document, recipe, str(space_file))
-    objective = args.objective or space.objective
-    if objective not in SCORES:
-        raise SearchArgsError(f"--objective {objective!r}: not one of {', '.join(SCORES)}")
-    gaming = loss_weights_swept(recipe, objective, space.swept)
-    if gaming and not args.allow_trained_objective:
-        raise SearchArgsError(
-            f"{space_file}: objective {objective} is a loss term {recipe} trains on and the space "
-            f"sweeps {', '.join(gaming)}, which weigh it, so the search would reward weakening "
-            "the GAN; optimise a metric no loss term optimises, or pass --allow-trained-objective"
-        )
+    objective = pick_objective(args, space, space_file)
     trials = args.trials if args.trials is not None else DEFAULT_TRIALS[budget]
-    if trials < 1:
-        raise SearchArgsError(f"--trials {trials}: must be >= 1")
-    cpus = args.cpus_per_trial if args.cpus_per_trial is not None else 1.0
-    if cpus <= 0:
-        raise SearchArgsError(f"--cpus-per-trial {cpus:g}: must be > 0")
-    gpus = args.gpus_per_trial
-    if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
-        raise SearchArgsError(f"--gpus-per-trial {gpus:g}: use a fraction <= 1 or a whole number")
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise SearchArgsError(f"--max-concurrent {args.max_concurrent}: must be >= 1")
-    data = None
-    if args.data:
-        data = str(Path(args.data).resolve())
-        if not Path(data).is_dir():
-            raise SearchArgsError(f"--data {args.data}: no such folder")
+    check_counts(args, trials)
+    data = data_folder(args.data)
     for point in [{}, *space.points]:  # fixed values and known-good points must be valid configs
         resolve_config(recipe, budget, sample={**space.fixed, **point}, data=data)
-    grace, max_t = asha_window(space, recipe, budget)
     multi = bool(args.multi_objective)
-    scheduler = args.scheduler or ("none" if multi else "asha")
-    if scheduler == "asha" and grace >= max_t:
-        print_line(
-            f"note: ASHA off: no validation between the discriminator start and step {max_t}"
-        )
-        scheduler = "none"
+    scheduler, grace, max_t = pick_scheduler(args.scheduler, multi, space, recipe, budget)
     plan = SearchPlan(
         name=name,
         recipe=recipe,
@@ -272,8 +237,8 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
         multi_objective=multi,
         cost=space.cost,
         cost_mode=metric_mode(space.cost),
-        cpus_per_trial=cpus,
-        gpus_per_trial=gpus,
+        cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else 1.0,
+        gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent or 0,
         scheduler=scheduler,
         stop_unhealthy=args.stop_unhealthy,
@@ -284,9 +249,69 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
     return plan, space
 
 
+def pick_objective(args: argparse.Namespace, space: SearchSpace, space_file: Path) -> str:
+    """``--objective`` or the space's; refused when the space sweeps a weight of that very
+    loss term (the search would reward weakening the GAN) unless the user insists."""
+    from harness.metrics import SCORES
+    from harness.space import loss_weights_swept
+
+    objective = args.objective or space.objective
+    if objective not in SCORES:
+        raise SearchArgsError(f"--objective {objective!r}: not one of {', '.join(SCORES)}")
+    gaming = loss_weights_swept(args.recipe, objective, space.swept)
+    if gaming and not args.allow_trained_objective:
+        raise SearchArgsError(
+            f"{space_file}: objective {objective} is a loss term {args.recipe} trains on and the "
+            f"space sweeps {', '.join(gaming)}, which weigh it, so the search would reward "
+            "weakening the GAN; optimise a metric no loss term optimises, or pass "
+            "--allow-trained-objective"
+        )
+    return objective
+
+
+def check_counts(args: argparse.Namespace, trials: int) -> None:
+    """Trials, CPUs, GPUs and concurrency that a search can run with."""
+    if trials < 1:
+        raise SearchArgsError(f"--trials {trials}: must be >= 1")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise SearchArgsError(f"--cpus-per-trial {args.cpus_per_trial:g}: must be > 0")
+    gpus = args.gpus_per_trial
+    if gpus is not None and (gpus < 0 or (gpus > 1 and not float(gpus).is_integer())):
+        raise SearchArgsError(f"--gpus-per-trial {gpus:g}: use a fraction <= 1 or a whole number")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise SearchArgsError(f"--max-concurrent {args.max_concurrent}: must be >= 1")
+
+
+def data_folder(given: str | None) -> str | None:
+    """``--data`` as an absolute folder that exists (None: the recipe's built-in data)."""
+    if not given:
+        return None
+    if not Path(given).is_dir():
+        raise SearchArgsError(f"--data {given}: no such folder")
+    return str(Path(given).resolve())
+
+
+def pick_scheduler(
+    asked: str | None, multi: bool, space: SearchSpace, recipe: str, budget: str
+) -> tuple[str, int, int]:
+    """(scheduler, grace, max_t): ASHA for single-objective searches unless no validation falls
+    between the discriminator's start and the budget."""
+    from harness.trial import print_line
+
+    grace, max_t = asha_window(space, recipe, budget)
+    scheduler = asked or ("none" if multi else "asha")
+    if scheduler == "asha" and grace >= max_t:
+        print_line(
+            f"note: ASHA off: no validation between the discriminator start and {max_t} batches"
+        )
+        scheduler = "none"
+    return scheduler, grace, max_t
+
+
 def asha_window(space: SearchSpace, recipe: str, budget: str) -> tuple[int, int]:
-    """(grace period, max_t) in training steps: ASHA may cut a trial only at a validation
-    after the discriminator has started, whatever disc_start_step the sampler picks."""
+    """(grace period, max_t) in batches drawn: ASHA may cut a trial only at a validation after
+    the discriminator has started, whatever disc_start_step and g_steps the sampler picks
+    (before D starts, an iteration draws g_steps batches)."""
     from harness.trial import resolve_config
 
     trainer = resolve_config(recipe, budget, sample=space.fixed).trainer
@@ -298,5 +323,6 @@ def asha_window(space: SearchSpace, recipe: str, budget: str) -> tuple[int, int]
         return int(max(param.choices) if param.kind == "choice" else param.high)
 
     every = upper("eval_every")
-    grace = (upper("disc_start_step") // every + 1) * every
+    d_starts = upper("disc_start_step") * upper("g_steps")
+    grace = (d_starts // every + 1) * every
     return grace, upper("steps")
