@@ -206,8 +206,6 @@ def _value(
     allowed: tuple[str, ...] = (),
 ) -> Any:
     """Coerce a fixed value or choice to the config key's type (and its allowed values)."""
-    if _base(kind) is float and isinstance(value, str) and _number(value) is not None:
-        value = _number(value)
     try:
         value = config_mod.coerce(name, value, kind)
     except ConfigError as err:
