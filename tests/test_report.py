@@ -176,8 +176,8 @@ def test_report_of_a_search_without_diagnostics_or_trials(tmp_path):
 def test_optuna_figures_of_a_multi_objective_study(tmp_path):
     import optuna
 
-    from harness.optuna_figures import study_figures
     from harness.results import SearchFolder, SearchPlan
+    from harness.search.figures import study_figures
 
     folder = SearchFolder(tmp_path / "multi")
     plan = SearchPlan(

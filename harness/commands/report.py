@@ -40,9 +40,9 @@ def write_search_report(
     folder: SearchFolder, trial_ids: list[str] | None = None, top: int | None = None
 ) -> Path:
     """The report of the search in ``folder``, with Optuna's plots of its study."""
-    from harness.optuna_figures import study_figures
     from harness.report import DEFAULT_TOP, write_report
     from harness.results import SearchPlan
+    from harness.search.figures import study_figures
 
     figures, numbers = study_figures(folder, SearchPlan.load(folder))
     return write_report(

@@ -179,7 +179,7 @@ def write_report(
     """Write ``folder/report.html`` (atomically) and return its path.
 
     ``study_figures`` maps a title to an Optuna figure, or to the reason it could not be drawn;
-    ``study_trials`` maps Optuna trial numbers to trial ids (both from harness.optuna_figures).
+    ``study_trials`` maps Optuna trial numbers to trial ids (both from harness.search.figures).
     """
     ranked = ranking(folder)
     default = default_point_trial(ranked)

@@ -255,7 +255,12 @@ def load_study(folder: SearchFolder, name: str) -> optuna.Study | None:
         return None
 
 
-def param_importances(folder: SearchFolder, plan: SearchPlan, minimum: int = 4) -> dict[str, float]:
+IMPORTANCE_MINIMUM = 4  # completed trials before parameter importances mean anything
+
+
+def param_importances(
+    folder: SearchFolder, plan: SearchPlan, minimum: int = IMPORTANCE_MINIMUM
+) -> dict[str, float]:
     """PED-ANOVA importances of the swept parameters for the objective ({} if too few trials)."""
     study = load_study(folder, plan.name)
     if study is None:

@@ -20,19 +20,7 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.results import SearchFolder, SearchPlan
-
-IMPORTANCE_MINIMUM = 4  # completed trials, as for importances.json (search.param_importances)
-
-
-def open_study(folder: SearchFolder, plan: SearchPlan) -> optuna.Study | None:
-    """The search's study, or None if the folder has none yet."""
-    if not folder.optuna_db.is_file():
-        return None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=plan.name, storage=f"sqlite:///{folder.optuna_db}")
-    except KeyError:
-        return None
+from harness.search.optuna_bridge import IMPORTANCE_MINIMUM, load_study
 
 
 def study_trials(study: optuna.Study) -> dict[int, str]:
@@ -72,7 +60,7 @@ def study_figures(
     folder: SearchFolder, plan: SearchPlan
 ) -> tuple[dict[str, go.Figure | str], dict[int, str]]:
     """(title -> figure, or why it is missing; Optuna trial number -> trial id)."""
-    study = open_study(folder, plan)
+    study = load_study(folder, plan.name)
     if study is None:
         return {}, {}
     target: Callable[[FrozenTrial], float] | None = None
