@@ -66,6 +66,7 @@ class AudioFile:
     sample_rate: int
     frames: int
     channels: int
+    seekable: bool = True  # False where decoding must start at frame 0 to be exact (MP3)
 
     @property
     def seconds(self) -> float:
@@ -174,6 +175,11 @@ def _ljspeech_paths(root: Path) -> list[Path]:
     return paths
 
 
+# libsndfile seeks MP3 to the right frame but decodes the next few thousand samples wrongly (the
+# bit reservoir of the frames before is missing), so MP3 is always decoded from its start
+_INEXACT_SEEK = {"MP3"}
+
+
 def read_header(path: Path) -> AudioFile:
     """The clip's header; a file libsndfile cannot open is a DataError naming it."""
     try:
@@ -182,20 +188,22 @@ def read_header(path: Path) -> AudioFile:
         raise DataError(f"{path}: unreadable audio ({_reason(err)})") from None
     if info.frames <= 0:
         raise DataError(f"{path}: holds no audio samples")
-    return AudioFile(path, int(info.samplerate), int(info.frames), int(info.channels))
+    seekable = info.format not in _INEXACT_SEEK
+    return AudioFile(path, int(info.samplerate), int(info.frames), int(info.channels), seekable)
 
 
 def _reason(err: Exception) -> str:
     return str(getattr(err, "error_string", err)).splitlines()[0]
 
 
-def _read(path: Path, start: int = 0, stop: int | None = None) -> Tensor:
-    """Frames [start, stop) of ``path`` as float32 mono at the file's own rate."""
+def _read(file: AudioFile, start: int = 0, stop: int | None = None) -> Tensor:
+    """Frames [start, stop) of ``file`` as float32 mono (channels averaged) at its own rate."""
+    first = start if file.seekable else 0
     try:
-        data, _ = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+        data, _ = sf.read(str(file.path), start=first, stop=stop, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as err:
-        raise DataError(f"{path}: unreadable audio ({_reason(err)})") from None
-    return torch.from_numpy(data.mean(axis=1, dtype=np.float32))
+        raise DataError(f"{file.path}: unreadable audio ({_reason(err)})") from None
+    return torch.from_numpy(data[start - first :].mean(axis=1, dtype=np.float32))
 
 
 @functools.lru_cache(maxsize=8)
@@ -217,7 +225,7 @@ def _read_resampled(file: AudioFile, sample_rate: int, start: int, stop: int) ->
     margin = -(-resampler.width // orig)  # ceil: blocks covering the kernel's reach
     first = max(0, start // new - margin)
     last = (stop - 1) // new + 1 + margin  # one past
-    window = _read(file.path, first * orig, min(file.frames, last * orig))
+    window = _read(file, first * orig, min(file.frames, last * orig))
     return resampler(window)[start - first * new : stop - first * new]
 
 
@@ -229,7 +237,7 @@ def load_audio(
     Only the frames needed are read, also when the clip has to be resampled.
     """
     if file.sample_rate == sample_rate:
-        audio = _read(file.path, start, stop)
+        audio = _read(file, start, stop)
     else:
         length = file.length_at(sample_rate)
         stop = length if stop is None else min(stop, length)

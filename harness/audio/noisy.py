@@ -16,11 +16,11 @@ only 50 ms of silence at each end).  Where the mixture would peak above :data:`P
 noisy are scaled down together, which leaves the SNR unchanged.  Files are 16-bit PCM.
 
 Layout: ``clean_trainset_wav/``, ``noisy_trainset_wav/``, ``clean_testset_wav/``,
-``noisy_testset_wav/`` (``<id>.wav`` in each) and :data:`MANIFEST` (``id,split,noise,snr_db,detail``
-per clip); ``babble.csv`` says how each babble talker was spoken.  Like the clean corpus it is
-cached under a name hashing every setting, generated once under a lock in a fresh process (espeak-ng
-keeps state across calls; one torch thread keeps resampling bit-exact) and renamed into place, so
-the same seed gives byte-identical files.
+``noisy_testset_wav/`` (``<id>.wav`` in each), :data:`MANIFEST` (``id,split,noise,snr_db,detail``
+per clip) and ``babble/`` (the talkers and how each was spoken).  Like the clean corpus it is
+cached under a name hashing every setting, built once under a lock into a temp folder renamed into
+place.  The talkers are spoken in a fresh process (espeak-ng keeps state across calls) and the
+mixing runs on one torch thread, so the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import csv
 import hashlib
 import io
 import math
-import random
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -41,10 +41,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from torchaudio.functional import resample
 
-from harness.audio import corpus
-from harness.audio.corpus import CorpusError, Espeak, build_once, ensure_corpus, run_fresh
+from harness.audio import babble, corpus
+from harness.audio.corpus import CorpusError, build_once, ensure_corpus
 from harness.audio.datasets import (
     AUDIO_EXTENSIONS,
     AudioFile,
@@ -71,13 +70,7 @@ FOLDERS = {  # split -> (clean folder, noisy folder), the VoiceBank-DEMAND names
     "test": ("clean_testset_wav", "noisy_testset_wav"),
 }
 
-# babble talkers: espeak-ng variants the clean corpus never uses (corpus.MALE/FEMALE_VARIANTS)
-BABBLE_VARIANTS = (
-    "m8", "Andy", "Lee", "Michael", "benjamin", "david", "john",
-    "Alicia", "Annie", "belinda", "linda", "steph",
-)  # fmt: skip
-BABBLE_SENTENCES = 2  # per talker, concatenated into the talker's track
-BABBLE_WORDS = (6, 14)
+BABBLE_FOLDER = "babble"  # the held-out talkers (harness/audio/babble.py), kept for listening
 BABBLE_TALKERS_PER_CLIP = (4, 8)
 COLOUR_FLOOR_HZ = 20.0  # pink/brown spectra stop rising below this
 MAINS_HZ = (50, 60)
@@ -105,17 +98,10 @@ def ensure_noisy_corpus(
     if not 1 <= n_test < n_utterances:
         raise CorpusError(f"n_test must be in [1, {n_utterances}), got {n_test}")
     noise = _noise_folder(noise_dir) if noise_dir is not None else None
-    if noise is None:
-        corpus.check_voices(corpus.espeak_data_path(), BABBLE_VARIANTS)
     clean = ensure_corpus(root, n_utterances, seed=0, progress=progress)
     name = noisy_name(clean.name, n_utterances, seed, n_test, _noise_key(noise))
-    args = (clean, seed, n_test, noise or "", int(progress))
     return build_once(
-        root,
-        name,
-        lambda tmp: run_fresh(
-            "harness.audio.noisy", "_worker_main", (tmp, *args), "noisy corpus generation"
-        ),
+        root, name, lambda tmp: write_noisy_corpus(tmp, clean, seed, n_test, noise, progress)
     )
 
 
@@ -129,11 +115,11 @@ def noisy_name(clean_name: str, n_utterances: int, seed: int, n_test: int, noise
 
 
 def _noise_folder(noise_dir: str | Path) -> Path:
+    """The recordings' folder, resolved, once every file in it has a readable header."""
     folder = Path(noise_dir).resolve()
     if not folder.is_dir():
         raise DataError(f"noise folder {noise_dir} does not exist or is not a folder")
-    if not audio_files(folder):
-        raise DataError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {folder}")
+    RecordedNoise(folder)  # raises on an empty folder or an unreadable file, naming it
     return folder
 
 
@@ -148,22 +134,6 @@ def _noise_key(folder: Path | None) -> str:
     return digest.hexdigest()
 
 
-def _worker_main() -> None:
-    out_dir, clean_dir, seed, n_test, noise_dir, progress = sys.argv[1:7]
-    try:
-        write_noisy_corpus(
-            Path(out_dir),
-            Path(clean_dir),
-            int(seed),
-            int(n_test),
-            noise_dir or None,
-            progress == "1",
-        )
-    except (CorpusError, DataError) as exc:
-        print(exc, flush=True)
-        sys.exit(2)
-
-
 # --------------------------------------------------------------------------- mixing
 
 
@@ -175,8 +145,7 @@ def write_noisy_corpus(
     noise_dir: str | Path | None = None,
     progress: bool = False,
 ) -> list[dict[str, str]]:
-    """Mix the corpus into ``out_dir``; run it in a fresh process (see the module docstring)."""
-    torch.set_num_threads(1)
+    """Mix the corpus into ``out_dir`` (the babble talkers are spoken in a fresh process)."""
     began = time.perf_counter()
     out_dir.mkdir(parents=True)
     files = open_corpus(clean_dir, SAMPLE_RATE).files
@@ -184,7 +153,35 @@ def write_noisy_corpus(
     if noise_dir:
         source: NoiseSource = RecordedNoise(Path(noise_dir))
     else:
-        source = SyntheticNoise.spoken(seed, out_dir / "babble.csv")
+        babble.speak_talkers(out_dir / BABBLE_FOLDER, seed)
+        source = SyntheticNoise(load_talkers(out_dir / BABBLE_FOLDER))
+    with _one_torch_thread():
+        rows = _mix_all(out_dir, files, held_out, source, seed)
+    _write_csv(out_dir / MANIFEST, MANIFEST_COLUMNS, rows)
+    if progress:
+        took = time.perf_counter() - began
+        print(f"noisy corpus: {len(rows)} clips mixed in {took:.1f} s", file=sys.stderr)
+    return rows
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Resample on one thread, so the bytes cannot depend on the caller's thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _mix_all(
+    out_dir: Path,
+    files: Sequence[AudioFile],
+    held_out: set[AudioFile],
+    source: NoiseSource,
+    seed: int,
+) -> list[dict[str, str]]:
     rows = []
     for split, snrs in (("train", TRAIN_SNRS_DB), ("test", TEST_SNRS_DB)):
         clean_folder, noisy_folder = (out_dir / name for name in FOLDERS[split])
@@ -206,12 +203,8 @@ def write_noisy_corpus(
                     "noise": source.kinds[kind],
                     "snr_db": f"{snr_db:g}",
                     "detail": detail,
-                }  # fmt: skip
+                }
             )
-    _write_csv(out_dir / MANIFEST, MANIFEST_COLUMNS, rows)
-    if progress:
-        took = time.perf_counter() - began
-        print(f"noisy corpus: {len(rows)} clips mixed in {took:.1f} s", file=sys.stderr)
     return rows
 
 
@@ -280,19 +273,11 @@ class SyntheticNoise(NoiseSource):
             "white": white_noise,
             "pink": partial(coloured_noise, exponent=1.0),
             "brown": partial(coloured_noise, exponent=2.0),
-            "babble": partial(babble, talkers=list(talkers)),
+            "babble": partial(babble_noise, talkers=list(talkers)),
             "hum": mains_hum,
             "am": modulated_noise,
         }
         self._makers = [makers[name] for name in self.kinds]
-
-    @classmethod
-    def spoken(cls, seed: int, record: Path) -> SyntheticNoise:
-        """Speak the babble talkers with espeak-ng (this process must be fresh) and write how
-        each was spoken to ``record``."""
-        talkers, rows = speak_talkers(seed)
-        _write_csv(record, ("talker", "voice", "rate", "pitch", "range", "text"), rows)
-        return cls(talkers)
 
     def draw(self, kind: int, rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
         return self._makers[kind](rng, n)
@@ -341,7 +326,14 @@ def coloured_noise(rng: np.random.Generator, n: int, exponent: float) -> tuple[n
     return np.fft.irfft(spectrum, size)[:n], ""
 
 
-def babble(
+def load_talkers(folder: Path) -> list[np.ndarray]:
+    """The babble talkers' tracks at :data:`SAMPLE_RATE`, each scaled to unit RMS."""
+    files = [read_header(path) for path in audio_files(folder)]
+    tracks = [load_audio(file, SAMPLE_RATE).double().numpy() for file in files]
+    return [track / np.sqrt(np.mean(track**2)) for track in tracks]
+
+
+def babble_noise(
     rng: np.random.Generator, n: int, talkers: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, str]:
     """4-8 held-out talkers, each from a random point of its looped track at equal loudness."""
@@ -376,34 +368,3 @@ def modulated_noise(rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
     phase = rng.uniform(0, 2 * np.pi)
     envelope = 1 + depth * np.sin(2 * np.pi * rate * np.arange(n) / SAMPLE_RATE + phase)
     return carrier * envelope, f"{rate:.2f} Hz, depth {depth:.2f}"
-
-
-def speak_talkers(seed: int) -> tuple[list[np.ndarray], list[dict[str, str]]]:
-    """One track per :data:`BABBLE_VARIANTS` talker at :data:`SAMPLE_RATE`, unit RMS, and a row
-    saying how it was spoken.  Their RNGs are seeded apart from the clean corpus's."""
-    espeak = Espeak()
-    tracks, rows = [], []
-    for number, variant in enumerate(BABBLE_VARIANTS):
-        rng = random.Random(f"gan-harness-babble:{seed}:{number}")
-        voice = f"{rng.choice(corpus.ACCENTS)}+{variant}"
-        rate, pitch = rng.randint(*corpus.RATE_WPM), rng.randint(*corpus.PITCH)
-        pitch_range = rng.randint(*corpus.PITCH_RANGE)
-        texts, clips = [], []
-        for _ in range(BABBLE_SENTENCES):
-            texts.append(corpus.make_sentence(rng, rng.randint(*BABBLE_WORDS)))
-            spoken = espeak.speak(texts[-1], voice, rate, pitch, pitch_range, rng.randrange(2**31))
-            clips.append(corpus.fit_margins(spoken))
-        speech = torch.from_numpy(np.concatenate(clips).astype(np.float32) / 32768)
-        track = resample(speech, corpus.SAMPLE_RATE, SAMPLE_RATE).double().numpy()
-        tracks.append(track / np.sqrt(np.mean(track**2)))
-        rows.append(
-            {
-                "talker": str(number),
-                "voice": voice,
-                "rate": str(rate),
-                "pitch": str(pitch),
-                "range": str(pitch_range),
-                "text": " / ".join(texts),
-            }  # fmt: skip
-        )
-    return tracks, rows
