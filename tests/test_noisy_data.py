@@ -421,6 +421,16 @@ def test_every_format_reads_through_the_vocoder_and_pair_paths(
     assert_decodes_to(noisy, 0.5 * clean, tol)
 
 
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile built without MP3")
+def test_truncated_file_is_named_when_read(tmp_path: Path) -> None:
+    path = write(tmp_path / "cut.mp3", tone(2.0), format="MP3", subtype="MPEG_LAYER_III")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # the header still says 2 s
+    files = open_corpus(tmp_path, SR).files
+    with pytest.raises(DataError, match=r"cut\.mp3: decoded \d+ of the 32000 frames") as info:
+        load_utterances(files, SR)
+    assert "\n" not in str(info.value)
+
+
 def test_ljspeech_layout_finds_flac_clips(tmp_path: Path) -> None:
     (tmp_path / "metadata.csv").write_text("LJ001|One.|One.\nLJ002|Two.|Two.\n")
     write(tmp_path / "wavs" / "LJ001.flac", tone(1.0, 22050), sr=22050)
@@ -455,3 +465,19 @@ def test_pair_batches_crop_both_sides_alike_and_are_pure(tmp_path: Path) -> None
     assert len(starts) > 3  # crops land at different offsets
     other = PairBatches(pairs, batch_size=2, segment=SR // 2, seed=5)
     assert any(not torch.equal(other.batch(i)[0], source.batch(i)[0]) for i in range(4))
+
+
+# --- run.py train --noise ----------------------------------------------------------------------
+
+
+def test_train_noise_flag_is_refused_where_it_cannot_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+
+    (tmp_path / "noise").mkdir()
+    out = tmp_path / "out"
+    assert main(["train", "hifigan", "--noise", str(tmp_path / "noise"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --noise: recipe 'hifigan' takes no noise recordings\n"
+    assert not out.exists()

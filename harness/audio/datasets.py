@@ -203,6 +203,12 @@ def _read(file: AudioFile, start: int = 0, stop: int | None = None) -> Tensor:
         data, _ = sf.read(str(file.path), start=first, stop=stop, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as err:
         raise DataError(f"{file.path}: unreadable audio ({_reason(err)})") from None
+    declared = min(file.frames, file.frames if stop is None else stop) - first
+    if len(data) < declared:
+        raise DataError(
+            f"{file.path}: decoded {len(data)} of the {declared} frames its header declares "
+            f"from frame {first} (truncated?)"
+        )
     return torch.from_numpy(data[start - first :].mean(axis=1, dtype=np.float32))
 
 
