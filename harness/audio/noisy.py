@@ -222,12 +222,9 @@ def plan(
 def mix_at_snr(
     clean: np.ndarray, noise: np.ndarray, snr_db: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(clean, clean + noise) with the noise scaled to ``snr_db`` below the clean energy, both
-    scaled down together if the louder peaks above :data:`PEAK`."""
-    noise_energy = float(np.sum(noise**2))
-    if noise_energy == 0.0:
-        raise DataError("the noise drawn for a clip is silent; cannot mix it at an SNR")
-    scale = np.sqrt(np.sum(clean**2) / (noise_energy * 10 ** (snr_db / 10)))
+    """(clean, clean + noise) with the (not silent) noise scaled to ``snr_db`` below the clean
+    energy, both scaled down together if the louder peaks above :data:`PEAK`."""
+    scale = np.sqrt(np.sum(clean**2) / (np.sum(noise**2) * 10 ** (snr_db / 10)))
     noisy = clean + scale * noise
     peak = max(np.abs(noisy).max(), np.abs(clean).max())
     gain = min(1.0, PEAK / peak)
