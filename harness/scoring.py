@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
@@ -35,6 +35,7 @@ import pystoi
 import torch
 import torchaudio.functional as AF
 
+from harness.composite import composite_scores
 from harness.metrics import SPEECH
 
 METRICS = SPEECH  # every speech metric of the registry (harness/metrics.py) is scored here
@@ -44,6 +45,8 @@ MIN_SAMPLE_RATE = 8000
 MIN_SECONDS = {"pesq": 0.25, "stoi": 0.4, "estoi": 0.4}  # shorter references cannot be scored
 SILENT_PEAK = 1e-5  # a signal whose peak is below this (-100 dBFS) counts as silence
 WORST = {"pesq": 1.0, "stoi": 0.0, "estoi": 0.0, "si_snr": -50.0}  # PESQ-WB's floor is ~1.04
+WORST |= {"csig": 1.0, "cbak": 1.0, "covl": 1.0}  # the composite measures' floor
+COMPOSITE = ("csig", "cbak", "covl")  # need PESQ and the signals at PESQ's rate
 SI_SNR_FLOOR = WORST["si_snr"]
 # (n_fft, hop, win): three resolutions with 75% overlap for the Parallel WaveGAN distance
 STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
@@ -137,18 +140,36 @@ def resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
     return AF.resample(torch.from_numpy(x), orig, new).numpy()
 
 
+def _pesq_rate(sample_rate: int, mode: str) -> int:
+    """Narrow-band at 8 kHz is scored at 8 kHz; everything else at 16 kHz."""
+    return 8000 if (mode == "nb" and sample_rate == 8000) else PESQ_RATE
+
+
 def pesq_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str = "wb") -> float:
     """PESQ (ITU-T P.862.2 wide-band or P.862 narrow-band) after resampling both to 16 kHz.
 
     Narrow-band at 8 kHz is scored at 8 kHz.  pesq's own errors (no utterance found, buffer too
     short) raise :class:`_Skip` with the reason.
     """
-    rate = 8000 if (mode == "nb" and sample_rate == 8000) else PESQ_RATE
+    rate = _pesq_rate(sample_rate, mode)
     ref, est = resample(ref, sample_rate, rate), resample(est, sample_rate, rate)
     try:
         return float(pesq_lib.pesq(rate, ref, est, mode))
     except pesq_lib.PesqError as err:
         raise _Skip(f"pesq: {type(err).__name__}: {_text(err)}") from None
+
+
+def composite(
+    ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str, pesq: float | None = None
+) -> dict[str, float]:
+    """CSIG / CBAK / COVL (harness/composite.py) at PESQ's rate, composed with PESQ in ``mode``
+    (``pesq`` if already computed)."""
+    if pesq is None:
+        pesq = pesq_score(ref, est, sample_rate, mode)
+    rate = _pesq_rate(sample_rate, mode)
+    return composite_scores(
+        resample(ref, sample_rate, rate), resample(est, sample_rate, rate), rate, pesq
+    )
 
 
 def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, extended: bool) -> float:
@@ -239,6 +260,9 @@ def _score_signal(
             scores[metric] = WORST[metric]
         elif metric == "pesq":
             scores[metric] = pesq_score(ref, est, sample_rate, mode)
+        elif metric in COMPOSITE:
+            if metric not in scores:  # one computation gives all three
+                scores |= composite(ref, est, sample_rate, mode, scores.get("pesq"))
         elif metric in ("stoi", "estoi"):
             scores[metric] = stoi_score(ref, est, sample_rate, extended=metric == "estoi")
         elif metric == "si_snr":
@@ -247,7 +271,7 @@ def _score_signal(
             scores[metric] = mel_l1(ref, est, mel_fn or default_mel_fn(sample_rate))
         elif metric == "mrstft":
             scores[metric] = mrstft_distance(ref, est)
-    return scores, worst_case
+    return {m: scores[m] for m in metrics}, worst_case
 
 
 def _check_reference(ref: np.ndarray, sample_rate: int, metrics: Sequence[str]) -> None:
@@ -349,6 +373,10 @@ class ScoringPool:
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         return list(self._executor.map(fn, items))
 
+    def submit(self, fn: Callable[[Any], Any], item: Any) -> Future:
+        """Start ``fn(item)`` in a worker and return at once; the future holds the result."""
+        return self._executor.submit(fn, item)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
@@ -414,6 +442,21 @@ def score_pairs(
             per_item = own.map(fn, items)
     noisy_keys = [f"noisy_{m}" for m in metrics] if any(i.noisy is not None for i in items) else []
     return summarize(per_item, [*metrics, *noisy_keys])
+
+
+def submit_pairs(
+    pool: ScoringPool,
+    pairs: Iterable[ScorePair | tuple],
+    sample_rate: int,
+    *,
+    mode: str = "wb",
+    metrics: Sequence[str] = METRICS,
+) -> list[Future]:
+    """Start scoring every pair in ``pool`` without waiting: one future per pair, whose result
+    is that pair's :func:`score_pair` dict (with ``"id"``), under the same rules."""
+    check_settings(sample_rate, mode, metrics)
+    fn = partial(_score_item, sample_rate=sample_rate, mode=mode, metrics=metrics, mel_fn=None)
+    return [pool.submit(fn, ScorePair(*p)) for p in pairs]
 
 
 def _text(err: BaseException) -> str:

@@ -328,6 +328,8 @@ class Trainer:
         if self._logging and adversarial:
             self._log(adv_grad_norm=self._adv_grad_norm(out, fake))
         norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss, self.cfg.clip_grad_g)
+        if norm is not None:  # the weights changed
+            self.recipe.after_generator_step(self.G)
         self._log(
             loss_g=float(loss.detach()), loss_recon=float(recon.detach().mean()), grad_norm_g=norm
         )
@@ -425,6 +427,7 @@ class Trainer:
             "wall_s": self.wall_s(),
             "health": self.monitor.state_dict(),
             "config": dataclasses.asdict(self.cfg),
+            "recipe": self.recipe.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -442,6 +445,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.noise_gen.set_state(state["noise_gen"])
         self.monitor.load_state_dict(state["health"])
+        self.recipe.load_state_dict(state.get("recipe", {}))
         self._elapsed_before_resume = state["wall_s"]
         self._t0 = time.perf_counter()
 
