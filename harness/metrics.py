@@ -20,7 +20,8 @@ class Metric:
     unit: str
     range: str  # the values it can take, in words
     meaning: str
-    family: str  # "speech" (scored on audio pairs), "toy" (2-D mixtures) or "cost"
+    family: str  # "speech" (scored on audio pairs), "enhancement" (noisy baseline and gain),
+    # "toy" (2-D mixtures) or "cost"
     training_loss: bool = False  # some recipe minimises this very quantity as a loss term
 
     @property
@@ -43,6 +44,9 @@ REGISTRY: tuple[Metric, ...] = (
         training_loss=True,
     ),
     Metric("mrstft", "min", "", "0 and up", "multi-resolution STFT distance", "speech"),
+    Metric("csig", "max", "MOS", "1-5", "composite signal distortion (Hu & Loizou 2008)", "speech"),
+    Metric("cbak", "max", "MOS", "1-5", "composite background intrusiveness", "speech"),
+    Metric("covl", "max", "MOS", "1-5", "composite overall quality", "speech"),
     Metric(
         "dnsmos_sig",
         "max",
@@ -100,6 +104,33 @@ REGISTRY: tuple[Metric, ...] = (
     ),
     Metric("params_g", "min", "parameters", "1 and up", "generator parameter count", "cost"),
 )
+
+ENHANCEMENT_BASE: tuple[str, ...] = ("pesq", "stoi", "estoi", "si_snr", "csig", "cbak", "covl")
+"""Scores an enhancement recipe also reports for its noisy input, and as a gain over it."""
+
+
+def _baselines(base: Metric) -> tuple[Metric, Metric]:
+    """``<m>_noisy`` (the unprocessed input's score) and ``<m>_gain`` (score minus it)."""
+    noisy = Metric(
+        f"{base.name}_noisy",
+        base.direction,
+        base.unit,
+        base.range,
+        f"{base.meaning}, of the noisy input (the baseline)",
+        "enhancement",
+    )
+    gain = Metric(
+        f"{base.name}_gain",
+        base.direction,
+        base.unit,
+        "any sign",
+        f"{base.name} minus {base.name}_noisy: improvement over the noisy input",
+        "enhancement",
+    )
+    return noisy, gain
+
+
+REGISTRY += tuple(m for r in REGISTRY if r.name in ENHANCEMENT_BASE for m in _baselines(r))
 
 METRICS: dict[str, Metric] = {m.name: m for m in REGISTRY}
 SPEECH: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.family == "speech")

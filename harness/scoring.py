@@ -28,7 +28,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
@@ -42,6 +42,7 @@ import torch
 import torchaudio.functional as AF
 
 from harness import pitch
+from harness.composite import composite_scores
 from harness.dnsmos import NAMES as DNSMOS_NAMES
 from harness.dnsmos import SAMPLE_RATE as DNSMOS_RATE
 from harness.dnsmos import dnsmos
@@ -69,7 +70,9 @@ WORST = {  # what a silent, constant or non-finite estimate scores
     "pitch_rmse_cents": pitch.MAX_CENTS,  # 4160 cents, the widest interval CREPE can report
     "periodicity_rmse": 1.0,  # periodicity is 0-1
     "vuv_f1": 0.0,
+    **dict.fromkeys(("csig", "cbak", "covl"), 1.0),  # the composite measures' floor
 }
+COMPOSITE = ("csig", "cbak", "covl")  # need PESQ and the signals at PESQ's rate
 SI_SNR_FLOOR = WORST["si_snr"]
 SI_SNR_CEILING = 300.0  # dB: an exact copy; float64 rounding alone leaves about -300 dB of error
 # (n_fft, hop, win): three resolutions with 75% overlap for the Parallel WaveGAN distance
@@ -166,18 +169,36 @@ def resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
     return AF.resample(torch.from_numpy(x), orig, new).numpy()
 
 
+def _pesq_rate(sample_rate: int, mode: str) -> int:
+    """Narrow-band at 8 kHz is scored at 8 kHz; everything else at 16 kHz."""
+    return 8000 if (mode == "nb" and sample_rate == 8000) else PESQ_RATE
+
+
 def pesq_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str = "wb") -> float:
     """PESQ (ITU-T P.862.2 wide-band or P.862 narrow-band) after resampling both to 16 kHz.
 
     Narrow-band at 8 kHz is scored at 8 kHz.  pesq's own errors (no utterance found, buffer too
     short) raise :class:`_Skip` with the reason.
     """
-    rate = 8000 if (mode == "nb" and sample_rate == 8000) else PESQ_RATE
+    rate = _pesq_rate(sample_rate, mode)
     ref, est = resample(ref, sample_rate, rate), resample(est, sample_rate, rate)
     try:
         return float(pesq_lib.pesq(rate, ref, est, mode))
     except pesq_lib.PesqError as err:
         raise _Skip(f"pesq: {type(err).__name__}: {_text(err)}") from None
+
+
+def composite(
+    ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str, pesq: float | None = None
+) -> dict[str, float]:
+    """CSIG / CBAK / COVL (harness/composite.py) at PESQ's rate, composed with PESQ in ``mode``
+    (``pesq`` if already computed)."""
+    if pesq is None:
+        pesq = pesq_score(ref, est, sample_rate, mode)
+    rate = _pesq_rate(sample_rate, mode)
+    return composite_scores(
+        resample(ref, sample_rate, rate), resample(est, sample_rate, rate), rate, pesq
+    )
 
 
 def stoi_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, extended: bool) -> float:
@@ -291,6 +312,9 @@ def _score_signal(
             scores |= dnsmos(resample(est, sample_rate, DNSMOS_RATE))
         elif metric == "pesq":
             scores[metric] = pesq_score(ref, est, sample_rate, mode)
+        elif metric in COMPOSITE:
+            if metric not in scores:  # one computation gives all three
+                scores |= composite(ref, est, sample_rate, mode, scores.get("pesq"))
         elif metric in ("stoi", "estoi"):
             scores[metric] = stoi_score(ref, est, sample_rate, extended=metric == "estoi")
         elif metric == "si_snr":
@@ -434,6 +458,10 @@ class ScoringPool:
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         return list(self._executor.map(fn, items))
 
+    def submit(self, fn: Callable[[Any], Any], item: Any) -> Future:
+        """Start ``fn(item)`` in a worker and return at once; the future holds the result."""
+        return self._executor.submit(fn, item)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
@@ -499,6 +527,21 @@ def score_pairs(
             per_item = own.map(fn, items)
     noisy_keys = [f"noisy_{m}" for m in metrics] if any(i.noisy is not None for i in items) else []
     return summarize(per_item, [*metrics, *noisy_keys])
+
+
+def submit_pairs(
+    pool: ScoringPool,
+    pairs: Iterable[ScorePair | tuple],
+    sample_rate: int,
+    *,
+    mode: str = "wb",
+    metrics: Sequence[str] = METRICS,
+) -> list[Future]:
+    """Start scoring every pair in ``pool`` without waiting: one future per pair, whose result
+    is that pair's :func:`score_pair` dict (with ``"id"``), under the same rules."""
+    check_settings(sample_rate, mode, metrics)
+    fn = partial(_score_item, sample_rate=sample_rate, mode=mode, metrics=metrics, mel_fn=None)
+    return [pool.submit(fn, ScorePair(*p)) for p in pairs]
 
 
 def _text(err: BaseException) -> str:

@@ -88,7 +88,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("step_s", _F, "s", "mean wall time per training iteration since the last row"),
     Column("samples_per_s", _F, "examples/s", "training examples processed per second"),
     # evaluation: every score in the metric registry (harness/metrics.py)
-    *(Column(m.name, _F, m.unit, m.meaning) for m in SCORES.values() if m.family == "speech"),
+    *(
+        Column(m.name, _F, m.unit, m.meaning)
+        for m in SCORES.values()
+        if m.family in ("speech", "enhancement")
+    ),
     Column("n_valid", _I, "utterances", "validation utterances scored"),
     Column("n_skipped", _I, "utterances", "validation utterances that could not be scored"),
     # health (see harness/health.py and the "Health columns" section of docs/diagnostics.md)

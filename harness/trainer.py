@@ -280,6 +280,8 @@ class Trainer:
             scale = self.scaler_g.get_scale()  # 1.0 unless fp16
             self.interval.add(adv_grad_norm=adversarial_grad_norm(out, fake, scale))
         norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss, self.cfg.clip_grad_g)
+        if norm is not None:  # the weights changed
+            self.recipe.after_generator_step(self.G)
         self.interval.add(loss_g=loss, loss_recon=recon.detach().mean(), grad_norm_g=norm)
         self.interval.add(loss_g_adv=out.adversarial_only, **out.terms)
 
@@ -489,6 +491,7 @@ class Trainer:
             "wall_s": self.wall_s(),
             "health": self.monitor.state_dict(),
             "config": dataclasses.asdict(self.cfg),
+            "recipe": self.recipe.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -500,6 +503,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.noise_gen.set_state(state["noise_gen"])
         self.monitor.load_state_dict(state["health"])
+        self.recipe.load_state_dict(state.get("recipe", {}))
         self._elapsed_before_resume = state["wall_s"]
         self._t0 = time.perf_counter()
 

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -83,26 +83,37 @@ def default_cache_dir() -> Path:
 def ensure_corpus(
     root: Path | None = None, n_utterances: int = 320, seed: int = 0, progress: bool = True
 ) -> Path:
-    """Return the corpus folder for these settings under ``root``, generating it once if missing.
-
-    Safe for concurrent callers: one holds a file lock and generates into a temp folder that is
-    renamed into place when complete; the others wait and then find it there.
-    """
+    """Return the corpus folder for these settings under ``root``, generating it once if missing
+    (see :func:`build_once`)."""
     if n_utterances < 1:
         raise CorpusError(f"n_utterances must be >= 1, got {n_utterances}")
     root = Path(root) if root is not None else default_cache_dir()
-    final = root / corpus_name(n_utterances, seed)
+    return build_once(
+        root,
+        corpus_name(n_utterances, seed),
+        lambda tmp: _generate_in_subprocess(tmp, n_utterances, seed, progress),
+    )
+
+
+def build_once(root: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """Return ``root / name``, first calling ``build(tmp)`` to fill it if it is missing.
+
+    Safe for concurrent callers: one holds a file lock and builds into a hidden temp folder that
+    is renamed into place when complete; the others wait and then find it there.  Temp folders
+    left by a killed build are removed.
+    """
+    final = root / name
     if final.is_dir():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f".{final.name}.lock"):
+    with _file_lock(root / f".{name}.lock"):
         if final.is_dir():  # another process finished it while we waited
             return final
-        for stale in root.glob(f".{final.name}.tmp-*"):  # left by a killed generation
+        for stale in root.glob(f".{name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = root / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            _generate_in_subprocess(tmp, n_utterances, seed, progress)
+            build(tmp)
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -124,7 +135,8 @@ def espeak_version() -> str:
     return f"{lib.espeak_Info(None).decode()}/{metadata.version('espeakng-loader')}"
 
 
-def _data_path() -> Path:
+def espeak_data_path() -> Path:
+    """The espeak-ng voice data folder that espeakng-loader ships."""
     import espeakng_loader
 
     return Path(espeakng_loader.get_data_path())
@@ -139,13 +151,15 @@ def _load_library() -> ctypes.CDLL:
         raise CorpusError(f"cannot load the espeak-ng library (espeakng-loader): {exc}") from exc
 
 
-def check_voices(data_path: Path) -> None:
+def check_voices(
+    data_path: Path, variants: Sequence[str] = MALE_VARIANTS + FEMALE_VARIANTS
+) -> None:
     """Fail with the missing voice's name unless every accent and variant ships in the data."""
     voice_files = {p.name.lower() for p in (data_path / "lang").rglob("*") if p.is_file()}
     for accent in ACCENTS:
         if accent not in voice_files:
             raise CorpusError(f"espeak-ng voice {accent!r} not found under {data_path / 'lang'}")
-    for variant in MALE_VARIANTS + FEMALE_VARIANTS:
+    for variant in variants:
         if not (data_path / "voices" / "!v" / variant).is_file():
             raise CorpusError(f"espeak-ng voice variant {variant!r} not found in {data_path}")
 
@@ -162,24 +176,27 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def _generate_in_subprocess(out_dir: Path, n_utterances: int, seed: int, progress: bool) -> None:
     """Run :func:`write_corpus` in a fresh interpreter (see the module docstring for why)."""
-    check_voices(_data_path())
+    check_voices(espeak_data_path())
+    args = (out_dir, n_utterances, seed, int(progress))
+    run_fresh("harness.audio.corpus", "_worker_main", args, "espeak-ng corpus generation")
+
+
+def run_fresh(module: str, function: str, args: Sequence[object], what: str) -> None:
+    """Call ``module.function()`` in a fresh Python process with ``args`` as its ``sys.argv[1:]``.
+
+    The function reports a user-facing error by printing one line to stdout and exiting non-zero;
+    that line is raised here as a :class:`CorpusError` prefixed by ``what``.  stderr (progress,
+    tracebacks) goes to ours.
+    """
     project_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
-    cmd = [
-        sys.executable,
-        "-c",
-        "from harness.audio.corpus import _worker_main; _worker_main()",
-        str(out_dir),
-        str(n_utterances),
-        str(seed),
-        str(int(progress)),
-    ]
-    # stdout carries a CorpusError message back; stderr (progress, tracebacks) goes to ours
+    code = f"from {module} import {function}; {function}()"
+    cmd = [sys.executable, "-c", code, *map(str, args)]
     result = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
         message = result.stdout.strip() or f"exit code {result.returncode}, see stderr above"
-        raise CorpusError(f"espeak-ng corpus generation failed: {message}")
+        raise CorpusError(f"{what} failed: {message}")
 
 
 def _worker_main() -> None:
@@ -214,7 +231,9 @@ class Espeak:
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(_data_path()).encode(), 0)
+        rate = lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, str(espeak_data_path()).encode(), 0
+        )
         if rate != SAMPLE_RATE:
             raise CorpusError(f"espeak_Initialize returned {rate}, expected {SAMPLE_RATE} Hz")
         self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds a pointer

@@ -1,9 +1,11 @@
 """Speech corpora on disk: layout detection, audio loading, validation split, training crops.
 
-Two layouts are recognised: LJSpeech (``metadata.csv`` + ``wavs/<id>.wav``) and a plain folder
-of WAVs (searched recursively).  Opening a corpus reads only the file headers; samples are read
-when a batch or the validation set needs them, as float32 mono at the requested sample rate.
-Training batches are a pure function of (seed, index), which is what makes resuming exact.
+Two layouts are recognised: LJSpeech (``metadata.csv`` + ``wavs/<id>.<ext>``) and a plain folder
+of audio files (searched recursively).  Any format the installed libsndfile decodes is accepted
+(:data:`AUDIO_EXTENSIONS`: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...).  Opening a corpus reads
+only the file headers; samples are read when a batch or the validation set needs them, as float32
+mono (channels averaged) at the requested sample rate.  Training batches are a pure function of
+(seed, index), which is what makes resuming exact.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -28,6 +31,33 @@ class DataError(ValueError):
     """The corpus is missing, empty or holds a bad file; the message is one line naming it."""
 
 
+# file extensions of the libsndfile major formats worth looking for, kept where this build has them
+_FORMAT_EXTENSIONS = {
+    "WAV": (".wav",),
+    "FLAC": (".flac",),
+    "OGG": (".ogg", ".oga", ".opus"),
+    "MP3": (".mp3",),
+    "AIFF": (".aif", ".aiff", ".aifc"),
+    "CAF": (".caf",),
+    "AU": (".au", ".snd"),
+    "W64": (".w64",),
+    "RF64": (".rf64",),
+}
+AUDIO_EXTENSIONS: tuple[str, ...] = tuple(
+    ext
+    for name, exts in _FORMAT_EXTENSIONS.items()
+    if name in sf.available_formats()
+    for ext in exts
+)
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (recursively) with an :data:`AUDIO_EXTENSIONS` suffix, sorted."""
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+    )
+
+
 @dataclass(frozen=True)
 class AudioFile:
     """One clip as its header describes it (native rate, frame count, channels)."""
@@ -36,6 +66,7 @@ class AudioFile:
     sample_rate: int
     frames: int
     channels: int
+    seekable: bool = True  # False where decoding must start at frame 0 to be exact (MP3)
 
     @property
     def seconds(self) -> float:
@@ -66,26 +97,44 @@ class Corpus:
         Only clips of at least ``min_valid_seconds`` may be drawn for validation; the shorter
         ones stay in training and are counted in one warning.
         """
-        eligible = [f for f in self.files if f.seconds >= min_valid_seconds]
-        n_short = len(self.files) - len(eligible)
-        if n_short:
-            warnings.warn(
-                f"{self.root}: {n_short} of {len(self.files)} clips are shorter than "
-                f"{min_valid_seconds:g} s and were skipped for validation",
-                stacklevel=2,
-            )
-        if not 0 <= n_valid <= len(eligible):
-            raise DataError(
-                f"{self.root}: cannot hold out {n_valid} validation clips, "
-                f"only {len(eligible)} are at least {min_valid_seconds:g} s long"
-            )
-        order = _rng(seed, "split").permutation(len(eligible))
-        valid = [eligible[i] for i in order[:n_valid]]
+        valid = draw_validation(self.files, n_valid, seed, self.root, min_valid_seconds)
         held_out = set(valid)
         train = [f for f in self.files if f not in held_out]
         if not train:
             raise DataError(f"{self.root}: no clips left for training after {n_valid} validation")
         return train, valid
+
+
+class _Timed(Protocol):
+    @property
+    def seconds(self) -> float: ...
+
+
+Item = TypeVar("Item", bound=_Timed)
+
+
+def draw_validation(
+    items: Sequence[Item], n_valid: int, seed: int, root: Path, min_valid_seconds: float = 1.0
+) -> list[Item]:
+    """``n_valid`` of ``items`` drawn by ``seed`` alone, among those of ``min_valid_seconds``+.
+
+    The shorter ones are counted in one warning naming ``root``.
+    """
+    eligible = [item for item in items if item.seconds >= min_valid_seconds]
+    n_short = len(items) - len(eligible)
+    if n_short:
+        warnings.warn(
+            f"{root}: {n_short} of {len(items)} clips are shorter than "
+            f"{min_valid_seconds:g} s and were skipped for validation",
+            stacklevel=3,
+        )
+    if not 0 <= n_valid <= len(eligible):
+        raise DataError(
+            f"{root}: cannot hold out {n_valid} validation clips, "
+            f"only {len(eligible)} are at least {min_valid_seconds:g} s long"
+        )
+    order = stream_rng(seed, "split").permutation(len(eligible))
+    return [eligible[i] for i in order[:n_valid]]
 
 
 def open_corpus(path: str | Path, sample_rate: int) -> Corpus:
@@ -98,15 +147,15 @@ def open_corpus(path: str | Path, sample_rate: int) -> Corpus:
     if (root / "metadata.csv").is_file() and (root / "wavs").is_dir():
         layout, paths = "ljspeech", _ljspeech_paths(root)
     else:
-        layout = "folder"
-        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav" and p.is_file())
+        layout, paths = "folder", audio_files(root)
     if not paths:
-        raise DataError(f"no .wav files under {root}")
-    return Corpus(root, layout, [_header(p) for p in paths], sample_rate)
+        raise DataError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {root}")
+    return Corpus(root, layout, [read_header(p) for p in paths], sample_rate)
 
 
 def _ljspeech_paths(root: Path) -> list[Path]:
-    """``wavs/<id>.wav`` for each ``id|text|normalized`` line of metadata.csv, in order."""
+    """``wavs/<id>.<ext>`` for each ``id|text|normalized`` line of metadata.csv, in order
+    (``.wav`` first, then the other :data:`AUDIO_EXTENSIONS`)."""
     metadata = root / "metadata.csv"
     paths = []
     for number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), 1):
@@ -115,34 +164,52 @@ def _ljspeech_paths(root: Path) -> list[Path]:
         clip_id = line.split("|", 1)[0].strip()
         if not clip_id:
             raise DataError(f"{metadata}:{number}: line has no clip id")
-        wav = root / "wavs" / f"{clip_id}.wav"
-        if not wav.is_file():
-            raise DataError(f"{metadata}:{number}: clip {clip_id!r} has no file {wav}")
-        paths.append(wav)
+        candidates = (root / "wavs" / f"{clip_id}{ext}" for ext in AUDIO_EXTENSIONS)
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            stem = root / "wavs" / clip_id
+            raise DataError(
+                f"{metadata}:{number}: clip {clip_id!r} has no file {stem}.wav (nor .flac, ...)"
+            )
+        paths.append(found)
     return paths
 
 
-def _header(path: Path) -> AudioFile:
+# libsndfile seeks MP3 to the right frame but decodes the next few thousand samples wrongly (the
+# bit reservoir of the frames before is missing), so MP3 is always decoded from its start
+_INEXACT_SEEK = {"MP3"}
+
+
+def read_header(path: Path) -> AudioFile:
+    """The clip's header; a file libsndfile cannot open is a DataError naming it."""
     try:
         info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError) as err:
         raise DataError(f"{path}: unreadable audio ({_reason(err)})") from None
     if info.frames <= 0:
         raise DataError(f"{path}: holds no audio samples")
-    return AudioFile(path, int(info.samplerate), int(info.frames), int(info.channels))
+    seekable = info.format not in _INEXACT_SEEK
+    return AudioFile(path, int(info.samplerate), int(info.frames), int(info.channels), seekable)
 
 
 def _reason(err: Exception) -> str:
     return str(getattr(err, "error_string", err)).splitlines()[0]
 
 
-def _read(path: Path, start: int = 0, stop: int | None = None) -> Tensor:
-    """Frames [start, stop) of ``path`` as float32 mono at the file's own rate."""
+def _read(file: AudioFile, start: int = 0, stop: int | None = None) -> Tensor:
+    """Frames [start, stop) of ``file`` as float32 mono (channels averaged) at its own rate."""
+    first = start if file.seekable else 0
     try:
-        data, _ = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+        data, _ = sf.read(str(file.path), start=first, stop=stop, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as err:
-        raise DataError(f"{path}: unreadable audio ({_reason(err)})") from None
-    return torch.from_numpy(data.mean(axis=1, dtype=np.float32))
+        raise DataError(f"{file.path}: unreadable audio ({_reason(err)})") from None
+    declared = min(file.frames, file.frames if stop is None else stop) - first
+    if len(data) < declared:
+        raise DataError(
+            f"{file.path}: decoded {len(data)} of the {declared} frames its header declares "
+            f"from frame {first} (truncated?)"
+        )
+    return torch.from_numpy(data[start - first :].mean(axis=1, dtype=np.float32))
 
 
 @functools.lru_cache(maxsize=8)
@@ -164,7 +231,7 @@ def _read_resampled(file: AudioFile, sample_rate: int, start: int, stop: int) ->
     margin = -(-resampler.width // orig)  # ceil: blocks covering the kernel's reach
     first = max(0, start // new - margin)
     last = (stop - 1) // new + 1 + margin  # one past
-    window = _read(file.path, first * orig, min(file.frames, last * orig))
+    window = _read(file, first * orig, min(file.frames, last * orig))
     return resampler(window)[start - first * new : stop - first * new]
 
 
@@ -176,7 +243,7 @@ def load_audio(
     Only the frames needed are read, also when the clip has to be resampled.
     """
     if file.sample_rate == sample_rate:
-        audio = _read(file.path, start, stop)
+        audio = _read(file, start, stop)
     else:
         length = file.length_at(sample_rate)
         stop = length if stop is None else min(stop, length)
@@ -194,11 +261,46 @@ def load_utterances(
     return [load_audio(f, sample_rate, 0, stop) for f in files]
 
 
-class SegmentBatches(BatchSource):
+class RandomCrops(BatchSource):
+    """Which items, and where in them, batch ``index`` crops: the schedule shared by the sources.
+
+    Batch ``index`` lies in epoch ``index // batches_per_epoch``; each epoch visits the items in
+    its own seeded order, and the crop offsets come from a generator seeded by (seed, index).
+    """
+
+    def __init__(
+        self, lengths: Sequence[int], segment_size: int, batch_size: int, seed: int
+    ) -> None:
+        if not lengths:
+            raise DataError("no training clips to draw segments from")
+        if segment_size < 1 or batch_size < 1:
+            raise ValueError(
+                f"segment_size and batch_size must be >= 1, got {segment_size}, {batch_size}"
+            )
+        self.lengths = list(lengths)
+        self.segment_size = segment_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.batches_per_epoch = max(1, len(self.lengths) // batch_size)
+
+    def crops(self, index: int) -> list[tuple[int, int]]:
+        """(item, start) per row: a segment starting at a seeded fraction of the item's valid
+        start range (at 0 when the item is shorter than a segment)."""
+        n_items = len(self.lengths)
+        epoch, position = divmod(index, self.batches_per_epoch)
+        order = stream_rng(self.seed, "epoch", epoch).permutation(n_items)
+        offsets = stream_rng(self.seed, "crop", index).random(self.batch_size)
+        rows = []
+        for row in range(self.batch_size):
+            item = int(order[(position * self.batch_size + row) % n_items])
+            spare = max(0, self.lengths[item] - self.segment_size)
+            rows.append((item, int(float(offsets[row]) * (spare + 1))))
+        return rows
+
+
+class SegmentBatches(RandomCrops):
     """Random fixed-length crops, ``(audio [batch_size, segment_size],)`` per batch.
 
-    Batch ``index`` lies in epoch ``index // batches_per_epoch``; each epoch visits the files in
-    its own seeded order, and the crop offsets come from a generator seeded by (seed, index).
     Clips shorter than a segment are zero-padded at the end.
     """
 
@@ -210,40 +312,21 @@ class SegmentBatches(BatchSource):
         seed: int,
         sample_rate: int,
     ) -> None:
-        if not files:
-            raise DataError("no training clips to draw segments from")
-        if segment_size < 1 or batch_size < 1:
-            raise ValueError(
-                f"segment_size and batch_size must be >= 1, got {segment_size}, {batch_size}"
-            )
+        super().__init__([f.length_at(sample_rate) for f in files], segment_size, batch_size, seed)
         self.files = list(files)
-        self.segment_size = segment_size
-        self.batch_size = batch_size
-        self.seed = seed
         self.sample_rate = sample_rate
-        self.batches_per_epoch = max(1, len(self.files) // batch_size)
 
     def batch(self, index: int) -> tuple[Tensor]:
-        epoch, position = divmod(index, self.batches_per_epoch)
-        order = _rng(self.seed, "epoch", epoch).permutation(len(self.files))
-        offsets = _rng(self.seed, "crop", index).random(self.batch_size)
         audio = torch.zeros(self.batch_size, self.segment_size)
-        for row in range(self.batch_size):
-            file = self.files[order[(position * self.batch_size + row) % len(self.files)]]
-            crop = self._crop(file, float(offsets[row]))
+        for row, (item, start) in enumerate(self.crops(index)):
+            crop = load_audio(self.files[item], self.sample_rate, start, start + self.segment_size)
             audio[row, : crop.numel()] = crop
         return (audio,)
 
-    def _crop(self, file: AudioFile, u: float) -> Tensor:
-        """A segment starting at fraction ``u`` of the valid start range (whole clip if short)."""
-        length = file.length_at(self.sample_rate)
-        start = int(u * (max(0, length - self.segment_size) + 1))
-        return load_audio(file, self.sample_rate, start, start + self.segment_size)
+
+_STREAMS = {"split": 0, "epoch": 1, "crop": 2, "noise-plan": 3, "noise-mix": 4}
 
 
-_STREAMS = {"split": 0, "epoch": 1, "crop": 2}
-
-
-def _rng(seed: int, stream: str, *key: int) -> np.random.Generator:
+def stream_rng(seed: int, stream: str, *key: int) -> np.random.Generator:
     """An independent generator per (seed, purpose, key): no stream shares state with another."""
     return np.random.default_rng([seed % 2**64, _STREAMS[stream], *key])

@@ -19,8 +19,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", choices=sorted(RECIPES), help="which GAN to train")
     p.add_argument(
         "--data",
-        help="corpus folder (LJSpeech layout or a folder of WAVs); "
-        "default: the built-in espeak-ng corpus",
+        help="corpus folder: LJSpeech layout or a folder of audio files; for enhancement "
+        "recipes the VoiceBank-DEMAND layout or clean/ + noisy/ (default: the built-in corpus)",
+    )
+    p.add_argument(
+        "--noise",
+        type=Path,
+        help="folder of noise recordings (any format libsndfile reads) mixed into the built-in "
+        "speech at the VoiceBank-DEMAND SNRs instead of the synthetic noises (enhancement "
+        "recipes; sets their noise_dir)",
     )
     add_budget_and_overrides(p)
     p.add_argument("--out", type=Path, help="output folder (default results/train/<recipe>)")
@@ -35,9 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from harness.recipes import recipe_class
     from harness.trial import print_line, resolve_config, run_trial
 
-    cfg = resolve_config(
-        args.recipe, args.budget, overrides=parse_overrides(args.overrides), data=args.data
-    )
+    overrides = parse_overrides(args.overrides)
+    if args.noise is not None:
+        overrides["noise_dir"] = _noise_dir(args.recipe, args.noise, args.data)
+    cfg = resolve_config(args.recipe, args.budget, overrides=overrides, data=args.data)
     out = args.out or Path("results") / "train" / args.recipe
     print_line(f"training {args.recipe} ({cfg.budget} budget) -> {out}")
     result = run_trial(cfg, out, resume=args.resume, echo=print_line)
@@ -53,6 +61,20 @@ def run(args: argparse.Namespace) -> int:
     print_line(f"samples:     {out / 'samples'}")
     print_line(f"diagnostics: {out / 'diagnostics'} (Parquet)")
     return 0 if result.status == "completed" else 1
+
+
+def _noise_dir(recipe: str, noise: Path, data: str | None) -> str:
+    """``--noise`` as the recipe's ``noise_dir`` key (absolute, so config.yaml reruns anywhere)."""
+    from harness.config import ConfigError, field_types
+    from harness.recipes import recipe_class
+
+    if "noise_dir" not in field_types(recipe_class(recipe).config_cls):
+        raise ConfigError(f"--noise: recipe {recipe!r} takes no noise recordings")
+    if data is not None:
+        raise ConfigError(f"--noise {noise}: mixes into the built-in speech, not --data {data}")
+    if not noise.is_dir():
+        raise ConfigError(f"--noise {noise}: no such folder")
+    return str(noise.resolve())
 
 
 def _first_eval(out: Path) -> dict:

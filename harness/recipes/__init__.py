@@ -8,6 +8,8 @@ from harness.recipes.base import Recipe
 
 RECIPES: dict[str, str] = {
     "hifigan": "harness.recipes.hifigan:HifiganRecipe",
+    "metricgan": "harness.recipes.metricgan:MetricganRecipe",
+    "segan": "harness.recipes.segan:SeganRecipe",
     "ring": "harness.recipes.ring:RingRecipe",
     "grid": "harness.recipes.ring:GridRecipe",
 }

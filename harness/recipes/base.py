@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from harness.batches import BatchSource
+
+if TYPE_CHECKING:
+    from harness.scoring import ScoringPool
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Recipe(ABC):
         self.seed = seed
         self.batch_size = batch_size
         self.device = torch.device("cpu")
+        self._pool: ScoringPool | None = None
 
     def to(self, device: torch.device) -> Recipe:
         """Move recipe-owned modules (feature extractors, loss helpers) to ``device``."""
@@ -128,6 +132,18 @@ class Recipe(ABC):
         """
         return {}
 
+    def after_generator_step(self, generator: nn.Module) -> None:  # noqa: B027 - optional hook
+        """Called by the trainer after every generator optimizer step that changed the weights
+        (not after skipped ones), e.g. to clamp parameters.  Default: nothing."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Recipe-held training state (replay buffers, their RNG) the checkpoint must carry
+        for resume to be exact.  Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`state_dict` returned."""
+
     def discriminator_outputs(self, discriminator: nn.Module, real: Tensor) -> list[Tensor]:
         """D's raw outputs on the real input ``real`` (no instance noise), for the R1 penalty.
 
@@ -150,8 +166,21 @@ class Recipe(ABC):
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
         """Score G on the fixed held-out set; may write a few samples under ``out_dir``."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook, most recipes hold nothing
-        """Release recipe-held resources (worker pools); called once the trial ends."""
+    def scoring_pool(self) -> ScoringPool:
+        """The recipe's scoring processes, started on first use (each costs seconds) and kept
+        until :meth:`close`: ``score_workers`` of its config, else the torch threads it has."""
+        if self._pool is None:
+            from harness.scoring import ScoringPool  # audio code only for recipes that score
+
+            workers = getattr(self.cfg, "score_workers", 0) or max(1, torch.get_num_threads())
+            self._pool = ScoringPool(workers)
+        return self._pool
+
+    def close(self) -> None:
+        """Release recipe-held resources (the scoring pool); called once the trial ends."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def describe(self, generator: nn.Module) -> dict[str, float]:
         """Static facts about the built model for the leaderboard (e.g. parameter counts)."""

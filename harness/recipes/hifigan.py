@@ -9,13 +9,11 @@ ESTOI, SI-SNR, mel L1 and MR-STFT.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch import Tensor, nn
 
@@ -24,10 +22,11 @@ from harness import losses
 from harness.audio.corpus import ensure_corpus
 from harness.audio.datasets import SegmentBatches, load_utterances, open_corpus
 from harness.audio.mel import LogMel, MelConfig
+from harness.audio.samples import Sample, save_samples
 from harness.batches import BatchSource
 from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
 from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss, Recipe
-from harness.scoring import ScoringPool, score_pairs
+from harness.scoring import score_pairs
 
 SCORED = ("pesq", "stoi", "estoi", "si_snr", "mrstft")  # mel L1 is computed here, on device
 
@@ -125,7 +124,6 @@ class HifiganRecipe(Recipe):
         self.loss_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, hop_length=hop, f_max=None))
         self._split: tuple[list, list] | None = None
         self._valid_audio: list[Tensor] | None = None
-        self._pool: ScoringPool | None = None
 
     # ------------------------------------------------------------------ data
     def _corpus_split(self) -> tuple[list, list]:
@@ -231,11 +229,6 @@ class HifiganRecipe(Recipe):
             self._valid_audio = [c[: len(c) // hop * hop] for c in clips]
         return self._valid_audio
 
-    def _scoring_pool(self) -> ScoringPool:
-        if self._pool is None:
-            self._pool = ScoringPool(self.cfg.score_workers or max(1, torch.get_num_threads()))
-        return self._pool
-
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
         """Copy-synthesis of the held-out set: mel L1 on device, the rest in worker processes."""
         _, valid = self._corpus_split()
@@ -246,32 +239,13 @@ class HifiganRecipe(Recipe):
             fake = torch.nan_to_num(fake, nan=0.0, posinf=0.0, neginf=0.0)  # diverged = silence
             mel_l1.append(float((self.loss_mel(real) - self.loss_mel(fake)).abs().mean()))
             pairs.append((Path(file.path).stem, audio.numpy(), fake[0].cpu().numpy()))
-        report = score_pairs(pairs, self.cfg.sample_rate, pool=self._scoring_pool(), metrics=SCORED)
+        report = score_pairs(pairs, self.cfg.sample_rate, pool=self.scoring_pool(), metrics=SCORED)
         if out_dir is not None:
-            self._save_samples(Path(out_dir), step, pairs)
+            clips = [Sample(*pair) for pair in pairs[: self.cfg.samples_per_eval]]
+            save_samples(out_dir, step, clips, self.cfg.sample_rate, self.cfg.keep_sample_evals)
         return {
             "mel_l1": float(np.mean(mel_l1)),
             **{k: report.mean[k] for k in SCORED if k in report.mean},
             "n_valid": report.n_valid,
             "n_skipped": report.n_skipped,
         }
-
-    def _save_samples(self, out_dir: Path, step: int, pairs: list) -> None:
-        """A few generated WAVs per validation (references once); keep the newest few rounds."""
-        sr = self.cfg.sample_rate
-        ref_dir = out_dir / "reference"
-        step_dir = out_dir / f"step_{step:08d}"
-        step_dir.mkdir(parents=True, exist_ok=True)
-        ref_dir.mkdir(exist_ok=True)
-        for name, ref, est in pairs[: self.cfg.samples_per_eval]:
-            if not (ref_dir / f"{name}.wav").exists():
-                sf.write(ref_dir / f"{name}.wav", ref, sr, subtype="PCM_16")
-            sf.write(step_dir / f"{name}.wav", np.clip(est, -1, 1), sr, subtype="PCM_16")
-        rounds = sorted(out_dir.glob("step_*"))
-        for old in rounds[: -max(1, self.cfg.keep_sample_evals)]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None

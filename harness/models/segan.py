@@ -1,0 +1,111 @@
+"""SEGAN (Pascual et al., 2017) networks, as the reference santi-pdp/segan (TensorFlow).
+
+Reference: ``model.py`` / ``generator.py`` (AEGenerator) / ``discriminator.py`` / ``ops.py``
+with the settings of ``train_segan.sh`` (``--g_nl prelu``, no conv biases: ``bias_downconv``,
+``bias_deconv`` and ``bias_D_conv`` default to False).  Parameter counts match it exactly
+(tests/test_segan_models.py).
+
+- Generator: an encoder of 11 strided convolutions (kernel 31, stride 2, 'same' padding;
+  channels 16, 32, 32, 64, 64, 128, 128, 256, 256, 512, 1024) with PReLU, so 16384 samples
+  become a [1024, 8] code c; a latent z of the same shape is concatenated in front of c; the
+  decoder mirrors the encoder with transposed convolutions (stride 2) and concatenates each
+  encoder output (before its PReLU, as the reference) to the matching decoder output; the last
+  layer maps to one channel with tanh.  PReLU slopes start at 0 (the reference's init).
+- Discriminator: the same strided convolutions on the 2-channel (clean or enhanced, noisy)
+  pair, each followed by batch norm and LeakyReLU(0.3); a 1x1 convolution to one channel and a
+  linear layer over the remaining time steps give one logit.  The reference uses virtual batch
+  norm (a fixed reference batch); plain batch norm has the same parameters (gamma, beta).
+
+``channels`` scales every width for CPU budgets; any input length that is a multiple of
+``2 ** len(channels)`` works for the generator, the discriminator is built for one length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+PAPER_CHANNELS = (16, 32, 32, 64, 64, 128, 128, 256, 256, 512, 1024)
+KERNEL = 31
+LRELU_SLOPE = 0.3
+
+
+def scaled_channels(width: float) -> tuple[int, ...]:
+    """The paper's widths times ``width`` (at least 1 channel each)."""
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    return tuple(max(1, round(c * width)) for c in PAPER_CHANNELS)
+
+
+def _down(c_in: int, c_out: int) -> nn.Conv1d:
+    """Stride-2 convolution with TensorFlow's 'same' padding: length L -> ceil(L / 2)."""
+    return nn.Conv1d(c_in, c_out, KERNEL, stride=2, padding=KERNEL // 2, bias=False)
+
+
+class SeganGenerator(nn.Module):
+    """Encoder-decoder with skips: noisy [B, 1, L] and z [B, C, L / 2**n] -> clean [B, 1, L]."""
+
+    def __init__(self, channels: Sequence[int] = PAPER_CHANNELS) -> None:
+        super().__init__()
+        self.channels = tuple(channels)
+        widths = (1, *self.channels)
+        self.encoder = nn.ModuleList(_down(a, b) for a, b in zip(widths, widths[1:], strict=False))
+        self.enc_act = nn.ModuleList(nn.PReLU(c, init=0.0) for c in self.channels)
+        # decoder layer i outputs the width of encoder layer n-2-i, then gains that skip
+        outs = (*self.channels[:-1][::-1], 1)
+        ins = (2 * self.channels[-1], *(2 * c for c in outs[:-1]))
+        self.decoder = nn.ModuleList(
+            nn.ConvTranspose1d(
+                a, b, KERNEL, stride=2, padding=KERNEL // 2, output_padding=1, bias=False
+            )
+            for a, b in zip(ins, outs, strict=True)
+        )
+        self.dec_act = nn.ModuleList(nn.PReLU(c, init=0.0) for c in outs[:-1])
+
+    @property
+    def hop(self) -> int:
+        """Input samples per code step: lengths must be a multiple of this."""
+        return 2 ** len(self.channels)
+
+    def latent_shape(self, batch: int, length: int) -> tuple[int, int, int]:
+        """Shape of z for ``batch`` inputs of ``length`` samples."""
+        if length % self.hop:
+            raise ValueError(f"input length {length} is not a multiple of {self.hop}")
+        return (batch, self.channels[-1], length // self.hop)
+
+    def forward(self, noisy: Tensor, z: Tensor) -> Tensor:
+        h = noisy
+        skips = []
+        for conv, act in zip(self.encoder, self.enc_act, strict=True):
+            h = conv(h)
+            skips.append(h)  # the reference keeps the pre-activation output
+            h = act(h)
+        h = torch.cat([z, h], dim=1)
+        skips = skips[:-1][::-1]
+        for i, deconv in enumerate(self.decoder):
+            h = deconv(h)
+            if i < len(self.dec_act):
+                h = torch.cat([self.dec_act[i](h), skips[i]], dim=1)
+        return torch.tanh(h)
+
+
+class SeganDiscriminator(nn.Module):
+    """(clean or enhanced, noisy) pairs [B, 2, L] -> one logit per pair [B, 1]."""
+
+    def __init__(self, length: int, channels: Sequence[int] = PAPER_CHANNELS) -> None:
+        super().__init__()
+        widths = (2, *channels)
+        layers: list[nn.Module] = []
+        for a, b in zip(widths, widths[1:], strict=False):
+            layers += [_down(a, b), nn.BatchNorm1d(b), nn.LeakyReLU(LRELU_SLOPE)]
+        self.body = nn.Sequential(*layers)
+        self.to_logit = nn.Conv1d(channels[-1], 1, 1, bias=False)
+        steps = length
+        for _ in channels:
+            steps = -(-steps // 2)
+        self.linear = nn.Linear(steps, 1)
+
+    def forward(self, pair: Tensor) -> Tensor:
+        return self.linear(self.to_logit(self.body(pair)).flatten(1))

@@ -1,0 +1,147 @@
+"""What every speech-enhancement recipe shares: paired data, validation against the noisy input.
+
+A subclass (MetricGAN+, SEGAN) says how its generator turns a noisy utterance into an enhanced
+one (:meth:`EnhancementRecipe.enhance`); this base supplies the rest:
+
+- training data: random crops of (clean, noisy) pairs (harness/audio/pairs.py), a pure function
+  of (seed, batch index), 16 kHz by default;
+- validation: every held-out pair enhanced at full length (or its first ``valid_max_seconds``)
+  and scored with PESQ-WB, STOI, ESTOI, SI-SNR and CSIG/CBAK/COVL; the noisy input is scored
+  once, on the first validation, and every eval row carries it as ``<m>_noisy`` and the
+  improvement over it as ``<m>_gain``, both over the utterances scored in both;
+- health: diversity, energy and high-band ratios of the enhanced batch against the clean one.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from harness import health as signals
+from harness.audio.mel import LogMel, MelConfig
+from harness.audio.pairs import Pair, PairBatches, load_pair, open_pairs
+from harness.audio.samples import Sample, save_samples
+from harness.metrics import ENHANCEMENT_BASE
+from harness.recipes.base import BatchSource, Recipe
+from harness.scoring import ScorePair, score_pairs
+
+SCORED = ENHANCEMENT_BASE  # pesq, stoi, estoi, si_snr, csig, cbak, covl
+
+
+@dataclass
+class EnhancementConfig:
+    """Data and validation settings of every enhancement recipe."""
+
+    sample_rate: int = 16000
+    noise_dir: str | None = None  # --noise: noise recordings mixed into the built-in speech
+    segment_size: int = 16384  # training crop, samples
+    data_seed: int = 0  # fixes the built-in corpus and the validation draw
+    n_valid: int = 8  # held-out pairs scored at every validation
+    valid_max_seconds: float = 0.0  # crop validation pairs (0 = full length)
+    samples_per_eval: int = 2  # enhanced WAVs written per validation
+    keep_sample_evals: int = 3  # validations whose WAVs are kept
+    corpus_utterances: int = 320  # size of the built-in noisy corpus
+    score_workers: int = 0  # scoring processes; 0 = the torch threads this trial was given
+
+
+class EnhancementRecipe(Recipe):
+    """Paired data, validation against the noisy baseline and health for an enhancer."""
+
+    cfg: EnhancementConfig
+
+    def __init__(self, cfg: Any, data_dir: str | None, seed: int, batch_size: int) -> None:
+        super().__init__(cfg, data_dir, seed, batch_size)
+        self._split: tuple[list[Pair], list[Pair]] | None = None
+        self._valid_audio: list[tuple[Tensor, Tensor]] | None = None
+        self._baseline: dict[str, dict[str, float]] | None = None  # pair id -> noisy scores
+        self.health_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, f_max=None))
+
+    # ------------------------------------------------------------------ data
+    def _corpus_split(self) -> tuple[list[Pair], list[Pair]]:
+        if self._split is None:
+            corpus = open_pairs(
+                self.data_dir,
+                self.cfg.sample_rate,
+                noise=self.cfg.noise_dir,
+                seed=self.cfg.data_seed,
+                n_utterances=self.cfg.corpus_utterances,
+            )
+            self._split = corpus.split(self.cfg.n_valid, self.cfg.data_seed)
+        return self._split
+
+    def train_data(self) -> BatchSource:
+        train, _ = self._corpus_split()
+        return PairBatches(train, self.batch_size, self.cfg.segment_size, self.seed)
+
+    def to(self, device: torch.device) -> EnhancementRecipe:
+        super().to(device)
+        self.health_mel.to(device)
+        return self
+
+    # ------------------------------------------------------------------ the generator's job
+    @abstractmethod
+    def enhance(self, generator: nn.Module, noisy: Tensor) -> Tensor:
+        """Enhance whole utterances: noisy [1, L] on ``self.device`` -> enhanced [1, L]."""
+
+    # ------------------------------------------------------------------ health
+    def health(self, batch: tuple[Tensor, Tensor], fake: Tensor) -> dict[str, float | None]:
+        """Collapse evidence of a conditional generator: diversity, level, high band."""
+        clean = batch[0]
+        return {
+            "diversity_ratio": signals.diversity_ratio(clean, fake, self.health_mel),
+            "energy_ratio": signals.energy_ratio(clean, fake),
+            "highband_ratio": signals.highband_ratio(clean, fake, self.cfg.sample_rate),
+        }
+
+    # ------------------------------------------------------------------ validation
+    def _validation_audio(self) -> list[tuple[Tensor, Tensor]]:
+        if self._valid_audio is None:
+            _, valid = self._corpus_split()
+            stop = int(self.cfg.valid_max_seconds * self.cfg.sample_rate) or None
+            self._valid_audio = [tuple(x[:stop] for x in load_pair(p)) for p in valid]
+        return self._valid_audio
+
+    def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
+        """Enhance the held-out pairs; score them, and the noisy input once, in the pool."""
+        _, valid = self._corpus_split()
+        first = self._baseline is None
+        clips = []
+        for pair, (clean, noisy) in zip(valid, self._validation_audio(), strict=True):
+            enhanced = self.enhance(generator, noisy.to(self.device).unsqueeze(0))
+            enhanced = torch.nan_to_num(enhanced.float(), nan=0.0, posinf=0.0, neginf=0.0)
+            clips.append(Sample(pair.id, clean.numpy(), enhanced[0].cpu().numpy(), noisy.numpy()))
+        items = [
+            ScorePair(c.name, c.reference, c.generated, c.noisy if first else None) for c in clips
+        ]
+        report = score_pairs(items, self.cfg.sample_rate, pool=self.scoring_pool(), metrics=SCORED)
+        if first:
+            self._baseline = {
+                row["id"]: {m: row[f"noisy_{m}"] for m in SCORED}
+                for row in report.per_item
+                if not row.get("skipped")
+            }
+        if out_dir is not None:
+            keep = self.cfg.keep_sample_evals
+            save_samples(
+                out_dir, step, clips[: self.cfg.samples_per_eval], self.cfg.sample_rate, keep
+            )
+        row = {m: report.mean[m] for m in SCORED}
+        row.update(self._against_baseline(report.per_item))
+        return {**row, "n_valid": report.n_valid, "n_skipped": report.n_skipped}
+
+    def _against_baseline(self, per_item: list[dict[str, Any]]) -> dict[str, float]:
+        """``<m>_noisy`` and ``<m>_gain`` over the utterances scored now and for the baseline."""
+        assert self._baseline is not None
+        both = [r for r in per_item if not r.get("skipped") and r["id"] in self._baseline]
+        out: dict[str, float] = {}
+        for m in SCORED:
+            noisy = [self._baseline[r["id"]][m] for r in both]
+            gain = [r[m] - self._baseline[r["id"]][m] for r in both]
+            out[f"{m}_noisy"] = float(np.mean(noisy)) if both else float("nan")
+            out[f"{m}_gain"] = float(np.mean(gain)) if both else float("nan")
+        return out

@@ -1,0 +1,260 @@
+"""MetricGAN+ (Fu et al., 2021): a BLSTM mask estimator trained against a learnt PESQ predictor.
+
+Reference: SpeechBrain's ``recipes/Voicebank/enhance/MetricGAN`` (train.py, hparams/train.yaml)
+and ``speechbrain/lobes/models/MetricGAN.py`` (harness/models/metricgan.py).
+
+- Features: log1p of the magnitude STFT (512-point, Hamming window of 512, hop 256 = 32 / 16 ms
+  at 16 kHz).  G's mask, floored at 0.05, multiplies the noisy features; the estimate is
+  resynthesised with the noisy phase (``expm1``, inverse STFT) and judged from its own STFT.
+- D learns the normalised PESQ, ``(PESQ + 0.5) / 5`` (SpeechBrain's ``pesq_eval``), of
+  (estimate, clean) pairs: clean -> 1 (1 - label smoothing), enhanced -> its PESQ, noisy -> its
+  PESQ, plus ``replay_ratio`` x batch examples (at least one) replayed from the history of
+  earlier enhanced outputs with their scores (SpeechBrain's ``history_portion`` 0.2, also at
+  least one).  Each group is its own D
+  call (so batch norm sees one kind of pair at a time, as there) and its own mean squared error;
+  the sum is one D update (SpeechBrain takes one optimizer step per group).  PESQ is computed
+  in the scoring pool (harness/recipes/metric_targets.py); ``pesq_lag`` lets it overlap the
+  next steps.
+- G's adversarial loss: (D(estimate, clean) - 1)^2, the best score; ``lambda_mse`` adds the
+  reference's optional MSE between log1p spectra (0 in the paper).  After every G update the
+  learnable-sigmoid slopes are clamped to <= 3.5 and NaN slopes reset to 3.5 (the reference
+  clamps before each G pass, and resets NaN in later versions).
+- Trainer settings (``defaults``): Adam 5e-4 for both networks with PyTorch's default betas,
+  constant rate, gradient norm clipped at 5 (SpeechBrain's ``max_grad_norm``), and two D updates
+  per G update (each SpeechBrain epoch passes D twice over the current samples, G once).
+  SpeechBrain trains on whole utterances at batch 1; here on fixed-length crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from harness.models.metricgan import EnhancementGenerator, MetricDiscriminator
+from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss
+from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
+from harness.recipes.metric_targets import ReplayBuffer, ScoringPipeline
+
+N_FFT = 512
+HOP = 256
+GENERATORS: dict[str, dict[str, int]] = {
+    "paper": {"hidden": 200, "linear": 300},  # 1.90 M parameters
+    "tiny": {"hidden": 64, "linear": 96},
+}
+
+
+@dataclass
+class MetricganConfig(EnhancementConfig):
+    generator: str = "paper"  # paper | tiny
+    d_channels: int = 15  # discriminator convolution channels (15 = the paper)
+    segment_size: int = 32000  # 2 s crops
+    min_mask: float = 0.05  # the mask floor
+    max_slope: float = 3.5  # learnable-sigmoid slopes are clamped to this after each G step
+    replay_ratio: float = 0.2  # replayed historical examples per D update, per batch example
+    replay_size: int = 256  # examples the history keeps (a uniform sample of all of it)
+    pesq_lag: int = 0  # D learns the enhanced batch of this many D updates ago (0 = its own)
+    lambda_mse: float = 0.0  # weight of the MSE between log1p spectra in G's loss
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"generator": tuple(GENERATORS)}
+
+
+class Spectrogram(nn.Module):
+    """The reference's STFT front-end: centred, Hamming 512, hop 256, one-sided."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("window", torch.hamming_window(N_FFT), persistent=False)
+
+    def stft(self, wave: Tensor) -> Tensor:
+        """[B, L] -> complex [B, 257, frames]."""
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            return torch.stft(
+                wave.float(), N_FFT, HOP, N_FFT, self.window, center=True, return_complex=True
+            )
+
+    def features(self, wave: Tensor) -> Tensor:
+        """log1p magnitudes [B, frames, 257], what G and D see."""
+        return torch.log1p(self.stft(wave).abs()).transpose(1, 2)
+
+    def istft(self, spectrum: Tensor, length: int) -> Tensor:
+        with torch.autocast(device_type=spectrum.device.type, enabled=False):
+            return torch.istft(spectrum, N_FFT, HOP, N_FFT, self.window, length=length)
+
+
+class MetricganRecipe(EnhancementRecipe):
+    name = "metricgan"
+    config_cls = MetricganConfig
+    defaults: ClassVar[dict[str, Any]] = {
+        "optimizer": "adam",
+        "lr_g": 5e-4,
+        "lr_d": 5e-4,
+        "b1_g": 0.9,
+        "b2_g": 0.999,
+        "b1_d": 0.9,
+        "b2_d": 0.999,
+        "scheduler": "constant",
+        "clip_grad_g": 5.0,
+        "clip_grad_d": 5.0,
+        "d_steps": 2,
+    }
+    budgets: ClassVar[dict[str, dict[str, Any]]] = {
+        # measured on 2 busy CPU cores: see the README's budget table
+        "smoke": {
+            "generator": "tiny",
+            "segment_size": 16384,
+            "batch_size": 4,
+            "steps": 300,
+            "eval_every": 100,
+            "log_every": 10,
+            "n_valid": 6,
+            "valid_max_seconds": 3.0,
+            "pesq_lag": 1,
+        },
+        "small": {
+            "generator": "paper",
+            "segment_size": 32000,
+            "batch_size": 8,
+            "steps": 3000,
+            "eval_every": 500,
+            "log_every": 25,
+        },
+        # SpeechBrain: 600 epochs of 100 utterances at batch 1 (60,000 G updates); 3 s crops
+        # stand in for whole VoiceBank utterances.  --set n_valid=824 scores its full test set.
+        "paper": {
+            "generator": "paper",
+            "segment_size": 48000,
+            "batch_size": 1,
+            "steps": 60_000,
+            "eval_every": 2000,
+            "log_every": 100,
+            "n_valid": 32,
+        },
+    }
+
+    def __init__(self, cfg: MetricganConfig, data_dir: str | None, seed: int, batch_size: int):
+        super().__init__(cfg, data_dir, seed, batch_size)
+        if not 0 <= cfg.min_mask < 1.2:
+            raise ValueError(f"min_mask: must be in [0, 1.2), got {cfg.min_mask}")
+        if cfg.replay_ratio < 0:
+            raise ValueError(f"replay_ratio: must be >= 0, got {cfg.replay_ratio}")
+        self.spectrogram = Spectrogram()
+        self.targets = ScoringPipeline(self.scoring_pool, cfg.sample_rate, cfg.pesq_lag)
+        self.replay = ReplayBuffer(cfg.replay_size, seed)
+
+    def to(self, device: torch.device) -> MetricganRecipe:
+        super().to(device)
+        self.spectrogram.to(device)
+        return self
+
+    # ------------------------------------------------------------------ models
+    def build_generator(self) -> nn.Module:
+        return EnhancementGenerator(**GENERATORS[self.cfg.generator])
+
+    def build_discriminator(self) -> nn.Module:
+        return MetricDiscriminator(channels=self.cfg.d_channels)
+
+    def after_generator_step(self, generator: nn.Module) -> None:
+        generator.clamp_slopes(self.cfg.max_slope)
+
+    # ------------------------------------------------------------------ generation
+    def _enhance(self, generator: nn.Module, noisy: Tensor) -> Tensor:
+        """Mask the noisy log1p magnitudes, resynthesise with the noisy phase: [B, L] -> [B, L]."""
+        spectrum = self.spectrogram.stft(noisy)
+        features = torch.log1p(spectrum.abs()).transpose(1, 2)
+        mask = generator(features).float().clamp(min=self.cfg.min_mask)
+        magnitude = torch.expm1(mask * features).transpose(1, 2)
+        return self.spectrogram.istft(torch.polar(magnitude, spectrum.angle()), noisy.shape[-1])
+
+    def generate(self, generator: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        return self._enhance(generator, batch[1])
+
+    def enhance(self, generator: nn.Module, noisy: Tensor) -> Tensor:
+        return self._enhance(generator, noisy)
+
+    # ------------------------------------------------------------------ losses
+    def _predict(
+        self, discriminator: nn.Module, estimate: Tensor, clean: Tensor, adv: Adversary
+    ) -> Tensor:
+        """D's normalised PESQ for each (estimate, clean) pair of log1p spectra [B, T, F]: [B]."""
+        pair = torch.stack([estimate, clean], dim=1)
+        return discriminator(adv.perturb(pair)).squeeze(1).float()
+
+    def discriminator_batches(
+        self, batch: tuple[Tensor, Tensor], fake: Tensor
+    ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+        """The (estimate, clean, target) groups D learns from at this step, by name.
+
+        ``clean`` (target 1, smoothed by the trainer) is always this step's batch.  The scored
+        groups come from the pipeline (the batch of ``pesq_lag`` D steps ago): ``enhanced`` and
+        ``noisy`` with their PESQ, and ``replay``, drawn from the history before that enhanced
+        batch joins it.  Pairs PESQ could not score are left out.
+        """
+        clean, noisy = batch
+        self.targets.push(fake, clean, noisy)
+        groups = {"clean": (clean, clean, torch.ones(len(clean)))}
+        scored = self.targets.pop()
+        if scored is None:
+            return groups
+        share = self.cfg.replay_ratio * len(scored.clean)
+        replayed = self.replay.sample(max(1, round(share)) if share > 0 else 0)
+        self.replay.add(scored.enhanced, scored.clean, scored.enhanced_score)
+        groups["enhanced"] = (scored.enhanced, scored.clean, scored.enhanced_score)
+        groups["noisy"] = (scored.noisy, scored.clean, scored.noisy_score)
+        if replayed is not None:
+            groups["replay"] = replayed
+        out = {}
+        for name, (estimate, reference, target) in groups.items():
+            keep = torch.isfinite(target)
+            if bool(keep.any()):
+                out[name] = (estimate[keep], reference[keep], target[keep])
+        return out
+
+    def discriminator_loss(
+        self, discriminator: nn.Module, batch: tuple[Tensor, Tensor], fake: Tensor, adv: Adversary
+    ) -> DiscriminatorLoss:
+        real_term = fake_term = torch.zeros((), device=self.device)
+        real_scores, fake_scores = {}, {}
+        for name, (estimate, clean, target) in self.discriminator_batches(batch, fake).items():
+            estimate, clean = (
+                self.spectrogram.features(x.to(self.device)) for x in (estimate, clean)
+            )
+            target = target.to(self.device) * (adv.real_target if name == "clean" else 1.0)
+            predicted = self._predict(discriminator, estimate, clean, adv)
+            error = torch.mean((predicted - target) ** 2)
+            if name == "clean":
+                real_term = error
+                real_scores[name] = float(predicted.detach().mean())
+            else:
+                fake_term = fake_term + error
+                fake_scores[name] = float(predicted.detach().mean())
+        return DiscriminatorLoss(
+            loss=real_term + fake_term,
+            terms={"loss_d_real": real_term, "loss_d_fake": fake_term},
+            real_scores=real_scores,
+            fake_scores=fake_scores,
+        )
+
+    def generator_loss(
+        self,
+        discriminator: nn.Module | None,
+        batch: tuple[Tensor, Tensor],
+        fake: Tensor,
+        adv: Adversary,
+    ) -> GeneratorLoss:
+        estimate, clean = self.spectrogram.features(fake), self.spectrogram.features(batch[0])
+        recon = self.cfg.lambda_mse * ((estimate - clean) ** 2).mean(dim=(1, 2))
+        if discriminator is None:
+            return GeneratorLoss(fake.new_zeros((), dtype=torch.float32), recon)
+        g_adv = torch.mean((self._predict(discriminator, estimate, clean, adv) - 1.0) ** 2)
+        return GeneratorLoss(g_adv, recon, adversarial_only=g_adv)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        return {"targets": self.targets.state_dict(), "replay": self.replay.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.targets.load_state_dict(state["targets"])
+        self.replay.load_state_dict(state["replay"])
