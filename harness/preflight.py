@@ -159,7 +159,8 @@ def run_preflight(
             raise PreflightError(
                 f"preflight {cfg.recipe}: the recipe has no reconstruction loss (without a "
                 "discriminator its generator loss is constant), so there is nothing to fit; "
-                f"its adversarial runs take seconds: use `run.py train {cfg.recipe}`"
+                "give it a reconstruction weight with --set if its config has one, or go "
+                f"straight to `run.py train {cfg.recipe}`"
             )
         say = echo or (lambda line: None)
         say(

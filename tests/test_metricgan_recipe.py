@@ -25,6 +25,7 @@ TINY = {
     "score_workers": 1,
     "replay_size": 8,
     "pesq_lag": 0,
+    "pesq_every": 1,
 }
 
 
@@ -50,7 +51,8 @@ def test_paper_budget_is_speechbrains_configuration():
     assert (t.d_steps, t.g_steps, t.clip_grad_g, t.clip_grad_d) == (2, 1, 5.0, 5.0)
     assert (t.batch_size, t.steps, t.label_smoothing) == (1, 60_000, 0.0)
     assert (m.generator, m.d_channels, m.min_mask, m.max_slope) == ("paper", 15, 0.05, 3.5)
-    assert (m.replay_ratio, m.pesq_lag, m.lambda_mse, m.sample_rate) == (0.2, 0, 0.0, 16000)
+    assert (m.replay_ratio, m.pesq_every, m.pesq_lag) == (0.2, 2, 0)
+    assert (m.lambda_mse, m.sample_rate) == (0.0, 16000)
 
 
 def test_discriminator_targets_are_the_pesq_of_the_pairs_it_sees(corpus):
@@ -84,6 +86,21 @@ def test_with_a_lag_d_learns_the_batch_scored_that_many_steps_ago(corpus):
         assert torch.equal(groups["enhanced"][0], fake0) and torch.equal(
             groups["noisy"][0], first[1]
         )
+    finally:
+        recipe.close()
+
+
+def test_a_scored_batch_is_learnt_pesq_every_updates_and_joins_the_history_once(corpus):
+    recipe = tiny_recipe(corpus, pesq_every=2)
+    try:
+        source, g = recipe.train_data(), recipe.build_generator()
+        batches = [source.batch(i) for i in range(3)]
+        groups = [recipe.discriminator_batches(b, recipe.generate(g, b).detach()) for b in batches]
+        assert all(torch.equal(x["clean"][0], b[0]) for x, b in zip(groups, batches, strict=True))
+        assert torch.equal(groups[1]["enhanced"][0], groups[0]["enhanced"][0])  # learnt again
+        assert torch.equal(groups[1]["noisy"][0], batches[0][1])
+        assert torch.equal(groups[2]["noisy"][0], batches[2][1])  # the next scored batch
+        assert recipe.replay.seen == 4  # batches 0 and 2, two examples each
     finally:
         recipe.close()
 
@@ -176,7 +193,9 @@ def test_short_run_reports_scores_against_the_noisy_input(tmp_path, corpus):
 
 def test_resume_with_scores_in_flight_is_exact(tmp_path, corpus):
     def params(out, steps, resume=False):
-        cfg = tiny_config(corpus, steps=steps, eval_every=2, log_every=1, pesq_lag=1)
+        cfg = tiny_config(
+            corpus, steps=steps, eval_every=2, log_every=1, pesq_lag=1, pesq_every=2, d_steps=2
+        )
         result = run_trial(cfg, out, resume=resume)
         return torch.load(result.checkpoint, weights_only=False)
 
@@ -187,3 +206,15 @@ def test_resume_with_scores_in_flight_is_exact(tmp_path, corpus):
         for key, value in straight[net].items():
             assert torch.equal(value, resumed[net][key]), (net, key)
     assert len(straight["recipe"]["targets"]) == 1  # the batch in flight was checkpointed
+
+
+def test_search_space_starts_at_the_paper_and_optimises_pesq():
+    from harness.space import default_space_file, load_space
+
+    space = load_space(default_space_file("metricgan"), "metricgan")
+    assert space.objective == "pesq"
+    assert {"d_steps", "lr_g", "lr_d", "b1_g", "b1_d", "replay_ratio", "label_smoothing"} <= set(
+        space.swept
+    )
+    paper = resolve_config("metricgan", "paper").flat()
+    assert space.points[0] == {key: paper[key] for key in space.swept}

@@ -54,4 +54,12 @@ def test_generator_output_depends_on_the_latent():
     x = torch.randn(1, 1, 4096)
     a = g(x, torch.randn(g.latent_shape(1, 4096)))
     b = g(x, torch.randn(g.latent_shape(1, 4096)))
-    assert not torch.allclose(a, b)
+    assert not torch.equal(a, b)  # tiny at initialisation, as in the reference, but there
+
+
+def test_convolutions_start_from_the_reference_truncated_normal():
+    g = SeganGenerator()
+    weights = torch.cat([m.weight.flatten() for m in [*g.encoder, *g.decoder]])
+    assert float(weights.abs().max()) <= 0.04  # truncated at two standard deviations
+    assert float(weights.std()) == pytest.approx(0.02 * 0.88, rel=0.02)  # std of N(0,1) cut at 2
+    assert all(float(a.weight.abs().max()) == 0.0 for a in g.enc_act)  # PReLU slopes start at 0

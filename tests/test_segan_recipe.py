@@ -127,3 +127,13 @@ def test_short_run_and_exact_resume(tmp_path, corpus):
     _, resumed = run(tmp_path / "resumed", 4, resume=True)
     for key, value in straight["generator"].items():
         assert torch.equal(value, resumed["generator"][key]), key
+
+
+def test_search_space_starts_at_the_paper_and_optimises_pesq():
+    from harness.space import default_space_file, load_space
+
+    space = load_space(default_space_file("segan"), "segan")
+    assert space.objective == "pesq"
+    assert {"d_steps", "lr_g", "lr_d", "lambda_l1", "label_smoothing"} <= set(space.swept)
+    paper = resolve_config("segan", "paper").flat()
+    assert space.points[0] == {key: paper[key] for key in space.swept}

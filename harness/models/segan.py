@@ -16,7 +16,9 @@ with the settings of ``train_segan.sh`` (``--g_nl prelu``, no conv biases: ``bia
   linear layer over the remaining time steps give one logit.  The reference uses virtual batch
   norm (a fixed reference batch); plain batch norm has the same parameters (gamma, beta).
 
-``channels`` scales every width for CPU budgets; any input length that is a multiple of
+Every convolution starts from the reference's truncated N(0, 0.02) (TensorFlow truncates at two
+standard deviations); the final linear layer keeps PyTorch's default, close to TensorFlow's
+Xavier.  ``channels`` scales every width for CPU budgets; any input length that is a multiple of
 ``2 ** len(channels)`` works for the generator, the discriminator is built for one length.
 """
 
@@ -39,9 +41,19 @@ def scaled_channels(width: float) -> tuple[int, ...]:
     return tuple(max(1, round(c * width)) for c in PAPER_CHANNELS)
 
 
+INIT_STD = 0.02
+
+
+def _reference_init(conv: nn.Module) -> nn.Module:
+    nn.init.trunc_normal_(conv.weight, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
+    return conv
+
+
 def _down(c_in: int, c_out: int) -> nn.Conv1d:
     """Stride-2 convolution with TensorFlow's 'same' padding: length L -> ceil(L / 2)."""
-    return nn.Conv1d(c_in, c_out, KERNEL, stride=2, padding=KERNEL // 2, bias=False)
+    return _reference_init(
+        nn.Conv1d(c_in, c_out, KERNEL, stride=2, padding=KERNEL // 2, bias=False)
+    )
 
 
 class SeganGenerator(nn.Module):
@@ -57,8 +69,10 @@ class SeganGenerator(nn.Module):
         outs = (*self.channels[:-1][::-1], 1)
         ins = (2 * self.channels[-1], *(2 * c for c in outs[:-1]))
         self.decoder = nn.ModuleList(
-            nn.ConvTranspose1d(
-                a, b, KERNEL, stride=2, padding=KERNEL // 2, output_padding=1, bias=False
+            _reference_init(
+                nn.ConvTranspose1d(
+                    a, b, KERNEL, stride=2, padding=KERNEL // 2, output_padding=1, bias=False
+                )
             )
             for a, b in zip(ins, outs, strict=True)
         )
@@ -101,7 +115,7 @@ class SeganDiscriminator(nn.Module):
         for a, b in zip(widths, widths[1:], strict=False):
             layers += [_down(a, b), nn.BatchNorm1d(b), nn.LeakyReLU(LRELU_SLOPE)]
         self.body = nn.Sequential(*layers)
-        self.to_logit = nn.Conv1d(channels[-1], 1, 1, bias=False)
+        self.to_logit = _reference_init(nn.Conv1d(channels[-1], 1, 1, bias=False))
         steps = length
         for _ in channels:
             steps = -(-steps // 2)

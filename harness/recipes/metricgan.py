@@ -10,19 +10,21 @@ and ``speechbrain/lobes/models/MetricGAN.py`` (harness/models/metricgan.py).
   (estimate, clean) pairs: clean -> 1 (1 - label smoothing), enhanced -> its PESQ, noisy -> its
   PESQ, plus ``replay_ratio`` x batch examples (at least one) replayed from the history of
   earlier enhanced outputs with their scores (SpeechBrain's ``history_portion`` 0.2, also at
-  least one).  Each group is its own D
-  call (so batch norm sees one kind of pair at a time, as there) and its own mean squared error;
-  the sum is one D update (SpeechBrain takes one optimizer step per group).  PESQ is computed
-  in the scoring pool (harness/recipes/metric_targets.py); ``pesq_lag`` lets it overlap the
-  next steps.
+  least one).  Each group is its own D call (so batch norm sees one kind of pair at a time, as
+  there) and its own mean squared error; their sum is one D update (SpeechBrain takes one
+  optimizer step per group).  PESQ is computed in the scoring pool
+  (harness/recipes/metric_targets.py): a batch is scored every ``pesq_every`` D updates and
+  learnt from that many times, ``pesq_lag`` lets the scoring overlap the next steps.
 - G's adversarial loss: (D(estimate, clean) - 1)^2, the best score; ``lambda_mse`` adds the
   reference's optional MSE between log1p spectra (0 in the paper).  After every G update the
   learnable-sigmoid slopes are clamped to <= 3.5 and NaN slopes reset to 3.5 (the reference
   clamps before each G pass, and resets NaN in later versions).
+- Schedule: each SpeechBrain epoch scores 100 utterances with the current G, passes D twice
+  over them (and once over a share of the history), then G once.  Here: two D updates per G
+  update (``d_steps`` 2) that learn the same scored batch (``pesq_every`` 2), G unchanged.
 - Trainer settings (``defaults``): Adam 5e-4 for both networks with PyTorch's default betas,
-  constant rate, gradient norm clipped at 5 (SpeechBrain's ``max_grad_norm``), and two D updates
-  per G update (each SpeechBrain epoch passes D twice over the current samples, G once).
-  SpeechBrain trains on whole utterances at batch 1; here on fixed-length crops.
+  constant rate, gradient norm clipped at 5 (SpeechBrain's ``max_grad_norm``).  SpeechBrain
+  trains on whole utterances at batch 1; here on fixed-length crops.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from torch import Tensor, nn
 from harness.models.metricgan import EnhancementGenerator, MetricDiscriminator
 from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
-from harness.recipes.metric_targets import ReplayBuffer, ScoringPipeline
+from harness.recipes.metric_targets import ReplayBuffer, ScoredBatch, ScoringPipeline
 
 N_FFT = 512
 HOP = 256
@@ -55,14 +57,15 @@ class MetricganConfig(EnhancementConfig):
     max_slope: float = 3.5  # learnable-sigmoid slopes are clamped to this after each G step
     replay_ratio: float = 0.2  # replayed historical examples per D update, per batch example
     replay_size: int = 256  # examples the history keeps (a uniform sample of all of it)
-    pesq_lag: int = 0  # D learns the enhanced batch of this many D updates ago (0 = its own)
+    pesq_every: int = 2  # D updates per scored batch (SpeechBrain: 2 passes over each)
+    pesq_lag: int = 0  # D learns the batch scored this many scorings ago (0 = its own)
     lambda_mse: float = 0.0  # weight of the MSE between log1p spectra in G's loss
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"generator": tuple(GENERATORS)}
 
 
 class Spectrogram(nn.Module):
-    """The reference's STFT front-end: centred, Hamming 512, hop 256, one-sided."""
+    """The reference's STFT front-end: centred (zero-padded), Hamming 512, hop 256, one-sided."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,7 +75,14 @@ class Spectrogram(nn.Module):
         """[B, L] -> complex [B, 257, frames]."""
         with torch.autocast(device_type=wave.device.type, enabled=False):
             return torch.stft(
-                wave.float(), N_FFT, HOP, N_FFT, self.window, center=True, return_complex=True
+                wave.float(),
+                N_FFT,
+                HOP,
+                N_FFT,
+                self.window,
+                center=True,
+                pad_mode="constant",
+                return_complex=True,
             )
 
     def features(self, wave: Tensor) -> Tensor:
@@ -101,25 +111,29 @@ class MetricganRecipe(EnhancementRecipe):
         "d_steps": 2,
     }
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
-        # measured on 2 busy CPU cores: see the README's budget table
+        # tiny G, 1 s crops, 2 per batch: about 400 x 0.5 s on 2 idle CPU cores; one torch thread
+        # and the PESQ of the previous scored batch in the pool (pesq_lag 1) at the same time
         "smoke": {
             "generator": "tiny",
-            "segment_size": 16384,
-            "batch_size": 4,
-            "steps": 300,
+            "segment_size": 16000,
+            "batch_size": 2,
+            "steps": 400,
             "eval_every": 100,
             "log_every": 10,
             "n_valid": 6,
             "valid_max_seconds": 3.0,
             "pesq_lag": 1,
+            "threads": 1,
+            "score_workers": 2,
         },
         "small": {
             "generator": "paper",
             "segment_size": 32000,
-            "batch_size": 8,
+            "batch_size": 4,
             "steps": 3000,
             "eval_every": 500,
             "log_every": 25,
+            "pesq_lag": 1,
         },
         # SpeechBrain: 600 epochs of 100 utterances at batch 1 (60,000 G updates); 3 s crops
         # stand in for whole VoiceBank utterances.  --set n_valid=824 scores its full test set.
@@ -141,8 +155,12 @@ class MetricganRecipe(EnhancementRecipe):
         if cfg.replay_ratio < 0:
             raise ValueError(f"replay_ratio: must be >= 0, got {cfg.replay_ratio}")
         self.spectrogram = Spectrogram()
+        if cfg.pesq_every < 1:
+            raise ValueError(f"pesq_every: must be >= 1, got {cfg.pesq_every}")
         self.targets = ScoringPipeline(self.scoring_pool, cfg.sample_rate, cfg.pesq_lag)
         self.replay = ReplayBuffer(cfg.replay_size, seed)
+        self.scored: ScoredBatch | None = None  # the scored batch D learns from
+        self.d_updates = 0
 
     def to(self, device: torch.device) -> MetricganRecipe:
         super().to(device)
@@ -187,20 +205,28 @@ class MetricganRecipe(EnhancementRecipe):
     ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
         """The (estimate, clean, target) groups D learns from at this step, by name.
 
-        ``clean`` (target 1, smoothed by the trainer) is always this step's batch.  The scored
-        groups come from the pipeline (the batch of ``pesq_lag`` D steps ago): ``enhanced`` and
-        ``noisy`` with their PESQ, and ``replay``, drawn from the history before that enhanced
-        batch joins it.  Pairs PESQ could not score are left out.
+        ``clean`` (target 1, smoothed by the trainer) is always this step's batch.  Every
+        ``pesq_every``-th D update pushes its batch to the scoring pipeline and takes from it the
+        batch scored ``pesq_lag`` pushes ago; the updates in between learn that scored batch
+        again (SpeechBrain's second pass over an epoch's scored samples, G unchanged).  From it
+        come ``enhanced`` and ``noisy`` with their PESQ, and ``replay``, drawn from the history
+        before a freshly scored batch joins it.  Pairs PESQ could not score are left out.
         """
         clean, noisy = batch
-        self.targets.push(fake, clean, noisy)
         groups = {"clean": (clean, clean, torch.ones(len(clean)))}
-        scored = self.targets.pop()
+        fresh = None
+        if self.d_updates % self.cfg.pesq_every == 0:
+            self.targets.push(fake, clean, noisy)
+            fresh = self.targets.pop()
+            self.scored = fresh or self.scored
+        self.d_updates += 1
+        scored = self.scored
         if scored is None:
             return groups
         share = self.cfg.replay_ratio * len(scored.clean)
         replayed = self.replay.sample(max(1, round(share)) if share > 0 else 0)
-        self.replay.add(scored.enhanced, scored.clean, scored.enhanced_score)
+        if fresh is not None:
+            self.replay.add(fresh.enhanced, fresh.clean, fresh.enhanced_score)
         groups["enhanced"] = (scored.enhanced, scored.clean, scored.enhanced_score)
         groups["noisy"] = (scored.noisy, scored.clean, scored.noisy_score)
         if replayed is not None:
@@ -245,7 +271,10 @@ class MetricganRecipe(EnhancementRecipe):
         adv: Adversary,
     ) -> GeneratorLoss:
         estimate, clean = self.spectrogram.features(fake), self.spectrogram.features(batch[0])
-        recon = self.cfg.lambda_mse * ((estimate - clean) ** 2).mean(dim=(1, 2))
+        if self.cfg.lambda_mse > 0:
+            recon = self.cfg.lambda_mse * ((estimate - clean) ** 2).mean(dim=(1, 2))
+        else:  # the paper: G learns from D alone
+            recon = fake.new_zeros(len(fake), dtype=torch.float32)
         if discriminator is None:
             return GeneratorLoss(fake.new_zeros((), dtype=torch.float32), recon)
         g_adv = torch.mean((self._predict(discriminator, estimate, clean, adv) - 1.0) ** 2)
@@ -253,8 +282,15 @@ class MetricganRecipe(EnhancementRecipe):
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        return {"targets": self.targets.state_dict(), "replay": self.replay.state_dict()}
+        return {
+            "targets": self.targets.state_dict(),
+            "replay": self.replay.state_dict(),
+            "scored": None if self.scored is None else vars(self.scored).copy(),
+            "d_updates": self.d_updates,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.targets.load_state_dict(state["targets"])
         self.replay.load_state_dict(state["replay"])
+        self.scored = None if state["scored"] is None else ScoredBatch(**state["scored"])
+        self.d_updates = state["d_updates"]
