@@ -49,7 +49,7 @@ def test_paper_budget_is_speechbrains_configuration():
     assert (t.optimizer, t.lr_g, t.lr_d, t.scheduler) == ("adam", 5e-4, 5e-4, "constant")
     assert (t.b1_g, t.b2_g, t.b1_d, t.b2_d) == (0.9, 0.999, 0.9, 0.999)
     assert (t.d_steps, t.g_steps, t.clip_grad_g, t.clip_grad_d) == (2, 1, 5.0, 5.0)
-    assert (t.batch_size, t.steps, t.label_smoothing) == (1, 60_000, 0.0)
+    assert (t.batch_size, t.steps, t.label_smoothing) == (1, 120_000, 0.0)  # batches drawn
     assert (m.generator, m.d_channels, m.min_mask, m.max_slope) == ("paper", 15, 0.05, 3.5)
     assert (m.replay_ratio, m.pesq_every, m.pesq_lag) == (0.2, 2, 0)
     assert (m.lambda_mse, m.sample_rate) == (0.0, 16000)

@@ -117,8 +117,8 @@ class MetricganRecipe(EnhancementRecipe):
             "generator": "tiny",
             "segment_size": 16000,
             "batch_size": 2,
-            "steps": 400,
-            "eval_every": 100,
+            "steps": 800,  # budgets count batches drawn: 400 iterations of 2 D steps
+            "eval_every": 200,
             "log_every": 10,
             "n_valid": 6,
             "valid_max_seconds": 3.0,
@@ -130,8 +130,8 @@ class MetricganRecipe(EnhancementRecipe):
             "generator": "paper",
             "segment_size": 32000,
             "batch_size": 4,
-            "steps": 3000,
-            "eval_every": 500,
+            "steps": 6000,  # 3000 iterations
+            "eval_every": 1000,
             "log_every": 25,
             "pesq_lag": 1,
         },
@@ -141,8 +141,8 @@ class MetricganRecipe(EnhancementRecipe):
             "generator": "paper",
             "segment_size": 48000,
             "batch_size": 1,
-            "steps": 60_000,
-            "eval_every": 2000,
+            "steps": 120_000,  # 60 k iterations
+            "eval_every": 4000,
             "log_every": 100,
             "n_valid": 32,
         },
