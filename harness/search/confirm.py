@@ -151,7 +151,7 @@ def confirmation_tuner(
             stop=HealthStopper() if plan.stop_unhealthy else None,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ConfirmationProgress(plan.objective, echo)],
+            callbacks=[ConfirmationProgress(plan.objective, echo, len(runs))],
             verbose=0,
         ),
     )
@@ -160,18 +160,20 @@ def confirmation_tuner(
 class ConfirmationProgress(tune.Callback):
     """A console line as each confirmation run ends."""
 
-    def __init__(self, objective: str, echo: Callable[[str], None]) -> None:
+    def __init__(self, objective: str, echo: Callable[[str], None], total: int) -> None:
         self.objective = objective
         self.echo = echo
+        self.total = total
+        self.ended = 0
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info):
         run = trial.config["run"]
         value = (trial.last_result or {}).get(self.objective)
         shown = f"{value:.4g}" if finite(value) else "-"
-        done = sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+        self.ended += 1  # in this call (a resumed confirmation counts its remaining runs)
         self.echo(
             f"  {run['candidate']} seed {run['sample']['seed']}: {self.objective} {shown}"
-            f"  [{done}/{len(trials)} runs]"
+            f"  [{self.ended} of {self.total} runs ended in this call]"
         )
 
 
