@@ -104,3 +104,34 @@ def test_confirm_again_resumes_and_refuses_another_request(confirmed):
         code = main(["confirm", "c", "--results", root, "--top", "1", "--seeds", "3"])
     assert code == 2
     assert "a confirmation of other configurations or seeds is on record" in err.getvalue()
+
+
+def test_a_run_the_health_stopper_ended_counts_as_stopped_not_completed(tmp_path):
+    """A stopped run leaves outcome.json, not result.json; it is kept out of the statistics."""
+    from harness.files import atomic_write
+    from harness.search.confirm import RUN_FILE, collect
+
+    confirm = SearchFolder(tmp_path / "confirm")
+    for k, (label, ending) in enumerate(
+        [
+            (
+                "rank 1",
+                {"status": "completed", "reason": "ok", "step": 3, "last_eval": {"stoi": 0.6}},
+            ),
+            ("paper default", None),
+        ]
+    ):
+        trial_dir = confirm.trial_dir(f"t{k}")
+        run = {"candidate": label, "source_trial": "", "sample": {"seed": 7}}
+        atomic_write(trial_dir / RUN_FILE, json.dumps(run))
+        if ending:
+            atomic_write(trial_dir / "result.json", json.dumps(ending))
+        else:
+            reason = "stopped: mode collapse since step 200"
+            atomic_write(
+                trial_dir / "outcome.json", json.dumps({"status": "stopped", "reason": reason})
+            )
+    frame = collect(confirm, ["rank 1", "paper default"], "stoi")
+    assert frame["status"].tolist() == ["completed", "stopped"]
+    assert frame["reason"].iloc[1].startswith("stopped: mode collapse")
+    assert frame["stoi"].iloc[0] == 0.6 and frame["stoi"].isna().iloc[1]

@@ -29,8 +29,10 @@ from harness.results import (
     Resources,
     SearchFolder,
     SearchPlan,
+    read_outcome,
     read_result,
     read_trials,
+    write_outcome,
 )
 from harness.search.driver import (
     HealthStopper,
@@ -40,12 +42,15 @@ from harness.search.driver import (
     trial_setup,
 )
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED, scoped_environ
+from harness.search.optuna_bridge import outcome
 from harness.search.trainable import TrialSetup, train_trial
+from harness.search.trials_table import error_reason
 from harness.space import SearchSpace
 from harness.status import Status
 from harness.telemetry import write_table_atomic
 
 RUN_FILE = "run.json"  # in each confirmation trial's folder: which candidate and seed it is
+UNFINISHED = {"status": Status.ERRORED.value, "reason": "did not finish (see confirm/tune)"}
 
 
 def confirm_trial(config: dict[str, Any], setup: TrialSetup) -> None:
@@ -151,23 +156,36 @@ def confirmation_tuner(
             stop=HealthStopper() if plan.stop_unhealthy else None,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ConfirmationProgress(plan.objective, echo, len(runs))],
+            callbacks=[ConfirmationProgress(plan.objective, echo, len(runs), confirm)],
             verbose=0,
         ),
     )
 
 
 class ConfirmationProgress(tune.Callback):
-    """A console line as each confirmation run ends."""
+    """Records how each confirmation run ended that left no ``result.json`` (stopped as
+    unhealthy by the HealthStopper, or errored), and prints a line as each run ends."""
 
-    def __init__(self, objective: str, echo: Callable[[str], None], total: int) -> None:
+    def __init__(
+        self, objective: str, echo: Callable[[str], None], total: int, confirm: SearchFolder
+    ) -> None:
         self.objective = objective
         self.echo = echo
         self.total = total
+        self.confirm = confirm
         self.ended = 0
+
+    def _record(self, trial: Trial, status: Status, reason: str) -> None:
+        trial_dir = self.confirm.trial_dir(trial.trial_id)
+        if read_result(trial_dir) is None:
+            write_outcome(trial_dir, {"status": status.value, "reason": reason})
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info):
+        self._record(trial, Status.ERRORED, error_reason(trial))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info):
         run = trial.config["run"]
+        self._record(trial, *outcome(trial.last_result or {}, error=False))
         value = (trial.last_result or {}).get(self.objective)
         shown = f"{value:.4g}" if finite(value) else "-"
         self.ended += 1  # in this call (a resumed confirmation counts its remaining runs)
@@ -182,13 +200,14 @@ def collect(confirm: SearchFolder, labels: list[str], objective: str) -> pd.Data
     rows = []
     for run_file in sorted(confirm.trials_dir.glob(f"*/{RUN_FILE}")):
         run, result = json.loads(run_file.read_text()), read_result(run_file.parent)
+        ended = result or read_outcome(run_file.parent) or UNFINISHED
         row: dict[str, Any] = {
             "candidate": run["candidate"],
             "source_trial": run["source_trial"] or "",
             "seed": run["sample"]["seed"],
             "trial_id": run_file.parent.name,
-            "status": result["status"] if result else Status.ERRORED.value,
-            "reason": result["reason"] if result else "did not finish (see confirm/tune)",
+            "status": ended["status"],
+            "reason": ended["reason"],
         }
         if result and result["status"] == Status.COMPLETED:
             last = result["last_eval"]
