@@ -35,7 +35,6 @@ from harness.results import (
     write_outcome,
 )
 from harness.search.driver import (
-    HealthStopper,
     SearchError,
     connect,
     trial_dirname,
@@ -153,7 +152,8 @@ def confirmation_tuner(
         run_config=tune.RunConfig(
             name=confirm.tune.name,
             storage_path=str(confirm.path),
-            stop=HealthStopper() if plan.stop_unhealthy else None,
+            stop=None,  # every seed trains to the budget: stopping the unhealthy ones would
+            # leave the statistics with the survivors only (flags stay in the diagnostics)
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[ConfirmationProgress(plan.objective, echo, len(runs), confirm)],
@@ -163,8 +163,8 @@ def confirmation_tuner(
 
 
 class ConfirmationProgress(tune.Callback):
-    """Records how each confirmation run ended that left no ``result.json`` (stopped as
-    unhealthy by the HealthStopper, or errored), and prints a line as each run ends."""
+    """Records how each confirmation run ended that left no ``result.json`` (it errored, or
+    stopped itself), and prints a line as each run ends."""
 
     def __init__(
         self, objective: str, echo: Callable[[str], None], total: int, confirm: SearchFolder
