@@ -136,7 +136,9 @@ def coerce(key: str, value: Any, kind: Any) -> Any:
 
 
 def _admits_str(kind: Any) -> bool:
-    return kind is str or str in typing.get_args(kind)
+    """``str`` or an optional/union that includes it (a ``tuple[str, ...]`` is parsed as YAML)."""
+    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    return kind is str or (union and str in typing.get_args(kind))
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

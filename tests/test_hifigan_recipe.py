@@ -116,6 +116,25 @@ def test_mel_loss_is_per_example_and_weighted(corpus):
     assert float(out.adversarial) == 0.0
 
 
+def test_eval_metrics_choose_what_a_validation_scores(corpus):
+    from harness.recipes.hifigan import HifiganRecipe
+
+    chosen = "[stoi, dnsmos_ovrl, vuv_f1]"  # as `--set eval_metrics=...` gives it: YAML text
+    overrides = {**TINY, "eval_metrics": chosen}
+    cfg = resolve_config("hifigan", "smoke", overrides=overrides, data=str(corpus))
+    assert cfg.model.eval_metrics == ("stoi", "dnsmos_ovrl", "vuv_f1")
+    recipe = HifiganRecipe(cfg.model, str(corpus), 0, 2)
+    try:
+        with torch.no_grad():  # as the trainer validates
+            row = recipe.validate(recipe.build_generator(), 0, None)
+    finally:
+        recipe.close()
+    assert set(row) == {"mel_l1", "stoi", "dnsmos_ovrl", "vuv_f1", "n_valid", "n_skipped"}
+    assert row["n_valid"] == 2 and 0.5 < row["dnsmos_ovrl"] < 5.5 and 0 <= row["vuv_f1"] <= 1
+    with pytest.raises(ConfigError, match=r"^eval_metrics: \['mel_l1'\] not among pesq, stoi"):
+        HifiganRecipe(dataclasses.replace(cfg.model, eval_metrics=("mel_l1",)), None, 0, 2)
+
+
 def test_unknown_config_key_is_one_line_error_listing_valid_keys(capsys):
     with pytest.raises(ConfigError, match=r"unknown config key 'lr_gen'; valid keys: .*lr_g"):
         resolve_config("hifigan", "smoke", overrides={"lr_gen": "1e-4"})

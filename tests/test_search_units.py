@@ -335,3 +335,35 @@ def test_a_space_that_sweeps_the_weight_of_its_objective_is_refused(tmp_path):
         code, err = run_search_cli(tmp_path, "hifigan", *objective)
         assert "--trials 0: must be >= 1" in err
     assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_an_objective_the_validation_does_not_report_is_refused(tmp_path, capsys):
+    from harness.cli import main
+
+    argv = ["search", "hifigan", "--objective", "dnsmos_ovrl", "--results", str(tmp_path)]
+    code, err = main(argv), capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "objective dnsmos_ovrl: hifigan's validation reports only mel_l1, pesq" in err
+    assert "add it to eval_metrics" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_budgets_and_spaces_choose_what_a_validation_reports():
+    from harness.commands.search import SearchArgsError, check_reported
+    from harness.config import ConfigError
+    from harness.trial import resolve_config
+
+    # the small and paper budgets score DNSMOS and pitch; smoke leaves them out for time
+    check_reported("dnsmos_ovrl", resolve_config("hifigan", "small"))
+    check_reported("pitch_rmse_cents", resolve_config("hifigan", "paper"))
+    smoke = resolve_config("hifigan", "smoke")
+    with pytest.raises(SearchArgsError, match="dnsmos_ovrl"):
+        check_reported("dnsmos_ovrl", smoke)
+    fixed = {"eval_metrics": ["stoi", "dnsmos_ovrl"]}  # a space's fixed value opts in
+    check_reported("dnsmos_ovrl", resolve_config("hifigan", "smoke", sample=fixed))
+    check_reported("pesq_gain", resolve_config("metricgan", "smoke"))
+    check_reported("modes_covered", resolve_config("ring", "smoke"))
+    with pytest.raises(ConfigError, match="eval_metrics: \\['pesk'\\] not among"):
+        check_reported(
+            "pesq", resolve_config("hifigan", "smoke", sample={"eval_metrics": ["pesk"]})
+        )

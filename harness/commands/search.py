@@ -12,6 +12,7 @@ from harness.recipes import RECIPES
 from harness.trial import BUDGETS
 
 if TYPE_CHECKING:
+    from harness.config import TrialConfig
     from harness.results import Resources, SearchPlan
     from harness.space import SearchSpace
 
@@ -220,6 +221,7 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
     data = data_folder(args.data)
     for point in [{}, *space.points]:  # fixed values and known-good points must be valid configs
         resolve_config(recipe, budget, sample={**space.fixed, **point}, data=data)
+    check_reported(objective, resolve_config(recipe, budget, sample=space.fixed, data=data))
     multi = bool(args.multi_objective)
     scheduler, grace, max_t = pick_scheduler(args.scheduler, multi, space, recipe, budget)
     plan = SearchPlan(
@@ -267,6 +269,21 @@ def pick_objective(args: argparse.Namespace, space: SearchSpace, space_file: Pat
             "--allow-trained-objective"
         )
     return objective
+
+
+def check_reported(objective: str, cfg: TrialConfig) -> None:
+    """The objective must be a metric the trials' validation reports."""
+    from harness.recipes import recipe_class
+
+    reported = recipe_class(cfg.recipe).reports(cfg.model)
+    if objective not in reported:
+        hint = ""
+        if hasattr(cfg.model, "eval_metrics"):
+            hint = "; add it to eval_metrics (a fixed value in the space)"
+        raise SearchArgsError(
+            f"objective {objective}: {cfg.recipe}'s validation reports only "
+            f"{', '.join(reported)}{hint}"
+        )
 
 
 def check_counts(args: argparse.Namespace, trials: int) -> None:

@@ -97,6 +97,12 @@ class Recipe(ABC):
         self.device = device
         return self
 
+    @classmethod
+    @abstractmethod
+    def reports(cls, cfg: Any) -> tuple[str, ...]:
+        """The metrics (harness/metrics.py names) a validation with model settings ``cfg``
+        reports: what a search may optimise."""
+
     @abstractmethod
     def build_generator(self) -> nn.Module: ...
 

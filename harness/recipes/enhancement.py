@@ -106,6 +106,11 @@ class EnhancementRecipe(Recipe):
             self._valid_audio = [tuple(x[:stop] for x in load_pair(p)) for p in valid]
         return self._valid_audio
 
+    @classmethod
+    def reports(cls, cfg: Any) -> tuple[str, ...]:
+        """Every scored metric, its noisy-input baseline and the gain over it."""
+        return tuple(f"{m}{suffix}" for m in SCORED for suffix in ("", "_noisy", "_gain"))
+
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
         """Enhance the held-out pairs; score them, and the noisy input once, in the pool."""
         _, valid = self._corpus_split()

@@ -18,17 +18,23 @@ import torch
 from torch import Tensor, nn
 
 from harness import health as signals
-from harness import losses
+from harness import losses, pitch
 from harness.audio.corpus import ensure_corpus
 from harness.audio.datasets import SegmentBatches, load_utterances, open_corpus
 from harness.audio.mel import LogMel, MelConfig
 from harness.audio.samples import Sample, save_samples
 from harness.batches import BatchSource
+from harness.config import ConfigError
+from harness.dnsmos import NAMES as DNSMOS_NAMES
+from harness.metrics import SPEECH
 from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
 from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss, Recipe
 from harness.scoring import score_pairs
 
-SCORED = ("pesq", "stoi", "estoi", "si_snr", "mrstft")  # mel L1 is computed here, on device
+# scored in the process pool at every validation (mel L1 is computed here, on device); DNSMOS and
+# the pitch metrics cost about 3 s of one core per 3 s clip each, so budgets opt into them
+SCORED = ("pesq", "stoi", "estoi", "si_snr", "mrstft")
+DNSMOS_AND_PITCH = (*DNSMOS_NAMES, *pitch.NAMES)
 
 
 @dataclass
@@ -47,6 +53,7 @@ class HifiganConfig:
     keep_sample_evals: int = 3  # validations whose WAVs are kept (older ones are pruned)
     corpus_utterances: int = 320  # size of the built-in espeak-ng corpus
     score_workers: int = 0  # scoring processes; 0 = the torch threads this trial was given
+    eval_metrics: tuple[str, ...] = SCORED  # scored at every validation besides mel_l1
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "generator": ("v1", "v2", "v3", "tiny"),
@@ -100,6 +107,7 @@ class HifiganRecipe(Recipe):
             "steps": 4000,
             "eval_every": 500,
             "log_every": 25,
+            "eval_metrics": (*SCORED, *DNSMOS_AND_PITCH),
         },
         # the paper's V1 setting (2.5 M steps at batch 16 in the paper)
         "paper": {
@@ -110,11 +118,13 @@ class HifiganRecipe(Recipe):
             "steps": 2_500_000,
             "eval_every": 5000,
             "log_every": 100,
+            "eval_metrics": (*SCORED, *DNSMOS_AND_PITCH),
         },
     }
 
     def __init__(self, cfg: HifiganConfig, data_dir: str | None, seed: int, batch_size: int):
         super().__init__(cfg, data_dir, seed, batch_size)
+        self.reports(cfg)
         self.g_cfg = generator_preset(cfg.generator)
         hop = self.g_cfg.hop_length
         if cfg.segment_size % hop:
@@ -229,6 +239,15 @@ class HifiganRecipe(Recipe):
             self._valid_audio = [c[: len(c) // hop * hop] for c in clips]
         return self._valid_audio
 
+    @classmethod
+    def reports(cls, cfg: HifiganConfig) -> tuple[str, ...]:
+        """mel L1 and the configured ``eval_metrics`` (checked: each a metric scoring computes)."""
+        unknown = [m for m in cfg.eval_metrics if m not in SPEECH or m == "mel_l1"]
+        if unknown or not cfg.eval_metrics:
+            choices = ", ".join(m for m in SPEECH if m != "mel_l1")
+            raise ConfigError(f"eval_metrics: {unknown or '[]'} not among {choices}")
+        return ("mel_l1", *cfg.eval_metrics)
+
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
         """Copy-synthesis of the held-out set: mel L1 on device, the rest in worker processes."""
         _, valid = self._corpus_split()
@@ -239,13 +258,14 @@ class HifiganRecipe(Recipe):
             fake = torch.nan_to_num(fake, nan=0.0, posinf=0.0, neginf=0.0)  # diverged = silence
             mel_l1.append(float((self.loss_mel(real) - self.loss_mel(fake)).abs().mean()))
             pairs.append((Path(file.path).stem, audio.numpy(), fake[0].cpu().numpy()))
-        report = score_pairs(pairs, self.cfg.sample_rate, pool=self.scoring_pool(), metrics=SCORED)
+        metrics = self.cfg.eval_metrics
+        report = score_pairs(pairs, self.cfg.sample_rate, pool=self.scoring_pool(), metrics=metrics)
         if out_dir is not None:
             clips = [Sample(*pair) for pair in pairs[: self.cfg.samples_per_eval]]
             save_samples(out_dir, step, clips, self.cfg.sample_rate, self.cfg.keep_sample_evals)
         return {
             "mel_l1": float(np.mean(mel_l1)),
-            **{k: report.mean[k] for k in SCORED if k in report.mean},
+            **{k: report.mean[k] for k in metrics if k in report.mean},
             "n_valid": report.n_valid,
             "n_skipped": report.n_skipped,
         }

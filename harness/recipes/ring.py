@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from harness import losses
 from harness.batches import BatchSource
 from harness.health import mode_statistics
+from harness.metrics import REGISTRY
 from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss, Recipe
 
 # Published anchors (2,500 samples): PacGAN (Lin et al. 2018) Tables 2 and 3.
@@ -214,6 +215,11 @@ class RingRecipe(Recipe):
         """``n`` generated points from latent codes fixed by the seed (same for every trial)."""
         z = torch.randn(n, self.cfg.z_dim, generator=torch.Generator().manual_seed(self.seed + 7))
         return generator(z.to(self.device)).float().cpu()
+
+    @classmethod
+    def reports(cls, cfg: Any) -> tuple[str, ...]:
+        """Mode coverage and sample quality (harness/health.py ``mode_statistics``)."""
+        return tuple(m.name for m in REGISTRY if m.family == "toy")
 
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
         means, std = mode_means(self.cfg.mixture)
