@@ -127,11 +127,11 @@ def test_a_run_the_health_stopper_ended_counts_as_stopped_not_completed(tmp_path
         if ending:
             atomic_write(trial_dir / "result.json", json.dumps(ending))
         else:
-            reason = "stopped: mode collapse since step 200"
+            reason = "mode collapse since step 200"
             atomic_write(
                 trial_dir / "outcome.json", json.dumps({"status": "stopped", "reason": reason})
             )
     frame = collect(confirm, ["rank 1", "paper default"], "stoi")
     assert frame["status"].tolist() == ["completed", "stopped"]
-    assert frame["reason"].iloc[1].startswith("stopped: mode collapse")
+    assert frame["reason"].iloc[1].startswith("mode collapse")
     assert frame["stoi"].iloc[0] == 0.6 and frame["stoi"].isna().iloc[1]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from pair_corpus import write_pair_corpus
 from torchaudio.functional import resample
 
 from harness.audio import corpus
@@ -34,6 +35,7 @@ from harness.audio.noisy import (
     white_noise,
 )
 from harness.audio.pairs import LENGTH_TOLERANCE_S, PairBatches, load_pair, open_pairs
+from harness.trial import resolve_config, run_trial
 
 N = 20  # clips in the test corpus: 18 train (every noise type 3 times), 2 test
 SR = 16000
@@ -419,6 +421,39 @@ def test_every_format_reads_through_the_vocoder_and_pair_paths(
         assert_decodes_to(noisy, expected_at(0.5 * audio, sr, SR), tol)
     clean, noisy = PairBatches(paired.train, 2, 8000, seed=0).batch(0)
     assert_decodes_to(noisy, 0.5 * clean, tol)
+
+
+@pytest.mark.parametrize(
+    ("ext", "sr", "channels", "kwargs", "tol"), [p for p in FORMATS if p.id != "mp3"]
+)
+def test_a_vocoder_and_an_enhancer_train_on_every_format(
+    tmp_path: Path, ext: str, sr: int, channels: int, kwargs: dict[str, str], tol: float | None
+) -> None:
+    """FLAC, OGG/Vorbis and 48 kHz stereo WAV corpora: a few steps of HiFi-GAN on the clean
+    side and of SEGAN on the pairs, validated and checkpointed like any other run."""
+    root = write_pair_corpus(
+        tmp_path / "pairs", pairs=4, sample_rate=sr, ext=ext, channels=channels, **kwargs
+    )
+    tiny = {"batch_size": 2, "steps": 2, "eval_every": 2, "n_valid": 2, "score_workers": 1}
+    runs = {
+        "hifigan": resolve_config(
+            "hifigan",
+            "smoke",
+            overrides={**tiny, "generator": "tiny", "segment_size": 1024, "eval_metrics": "[stoi]"},
+            data=str(root / "clean"),
+        ),
+        "segan": resolve_config(
+            "segan",
+            "smoke",
+            overrides={**tiny, "width": 1 / 16, "segment_size": 4096},
+            data=str(root),
+        ),
+    }
+    for name, cfg in runs.items():
+        result = run_trial(cfg, tmp_path / name)
+        assert result.status == "completed" and result.step == 2, (name, result.reason)
+        assert result.checkpoint is not None and result.checkpoint.is_file()
+        assert result.last_eval["n_valid"] == 2 and np.isfinite(result.last_eval["stoi"]), name
 
 
 @pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile built without MP3")

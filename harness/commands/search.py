@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,10 +147,12 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_search(
         plan, space, folder, address=address, echo=print_line, progress=not args.quiet
     )
+    confirm_s = 0.0
     if outcome.finished and args.confirm:
         from harness.search.confirm import run_confirmation
 
         print_line("")
+        started = time.monotonic()
         run_confirmation(
             plan,
             space,
@@ -159,15 +162,22 @@ def run(args: argparse.Namespace) -> int:
             address=address,
             echo=print_line,
         )
+        confirm_s = time.monotonic() - started
     print_line("")
     print_line(render(folder, "table"))
     from harness.commands.report import write_search_report
 
-    print_line(f"\nreport: {write_search_report(folder)}")
+    started = time.monotonic()
+    report = write_search_report(folder)
+    size = report.stat().st_size / 2**20
+    print_line(f"\nreport: {report} ({size:.1f} MiB, {time.monotonic() - started:.0f} s)")
     if not outcome.finished:
         print_line(f"\nsearch {name!r} is unfinished; run the same command again to continue it")
         return 1
-    print_line(f"\nfinished in {outcome.wall_s:.0f} s; rerun the best: `run.py rerun {name}`")
+    took = f"search {outcome.wall_s:.0f} s" + (
+        f", confirmation {confirm_s:.0f} s" if confirm_s else ""
+    )
+    print_line(f"\nfinished ({took}); rerun the best: `run.py rerun {name}`")
     return 0
 
 

@@ -15,8 +15,14 @@ from contextlib import contextmanager
 # Under `uv run`, Ray would otherwise ship the working tree to every worker and start each one
 # through `uv run` (slow, and it moves relative paths); RAY_ENABLE_UV_RUN_RUNTIME_ENV=1 has it back.
 RAY_IMPORT_DEFAULTS = {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-# Our rows are heterogeneous by design: a stopped trial's last row has no score.
-TUNE_FORCED = {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+TUNE_FORCED = {
+    # Our rows are heterogeneous by design: a stopped trial's last row has no score.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # Ray's own JSON/CSV/TensorBoard loggers would copy the validation rows our trial folders and
+    # TensorBoard files (harness/tensorboard.py) already hold, and its banner would point
+    # TensorBoard at a temporary copy in Ray's session folder.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
 TUNE_DEFAULTS = {
     # Snapshot the experiment often, so a crash loses (almost) no trial bookkeeping; the
     # snapshots Tune forces after every second trial checkpoint are wanted, not a warning.

@@ -207,7 +207,7 @@ def outcome(result: dict[str, Any], error: bool) -> tuple[Status, str]:
         return Status(status), str(result.get("reason", ""))
     why = stop_reason(result)
     if why:  # ended by the HealthStopper at a flagged validation
-        return Status.STOPPED, f"stopped: {why}"
+        return Status.STOPPED, why
     if not result:
         return Status.PRUNED, "removed before it started"
     return Status.PRUNED, f"cut by ASHA at step {result.get('step')}"
