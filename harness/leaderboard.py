@@ -222,10 +222,15 @@ def narrow_columns(
 
     Kept in this order while they fit: rank, trial, status, the objective (and the Pareto mark
     and cost objective of a multi-objective search), health flags, the cost a trial consumed
-    (batches drawn, trainer seconds), up to :data:`OTHER_SCORES` other scores, then the swept parameters,
-    most important first.  Reasons go below the table (:func:`_reasons`).
+    (batches drawn, trainer seconds), up to :data:`OTHER_SCORES` other scores (an enhancer's
+    noisy baseline and gain of its objective first), then the swept parameters, most important
+    first.  Reasons go below the table (:func:`_reasons`).
     """
-    scores = [m for m in SCORES if m in frame and m != plan.objective and frame[m].notna().any()]
+    # an enhancer's objective comes with its noisy-input baseline and the gain over it
+    base = plan.objective.removesuffix("_gain").removesuffix("_noisy")
+    baseline = [m for m in (base, f"{base}_noisy", f"{base}_gain") if m != plan.objective]
+    scored = [m for m in SCORES if m in frame and m != plan.objective and frame[m].notna().any()]
+    scores = [*(m for m in baseline if m in scored), *(m for m in scored if m not in baseline)]
     swept = [f"config/{p}" for p in plan.swept if f"config/{p}" in frame]
     swept.sort(key=lambda c: -weights.get(c.removeprefix("config/"), -1.0))
     cost = [plan.cost] if plan.multi_objective else []

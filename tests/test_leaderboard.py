@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -212,3 +213,23 @@ def test_wide_table_keeps_every_column(ring_search):
     wide = render(folder, "table", wide=True).splitlines()[2].split()
     assert wide == columns and len(columns) > len(render(folder, "table").splitlines()[2].split())
     assert max(len(line) for line in render(folder, "table", wide=True).splitlines()) > 120
+
+
+def test_an_enhancers_objective_comes_with_its_noisy_baseline_and_gain():
+    import pandas as pd
+
+    from harness.leaderboard import narrow_columns
+
+    plan = SearchPlan(
+        name="mg", recipe="metricgan", budget="smoke", space_file="x.yaml", space={},
+        swept=["lr_g"], objective="pesq", mode="max", trials=1,
+    )  # fmt: skip
+    frame = pd.DataFrame(
+        [{"rank": 1, "trial_id": "a", "status": "completed", "pesq": 1.4, "stoi": 0.9,
+          "estoi": 0.7, "si_snr": 10.0, "pesq_noisy": 1.15, "pesq_gain": 0.25, "batches": 800,
+          "train_s": 377.0, "flags": "", "config/lr_g": 1e-3}]
+    )  # fmt: skip
+    columns = narrow_columns(frame, plan, {})
+    assert columns[:6] == ["rank", "trial_id", "status", "pesq", "pesq_noisy", "pesq_gain"]
+    gain = narrow_columns(frame, dataclasses.replace(plan, objective="pesq_gain"), {})
+    assert gain[3:6] == ["pesq_gain", "pesq", "pesq_noisy"]

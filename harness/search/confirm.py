@@ -20,6 +20,7 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.experiment import Trial
+from ray.tune.logger import JsonLoggerCallback
 
 from harness.confirmation import Candidate, confirmation_seeds, pick_candidates
 from harness.files import atomic_write, finite
@@ -156,7 +157,10 @@ def confirmation_tuner(
             # leave the statistics with the survivors only (flags stay in the diagnostics)
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ConfirmationProgress(plan.objective, echo, len(runs), confirm)],
+            callbacks=[
+                ConfirmationProgress(plan.objective, echo, len(runs), confirm),
+                JsonLoggerCallback(),
+            ],
             verbose=0,
         ),
     )

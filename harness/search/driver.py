@@ -22,6 +22,7 @@ import pandas as pd
 import ray
 from ray import tune
 from ray.tune.experiment import Trial
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
 from harness.files import atomic_write
@@ -271,7 +272,7 @@ def new_tuner(
             stop=HealthStopper() if plan.stop_unhealthy else None,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[TrialsTable(setup, plan, echo=progress)],
+            callbacks=[TrialsTable(setup, plan, echo=progress), JsonLoggerCallback()],
             verbose=0,  # progress lines come from TrialsTable
         ),
     )
