@@ -24,6 +24,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
+from harness.faults import fault_point
 from harness.files import atomic_write
 from harness.health import stop_reason
 from harness.recipes import RECIPES
@@ -165,6 +166,7 @@ def start_fresh(plan: SearchPlan, folder: SearchFolder, address: str | None) -> 
     have = ray.cluster_resources()
     resources = fit_to(plan, float(have.get("CPU", 0)), float(have.get("GPU", 0)), address)
     plan.save(folder, resources)
+    fault_point("search_prepared")
     # whatever a start that never got to record a trial left behind
     for stale in (folder.optuna_db, folder.tune, folder.trials_dir, folder.diagnostics):
         if stale.is_dir():
