@@ -58,7 +58,7 @@ def command(root: Path, name: str, trials: int = TRIALS, steps: int = 400) -> li
     ]  # fmt: skip
 
 
-def run(argv: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
+def run(argv: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -82,7 +82,7 @@ def kill_session(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def wait_until(check, process: subprocess.Popen, what: str, timeout: float = 300) -> None:
+def wait_until(check, process: subprocess.Popen, what: str, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -174,7 +174,7 @@ def test_driver_killed_resumes_with_every_trial_accounted_for(tmp_path, kill_at)
     else:
         first = launch(argv, tmp_path / "first.log", env={FAULT_ENV: kill_at})
         try:
-            assert first.wait(timeout=300) == -signal.SIGKILL, (tmp_path / "first.log").read_text()
+            assert first.wait(timeout=900) == -signal.SIGKILL, (tmp_path / "first.log").read_text()
         finally:
             kill_session(first)  # the Ray daemons die with the driver; anything left, now
     assert not folder.finished()
@@ -238,7 +238,7 @@ def test_worker_killed_mid_step_resumes_from_its_checkpoint_with_exact_scores(tm
         workers = trial_workers(search.pid)
         assert len(workers) == 1, workers
         os.kill(workers[0], signal.SIGKILL)
-        assert search.wait(timeout=400) == 0, (tmp_path / "search.log").read_text()[-3000:]
+        assert search.wait(timeout=900) == 0, (tmp_path / "search.log").read_text()[-3000:]
     finally:
         kill_session(search)
     assert_search_complete(folder, 1)
@@ -401,7 +401,7 @@ def test_second_search_with_the_same_name_is_refused(tmp_path):
             f"{folder.lock}); wait for it to end, or pick another --name"
         ], second.stderr
         assert folder.config.read_bytes() == plan
-        assert first.wait(timeout=400) == 0, (tmp_path / "first.log").read_text()[-3000:]
+        assert first.wait(timeout=900) == 0, (tmp_path / "first.log").read_text()[-3000:]
     finally:
         kill_session(first)
     assert_search_complete(folder, 2)
