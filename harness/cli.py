@@ -1,12 +1,13 @@
 """Command-line front door: one subcommand per module in harness/commands/.
 
-Errors a user can fix (bad config key, bad data, bad search space) become one line on stderr and
-exit status 2; anything else is a bug and keeps its traceback.
+Errors a user can fix (bad config key, bad data, bad search space, a full disk) become one line
+on stderr and exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -41,6 +42,16 @@ def main(argv: list[str] | None = None) -> int:
         if type(err) is ValueError:
             raise
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        where = err.filename or "results"
+        print(
+            f"error: no space left on device writing {where}; free some space and run the "
+            "same command again",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

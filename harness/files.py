@@ -9,6 +9,8 @@ Parquet readers and by our own globs.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import math
 import os
 import uuid
@@ -32,9 +34,33 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class LockHeld(ValueError):
+    """Another process holds a lock this one needs; the message is one line saying which."""
+
+
+@contextmanager
+def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the block; :class:`LockHeld` (``busy``) at
+    once if another process holds it.  The kernel releases the lock when its holder dies, so a
+    killed process never leaves a stale lock behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld(busy) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 @contextmanager
 def atomic_output(path: Path | str) -> Iterator[IO[bytes]]:
-    """A binary file handle whose contents replace ``path`` only once the block succeeds."""
+    """A binary file handle whose contents replace ``path`` only once the block succeeds.
+
+    On a full disk the temp file is removed and the ``OSError`` (ENOSPC) names ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -44,6 +70,11 @@ def atomic_output(path: Path | str) -> Iterator[IO[bytes]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC and err.filename is None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

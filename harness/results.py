@@ -96,6 +96,11 @@ class SearchFolder:
         return self.path / "summary.json"
 
     @property
+    def lock(self) -> Path:
+        """Held (flock) by the one process running this search (hidden from the globs)."""
+        return self.path / ".search.lock"
+
+    @property
     def importances(self) -> Path:
         return self.path / "importances.json"
 

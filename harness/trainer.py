@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import random
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -46,6 +48,8 @@ from harness.guards import Counters, Guards, StopTraining
 from harness.health import HealthConfig, HealthMonitor
 from harness.recipes.base import Adversary, GeneratorLoss, Recipe
 from harness.status import Status
+
+log = logging.getLogger(__name__)
 
 Reporter = Callable[[str, dict[str, Any], Path | None], None]
 """``report(kind, row, checkpoint)``: kind is "step" or "eval"; checkpoint is set on evals."""
@@ -517,14 +521,43 @@ class Trainer:
         return path
 
     def resume(self, path: Path | None = None) -> bool:
-        """Load ``path`` or the newest checkpoint in ``out_dir``; False if there is none."""
-        path = path or latest_checkpoint(self.ckpt_dir)
-        if path is None:
-            return False
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
-        return True
+        """Load ``path`` or the newest checkpoint in ``out_dir``; False if there is none.
+
+        A checkpoint that cannot be read (truncated, corrupted) is passed over with a one-line
+        warning for the next older intact one in ``checkpoints/``; with none intact, training
+        starts over (so a damaged file never makes a retried trial crash again and again).
+        """
+        candidates = resume_candidates(self.ckpt_dir, path)
+        for candidate in candidates:
+            try:
+                state = load_checkpoint(candidate, self.device)
+            except Exception as err:  # whatever the damage, the file cannot be resumed from
+                why = " ".join(str(err).split())[:120] or type(err).__name__
+                log.warning("checkpoint %s is unreadable (%s); trying an older one", candidate, why)
+                continue
+            if candidate != candidates[0]:
+                log.warning("resuming from %s, the newest intact checkpoint", candidate)
+            self.load_state_dict(state)
+            return True
+        if candidates:
+            log.warning("no intact checkpoint in %s; training starts over", self.ckpt_dir)
+        return False
 
 
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    found = sorted(Path(ckpt_dir).glob("step_*.pt"))
-    return found[-1] if found else None
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint's state, once every member's CRC-32 checks out: ``torch.load`` alone reads
+    a checkpoint whose tensor bytes were flipped without complaint."""
+    with zipfile.ZipFile(path) as archive:
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise ValueError(f"CRC-32 mismatch in {damaged}")
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+def resume_candidates(ckpt_dir: Path, path: Path | None = None) -> list[Path]:
+    """``path`` (default: the newest checkpoint in ``ckpt_dir``), then the older checkpoints in
+    ``ckpt_dir``, newest first: where to resume from, in order of preference."""
+    found = sorted(Path(ckpt_dir).glob("step_*.pt"), reverse=True)
+    if path is None:
+        return found
+    return [path, *(p for p in found if p.name <= path.name and p.resolve() != path.resolve())]

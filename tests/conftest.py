@@ -1,5 +1,6 @@
-"""Test-wide settings: one torch thread (tiny models; avoids oversubscribing 2-core CI), and
-the small real ring search that the leaderboard and report tests read."""
+"""Test-wide settings: one torch thread (tiny models; avoids oversubscribing 2-core CI), the
+tiny ring trial settings and ``run_cli`` the search tests share, and the small real ring search
+that the leaderboard and report tests read."""
 
 import contextlib
 import io
@@ -11,6 +12,29 @@ import yaml
 from harness.results import SearchFolder
 
 torch.set_num_threads(1)
+
+TINY_RING = {  # a ring trial of 300 steps in about a second
+    "steps": 300,
+    "eval_every": 100,
+    "log_every": 50,
+    "batch_size": 64,
+    "g_hidden": 32,
+    "g_layers": 2,
+    "d_hidden": 32,
+    "d_layers": 2,
+    "eval_samples": 500,
+}
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    """``run.py ARGV`` in this process: (exit status, what it printed)."""
+    from harness.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(argv))
+    return code, out.getvalue()
+
 
 # A ring search small enough for the fast tests (about a minute on 2 cores), large enough to
 # end every way: its first point completes, its second diverges (a loss limit of 1e-9 stops it),

@@ -14,30 +14,13 @@ import json
 
 import pytest
 import yaml
+from conftest import TINY_RING, run_cli
 
 from harness.cli import main
 from harness.confirmation import read_confirmation
 from harness.results import SearchFolder, read_trials
 
-TINY = {  # a ring trial of 300 steps in about a second
-    "steps": 300,
-    "eval_every": 100,
-    "log_every": 50,
-    "batch_size": 64,
-    "g_hidden": 32,
-    "g_layers": 2,
-    "d_hidden": 32,
-    "d_layers": 2,
-    "eval_samples": 500,
-}
 SLOW, WORKING = 3e-5, 1e-3
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(list(argv))
-    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +28,7 @@ def confirmed(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     space = {
         "objective": "reverse_kl",
-        "space": {"lr_g": {"choice": [SLOW, WORKING]}, **TINY},
+        "space": {"lr_g": {"choice": [SLOW, WORKING]}, **TINY_RING},
         "points_to_evaluate": [{"lr_g": SLOW}, {"lr_g": WORKING}],
     }
     (root / "ring.yaml").write_text(yaml.safe_dump(space))

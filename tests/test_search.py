@@ -1,83 +1,34 @@
 """One real search on a local Ray, inspected by several tests (about a minute on 2 cores).
 
-The recipe is the toy ring with failure injection (``FlakyRecipe``, defined here and imported by
-the Ray workers through PYTHONPATH).  Its space starts with four known points, one per way a
+The recipe is the toy ring with failure injection (``FlakyRecipe`` in tests/flaky_recipe.py,
+imported by the Ray workers through PYTHONPATH).  Its space starts with four known points, one per way a
 trial can end: completes; raises once and resumes from its checkpoint; keeps raising; diverges.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_RING, run_cli
 
-from harness.cli import main
 from harness.recipes import RECIPES
-from harness.recipes.ring import RingConfig, RingRecipe
 from harness.results import SearchFolder, read_trials
 from harness.telemetry import read_diagnostics
 
 TESTS = Path(__file__).resolve().parent
-TINY = {  # a ring trial of 300 steps in about a second
-    "steps": 300,
-    "eval_every": 100,
-    "log_every": 50,
-    "batch_size": 64,
-    "g_hidden": 32,
-    "g_layers": 2,
-    "d_hidden": 32,
-    "d_layers": 2,
-    "eval_samples": 500,
-    "max_consecutive_nonfinite": 3,
-    "fail_at_step": 200,
-}
+TINY = {**TINY_RING, "max_consecutive_nonfinite": 3, "fail_at_step": 200}
 NORMAL = {"lr_g": 1e-3, "fail_times": 0, "loss_upper_limit": 1e6}
 FLAKY = {**NORMAL, "fail_times": 1}  # raises once at step 200, then succeeds
 BROKEN = {**NORMAL, "fail_times": 9}  # raises at step 200 every time
 DIVERGING = {**NORMAL, "loss_upper_limit": 1e-9}  # every loss "explodes": the trial stops itself
-
-
-class InjectedFailure(RuntimeError):
-    pass
-
-
-@dataclass
-class FlakyConfig(RingConfig):
-    fail_at_step: int = 0  # 0 = never fail
-    fail_times: int = 0  # validations at fail_at_step that raise before one passes
-
-
-class FlakyRecipe(RingRecipe):
-    """The ring recipe, raising at a chosen validation a chosen number of times per trial."""
-
-    name = "flaky"
-    config_cls = FlakyConfig
-
-    def validate(self, generator, step, out_dir):
-        if self.cfg.fail_at_step and step == self.cfg.fail_at_step:
-            marks = Path(out_dir).parent / "failures"  # out_dir is <trial>/samples
-            marks.mkdir(exist_ok=True)
-            done = len(list(marks.iterdir()))
-            if done < self.cfg.fail_times:
-                (marks / str(done)).touch()
-                raise InjectedFailure(f"injected failure at step {step}")
-        return super().validate(generator, step, out_dir)
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(list(argv))
-    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +46,7 @@ def search(tmp_path_factory):
     }
     (root / "flaky.yaml").write_text(yaml.safe_dump(space))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(RECIPES, "flaky", "test_search:FlakyRecipe")
+        mp.setitem(RECIPES, "flaky", "flaky_recipe:FlakyRecipe")
         mp.setenv("PYTHONPATH", str(TESTS))
         code, out = run_cli(
             "search", "flaky", "--space", str(root / "flaky.yaml"), "--trials", "5",

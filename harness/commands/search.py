@@ -14,7 +14,7 @@ from harness.trial import BUDGETS
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
-    from harness.results import Resources, SearchPlan
+    from harness.results import Resources, SearchFolder, SearchPlan
     from harness.space import SearchSpace
 
 DEFAULT_TRIALS = {"smoke": 8, "small": 32, "paper": 64}
@@ -112,6 +112,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.files import exclusive_lock
     from harness.leaderboard import render
     from harness.results import Resources, SearchFolder, SearchPlan, results_root
     from harness.space import parse_space
@@ -138,8 +139,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         plan, space = make_plan(args, name, budget)
         address = args.address or os.environ.get("RAY_ADDRESS") or None
-    from harness.search import run_search
+    busy = (
+        f"search {name!r} is already running in another process (it holds {folder.lock}); "
+        "wait for it to end, or pick another --name"
+    )
+    with exclusive_lock(folder.lock, busy):  # released by the kernel if this process dies
+        return execute(args, plan, space, folder, address)
 
+
+def execute(
+    args: argparse.Namespace,
+    plan: SearchPlan,
+    space: SearchSpace,
+    folder: SearchFolder,
+    address: str | None,
+) -> int:
+    """Run (or continue) the search, confirm it if asked, print its leaderboard and report."""
+    from harness.leaderboard import render
+    from harness.search import run_search
+    from harness.trial import print_line
+
+    name = plan.name
     print_line(
         f"search {name!r}: {plan.recipe} ({plan.budget} budget), {plan.trials} trials, "
         f"objective {plan.objective} -> {folder.path}"

@@ -25,6 +25,7 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
+from harness.faults import fault_point
 from harness.files import atomic_write
 from harness.health import stop_reason
 from harness.recipes import RECIPES
@@ -138,20 +139,38 @@ def connect(address: str | None) -> bool:
         logging_level="warning",
         runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}},
     )
-    try:
-        if address:
+    if address:
+        try:
             ray.init(address=address, **common)
-        else:
-            ray.init(
-                address="local",
-                num_cpus=os.cpu_count(),
-                include_dashboard=False,
-                object_store_memory=256 * 1024**2,
-                **common,
-            )
-    except ConnectionError as err:
-        raise SearchError(f"cannot reach Ray at {address!r}: {err}") from None
+        except ConnectionError as err:
+            raise SearchError(f"cannot reach Ray at {address!r}: {err}") from None
+        return True
+
+    def start_local() -> None:
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            object_store_memory=256 * 1024**2,
+            **common,
+        )
+
+    for _ in range(LOCAL_RAY_ATTEMPTS - 1):
+        try:
+            start_local()
+            return True
+        except Exception as err:  # Ray raises a bare Exception when its daemons start late
+            if RAY_START_TIMEOUT not in str(err):
+                raise
+            ray.shutdown()  # the half-started node, before the next try
+    start_local()  # the last try: what it raises is the answer
     return True
+
+
+LOCAL_RAY_ATTEMPTS = 3
+RAY_START_TIMEOUT = "timed out during startup"
+"""Ray waits a fixed 30 s for its raylet to register; on a loaded machine that can pass while
+nothing is wrong, so starting the local cluster is tried again (never for a remote --address)."""
 
 
 def start_fresh(plan: SearchPlan, folder: SearchFolder, address: str | None) -> Resources:
@@ -166,6 +185,7 @@ def start_fresh(plan: SearchPlan, folder: SearchFolder, address: str | None) -> 
     have = ray.cluster_resources()
     resources = fit_to(plan, float(have.get("CPU", 0)), float(have.get("GPU", 0)), address)
     plan.save(folder, resources)
+    fault_point("search_prepared")
     # whatever a start that never got to record a trial left behind
     for stale in (folder.optuna_db, folder.tune, folder.trials_dir, folder.diagnostics):
         if stale.is_dir():

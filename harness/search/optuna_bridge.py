@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from harness.faults import fault_point
 from harness.files import atomic_write, finite
 from harness.health import stop_reason
 from harness.results import LOST, SearchFolder, SearchPlan, write_outcome
@@ -140,6 +141,7 @@ class StatusAwareOptunaSearch(OptunaSearch):
         try:
             ot_trial.set_user_attr("status", status.value)
             ot_trial.set_user_attr("reason", reason)
+            fault_point("before_optuna_tell")
             self._ot_study.tell(ot_trial, told, state=state)
         except optuna.exceptions.UpdateFinishedTrialError:  # told before an interruption
             if state == TrialState.COMPLETE:

@@ -10,6 +10,7 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 
+from harness.faults import fault_point
 from harness.files import finite
 from harness.metrics import SCORES
 from harness.results import SearchFolder, SearchPlan, read_outcome, write_trials
@@ -119,6 +120,7 @@ class TrialsTable(tune.Callback):
             self._say(f"{trial.trial_id} step {result.get('step')}: {self.objective} {shown}")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info):
+        fault_point("before_trials_write")  # the trial's ending is on record, not yet here
         self._announce(self._write(trials, ended=trial), trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
