@@ -20,7 +20,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import pickle
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -62,10 +64,17 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded, or must not be (it would run code); one line."""
+
+
 def _rng_state() -> dict[str, Any]:
+    """Every global random stream, as tensors and plain values (``weights_only`` loads them)."""
+    numpy_state = np.random.get_state(legacy=False)
+    key = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {**numpy_state, "state": {**numpy_state["state"], "key": key}},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -75,7 +84,9 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    key = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -521,8 +532,28 @@ class Trainer:
         path = path or latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        self.load_state_dict(load_checkpoint(path, self.device))
         return True
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint's state, unpickled with ``weights_only=True``: tensors and plain values only.
+
+    A checkpoint from a shared results folder must not run code on whoever loads it; everything
+    the trainer saves is tensors and plain values, so nothing needs allow-listing.
+    """
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: it would call {found.group(1)} when loaded; a checkpoint "
+                "may hold only tensors and plain values"
+            ) from None
+        cause = err.__cause__ or err  # torch wraps the unpickler's own error
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:

@@ -36,6 +36,7 @@ from harness.space import SearchSpace
 from harness.status import TERMINAL, Status
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = "127.0.0.1"  # where a local Ray listens; a cluster is started with `ray start`
 
 
 class SearchError(ValueError):
@@ -141,10 +142,12 @@ def connect(address: str | None) -> bool:
         if address:
             ray.init(address=address, **common)
         else:
-            ray.init(
+            ray.init(  # a private Ray: its servers and agents listen on loopback only
                 address="local",
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
+                dashboard_host=LOOPBACK,
+                _node_ip_address=LOOPBACK,
                 object_store_memory=256 * 1024**2,
                 **common,
             )
