@@ -545,14 +545,16 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if found:
             raise CheckpointError(
                 f"{path}: refused: it would call {found.group(1)} when loaded; a checkpoint "
                 "may hold only tensors and plain values"
             ) from None
-        cause = err.__cause__ or err  # torch wraps the unpickler's own error
-        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        # torch wraps the unpickler's own complaint in advice to load unsafely: keep the former
+        inner = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        reason = inner.group(1) if inner else (text.strip().splitlines() or [repr(err)])[0]
         raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
 
 

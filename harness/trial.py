@@ -20,7 +20,13 @@ from harness.config import TrialConfig
 from harness.files import atomic_write
 from harness.recipes import recipe_class
 from harness.telemetry import DiagnosticsWriter
-from harness.trainer import Reporter, Trainer, TrainResult, latest_checkpoint, load_checkpoint
+from harness.trainer import (
+    Reporter,
+    Trainer,
+    TrainResult,
+    latest_checkpoint,
+    load_checkpoint,
+)
 
 BUDGETS = ("smoke", "small", "paper")
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from hostile import WritesAFile
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -103,16 +104,6 @@ def ring_space(**params: object) -> Setup:
     return space({**RING, "space": params})
 
 
-class WritesAFile:
-    """Unpickling this calls ``open(path, "w")``: a checkpoint that runs code when loaded."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return open, (str(self.path), "w")
-
-
 def malicious_checkpoint(tmp: Path) -> None:
     import torch
 
@@ -128,11 +119,11 @@ def garbage_checkpoint(tmp: Path) -> None:
 
 
 def score_inputs(tmp: Path) -> None:
-    speech, _ = sf.read(ROOT.parent / "shared/data/pesq-reference/speech.wav", dtype="float32")
+    speech = voice(3.0)
     wav(tmp / "ref.wav", speech)
     wav(tmp / "silent.wav", np.zeros_like(speech))
     blip = np.zeros_like(speech)
-    blip[20000:20300] = speech[20000:20300]  # audible, but too short to be an utterance
+    blip[20000:20300] = speech[20000:20300]  # audible, but too short to be an utterance (PESQ)
     wav(tmp / "blip.wav", blip)
     sf.write(tmp / "ref22k.wav", speech, 22050)
     (tmp / "notaudio.wav").write_text("not audio\n")
@@ -173,7 +164,7 @@ CASES = [
     Case(
         "cli-resume-malicious-checkpoint",
         TRAIN_RING + " --resume",
-        "step_00000001.pt: refused: it would call builtins.open",
+        "step_00000001.pt: refused: it would call",
         malicious_checkpoint,
         absent="pwned",
     ),

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from harness.trainer import CheckpointError, load_checkpoint
-
-
-class WritesAFile:
-    """Unpickling this calls ``open(path, "w")``: code run by merely loading a checkpoint."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return open, (str(self.path), "w")
+from hostile import WritesAFile
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(
@@ -29,7 +21,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: refused: it would call builtins.open when loaded")
+    assert re.match(rf"{re.escape(str(path))}: refused: it would call \w+\.open when loaded", message)
     assert "\n" not in message
     assert not marker.exists()
 

@@ -223,7 +223,6 @@ def drop_short(
     return kept
 
 
-
 def _ljspeech_paths(root: Path) -> list[Path]:
     """``wavs/<id>.<ext>`` for each ``id|text|normalized`` line of metadata.csv, in order
     (``.wav`` first, then the other :data:`AUDIO_EXTENSIONS`)."""

@@ -41,20 +41,19 @@ def scan_files(root: Path, paths: Sequence[Path]) -> dict[Path, str]:
     cache_file = scan_cache_file(root)
     known = _read_cache(cache_file)
     verdicts: dict[str, dict[str, int | str]] = {}
-    for path in paths:
-        key, stat = str(Path(path).resolve()), Path(path).stat()
-        entry = known.get(key)
-        if not entry or (entry["size"], entry["mtime_ns"]) != (stat.st_size, stat.st_mtime_ns):
+    bad: dict[Path, str] = {}
+    for path in map(Path, paths):
+        key, stat = str(path.resolve()), path.stat()
+        entry = known.get(key, {})
+        if (entry.get("size"), entry.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
             entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "verdict": check_file(path)}
         verdicts[key] = entry
+        if entry.get("verdict") != OK:
+            bad[path] = str(entry.get("verdict"))
     if verdicts != known:
         document = {"version": SCAN_VERSION, "root": str(root), "files": verdicts}
         atomic_write(cache_file, json.dumps(document, indent=1))
-    return {
-        Path(path): str(verdicts[str(Path(path).resolve())]["verdict"])
-        for path in paths
-        if verdicts[str(Path(path).resolve())]["verdict"] != OK
-    }
+    return bad
 
 
 def check_file(path: Path) -> str:
@@ -63,7 +62,7 @@ def check_file(path: Path) -> str:
     try:
         with sf.SoundFile(str(path)) as audio:
             declared = audio.frames
-            for block in audio.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
+            while len(block := audio.read(BLOCK_FRAMES, dtype="float32", always_2d=True)):
                 if not np.isfinite(block).all():
                     return "contains NaN or infinite samples"
                 frames += len(block)

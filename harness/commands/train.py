@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         raise ConfigError(f"--out {out}: {problem}")
     if args.resume and latest_checkpoint(out / "checkpoints") is None:
-        print(f"note: --resume: no checkpoint in {out / 'checkpoints'}; training from step 0",
-              file=sys.stderr, flush=True)
+        note = f"note: --resume: no checkpoint in {out / 'checkpoints'}; training from step 0"
+        print(note, file=sys.stderr, flush=True)
     print_line(f"training {args.recipe} ({cfg.budget} budget) -> {out}")
     result = run_trial(cfg, out, resume=args.resume, echo=print_line)
     first = _first_eval(out)
