@@ -191,9 +191,7 @@ CASES = [
     Case("space-not-a-mapping", SEARCH_SPACE, "{tmp}/space.yaml", space("- just\n- a list\n")),
     Case("space-unknown-top-key", SEARCH_SPACE, "spaces", space({**RING, "spaces": {}})),
     Case("space-unknown-param", SEARCH_SPACE, "lr_gen", ring_space(lr_gen={"uniform": [0, 1]})),
-    Case(
-        "space-loguniform-zero", SEARCH_SPACE, "lr_g", ring_space(lr_g={"loguniform": [0, 1e-3]})
-    ),
+    Case("space-loguniform-zero", SEARCH_SPACE, "lr_g", ring_space(lr_g={"loguniform": [0, 1e-3]})),
     Case("space-low-above-high", SEARCH_SPACE, "d_steps", ring_space(d_steps={"int": [3, 1]})),
     Case("space-empty-choice", SEARCH_SPACE, "loss", ring_space(loss={"choice": []})),
     Case("space-wrong-type", SEARCH_SPACE, "d_steps", ring_space(d_steps={"uniform": [1, 3]})),
@@ -228,7 +226,9 @@ CASES = [
         "shorter than one training segment (65536 samples",
         corpus,
     ),
-    Case("pairs-no-noisy", TRAIN_METRICGAN, "data/noisy is missing", text_file("data/clean/u0.wav")),
+    Case(
+        "pairs-no-noisy", TRAIN_METRICGAN, "data/noisy is missing", text_file("data/clean/u0.wav")
+    ),
     Case(
         "pairs-nan-noisy",
         TRAIN_METRICGAN,
@@ -243,9 +243,7 @@ CASES = [
     ),
     # ------------------------------------------------------------ score arguments
     Case("score-missing-file", "score {tmp}/nope.wav {tmp}/ref.wav", "nope.wav", score_inputs),
-    Case(
-        "score-not-audio", "score {tmp}/ref.wav {tmp}/notaudio.wav", "notaudio.wav", score_inputs
-    ),
+    Case("score-not-audio", "score {tmp}/ref.wav {tmp}/notaudio.wav", "notaudio.wav", score_inputs),
     Case(
         "score-silent-reference",
         "score {tmp}/silent.wav {tmp}/ref.wav --metrics pesq",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile import WritesAFile
 
 from harness.trainer import CheckpointError, load_checkpoint
-from hostile import WritesAFile
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(
@@ -21,7 +21,9 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     message = str(info.value)
-    assert re.match(rf"{re.escape(str(path))}: refused: it would call \w+\.open when loaded", message)
+    assert re.match(
+        rf"{re.escape(str(path))}: refused: it would call \w+\.open when loaded", message
+    )
     assert "\n" not in message
     assert not marker.exists()
 

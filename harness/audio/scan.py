@@ -46,7 +46,11 @@ def scan_files(root: Path, paths: Sequence[Path]) -> dict[Path, str]:
         key, stat = str(path.resolve()), path.stat()
         entry = known.get(key, {})
         if (entry.get("size"), entry.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
-            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "verdict": check_file(path)}
+            entry = {
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+                "verdict": check_file(path),
+            }
         verdicts[key] = entry
         if entry.get("verdict") != OK:
             bad[path] = str(entry.get("verdict"))

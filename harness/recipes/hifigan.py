@@ -24,8 +24,8 @@ from harness.audio.datasets import SegmentBatches, drop_short, load_utterances, 
 from harness.audio.mel import LogMel, MelConfig
 from harness.audio.samples import Sample, save_samples
 from harness.batches import BatchSource
-from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
 from harness.config import ConfigError
+from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
 from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss, Recipe
 from harness.scoring import score_pairs
 

@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from torchaudio.functional import lfilter
 
 from harness import losses
-from harness.models.segan import SeganDiscriminator, SeganGenerator, scaled_channels
 from harness.config import ConfigError
+from harness.models.segan import SeganDiscriminator, SeganGenerator, scaled_channels
 from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
 
