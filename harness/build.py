@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness.config import TrainerConfig, TrialConfig
+from harness.config import ConfigError, TrainerConfig, TrialConfig
 from harness.init import apply_init
 from harness.recipes import recipe_class
 from harness.recipes.base import Recipe
@@ -34,7 +34,7 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} requested but CUDA is not available")
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available")
     return device
 
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import importlib
 import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 COMMANDS = (
     "train",
@@ -37,10 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+            return int(args.func(args) or 0)
     except ValueError as err:  # every user-facing error class subclasses ValueError
         if type(err) is ValueError:
             raise
+        for line in getattr(err, "details", ()):  # one line per culprit, where there are several
+            print(line, file=sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
@@ -56,6 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(
+    show: Callable[..., None],
+    message: Warning | str,
+    category: type[Warning],
+    *where: Any,
+    **kw: Any,
+) -> None:
+    """The harness's data warnings as one ``warning: ...`` line; others go on to ``show``."""
+    from harness.audio.datasets import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        show(message, category, *where, **kw)
 
 
 if __name__ == "__main__":

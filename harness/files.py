@@ -13,6 +13,7 @@ import errno
 import fcntl
 import math
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,3 +92,21 @@ def remove_stale_temps(folder: Path) -> None:
     """Delete temp files a writer killed mid-write left in ``folder``."""
     for stale in Path(folder).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
+
+
+def unwritable_reason(folder: Path | str) -> str | None:
+    """Why ``folder`` cannot be used as an output folder, or None when it can.
+
+    It must be a folder, or be creatable as one under its nearest existing ancestor; that is
+    probed by creating and removing an empty hidden folder there (permission bits say nothing
+    for root or on read-only mounts), so nothing is left behind.
+    """
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
+    except OSError as err:
+        return f"cannot create folders in {existing} ({err.strerror})"
+    return None

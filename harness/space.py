@@ -2,7 +2,7 @@
 
 A space file looks like this (``search_spaces/ring.yaml``)::
 
-    objective: reverse_kl          # default metric to optimise (its direction is known)
+    objective: reverse_kl          # default metric to optimise (default: the recipe's shipped one)
     cost: params_g                 # second objective of --multi-objective (default params_g)
     space:
       lr_g: {loguniform: [1.0e-4, 3.0e-3]}
@@ -99,6 +99,12 @@ def default_space_file(recipe: str) -> Path:
     return SPACES_DIR / f"{recipe}.yaml"
 
 
+def default_objective(recipe: str) -> str | None:
+    """The objective of ``recipe``'s shipped space: what a space without one optimises."""
+    document = read_space_file(default_space_file(recipe))
+    return document.get("objective") if isinstance(document, dict) else None
+
+
 def load_space(path: Path, recipe: str) -> SearchSpace:
     """Read and validate a space file for ``recipe``."""
     return parse_space(read_space_file(path), recipe, str(path))
@@ -133,6 +139,8 @@ def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:
     allowed = config_choices(recipe)
 
     objective = doc.get("objective")
+    if objective is None:  # a user's space may leave it to the recipe (or to --objective)
+        objective = default_objective(recipe)
     if not isinstance(objective, str) or objective not in SCORES:
         raise fail("objective", f"{objective!r} is not one of {', '.join(SCORES)}")
     cost = doc.get("cost", "params_g")

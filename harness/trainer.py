@@ -21,7 +21,9 @@ import copy
 import dataclasses
 import logging
 import math
+import pickle
 import random
+import re
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -66,10 +68,17 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded, or must not be (it would run code); one line."""
+
+
 def _rng_state() -> dict[str, Any]:
+    """Every global random stream, as tensors and plain values (``weights_only`` loads them)."""
+    numpy_state = np.random.get_state(legacy=False)
+    key = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {**numpy_state, "state": {**numpy_state["state"], "key": key}},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -79,7 +88,9 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    key = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -521,37 +532,68 @@ class Trainer:
         return path
 
     def resume(self, path: Path | None = None) -> bool:
-        """Load ``path`` or the newest checkpoint in ``out_dir``; False if there is none.
-
-        A checkpoint that cannot be read (truncated, corrupted) is passed over with a one-line
-        warning for the next older intact one in ``checkpoints/``; with none intact, training
-        starts over (so a damaged file never makes a retried trial crash again and again).
-        """
-        candidates = resume_candidates(self.ckpt_dir, path)
-        for candidate in candidates:
-            try:
-                state = load_checkpoint(candidate, self.device)
-            except Exception as err:  # whatever the damage, the file cannot be resumed from
-                why = " ".join(str(err).split())[:120] or type(err).__name__
-                log.warning("checkpoint %s is unreadable (%s); trying an older one", candidate, why)
-                continue
-            if candidate != candidates[0]:
-                log.warning("resuming from %s, the newest intact checkpoint", candidate)
+        """Load ``path`` or the newest checkpoint in ``out_dir`` (see :func:`resumable_state`);
+        False if there is none intact."""
+        state = resumable_state(self.ckpt_dir, path, self.device)
+        if state is not None:
             self.load_state_dict(state)
-            return True
-        if candidates:
-            log.warning("no intact checkpoint in %s; training starts over", self.ckpt_dir)
-        return False
+        return state is not None
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """A checkpoint's state, once every member's CRC-32 checks out: ``torch.load`` alone reads
-    a checkpoint whose tensor bytes were flipped without complaint."""
-    with zipfile.ZipFile(path) as archive:
-        damaged = archive.testzip()
+def resumable_state(
+    ckpt_dir: Path, path: Path | None = None, device: torch.device | str = "cpu"
+) -> dict[str, Any] | None:
+    """The state to resume from: ``path`` (default: the newest checkpoint in ``ckpt_dir``), or
+    the next older intact one.
+
+    A checkpoint that cannot be read (truncated, corrupted, or refused as unsafe) is passed over
+    with a one-line warning; with none intact, None (training starts over), so a damaged file
+    never makes a retried trial crash again and again.
+    """
+    candidates = resume_candidates(ckpt_dir, path)
+    for candidate in candidates:
+        try:
+            state = load_checkpoint(candidate, device)
+        except CheckpointError as err:
+            log.warning("%s; trying an older checkpoint", err)
+            continue
+        if candidate != candidates[0]:
+            log.warning("resuming from %s, the newest intact checkpoint", candidate)
+        return state
+    if candidates:
+        log.warning("no intact checkpoint in %s; training starts over", ckpt_dir)
+    return None
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint's state, unpickled with ``weights_only=True``: tensors and plain values only.
+
+    A checkpoint from a shared results folder must not run code on whoever loads it; everything
+    the trainer saves is tensors and plain values, so nothing needs allow-listing.  Every zip
+    member's CRC-32 is checked first: ``torch.load`` alone reads flipped tensor bytes without
+    complaint.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from None
     if damaged is not None:
-        raise ValueError(f"CRC-32 mismatch in {damaged}")
-    return torch.load(path, map_location=device, weights_only=False)
+        raise CheckpointError(f"{path}: unreadable checkpoint (CRC-32 mismatch in {damaged})")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: it would call {found.group(1)} when loaded; a checkpoint "
+                "may hold only tensors and plain values"
+            ) from None
+        # torch wraps the unpickler's own complaint in advice to load unsafely: keep the former
+        inner = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        reason = inner.group(1) if inner else (text.strip().splitlines() or [repr(err)])[0]
+        raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
 
 
 def resume_candidates(ckpt_dir: Path, path: Path | None = None) -> list[Path]:

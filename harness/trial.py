@@ -15,12 +15,17 @@ from typing import Any
 import torch
 
 from harness import config as config_mod
-from harness.build import make_recipe
+from harness.build import make_recipe, pick_device
 from harness.config import TrialConfig
 from harness.files import atomic_write
 from harness.recipes import recipe_class
 from harness.telemetry import DiagnosticsWriter
-from harness.trainer import Reporter, Trainer, TrainResult
+from harness.trainer import (
+    Reporter,
+    Trainer,
+    TrainResult,
+    resumable_state,
+)
 
 BUDGETS = ("smoke", "small", "paper")
 
@@ -52,6 +57,16 @@ def config_from_flat(flat: dict[str, Any]) -> TrialConfig:
     recipe, budget, data = flat.pop("recipe"), flat.pop("budget"), flat.pop("data", None)
     cls = recipe_class(recipe)
     return config_mod.build(recipe, budget, cls.config_cls, [flat], data)
+
+
+def check_data(cfg: TrialConfig) -> None:
+    """Open ``cfg``'s training data as a trial would: a corpus with bad files is refused, and
+    clips too short for a training segment are named, before anything starts."""
+    recipe = make_recipe(cfg)
+    try:
+        recipe.train_data()
+    finally:
+        recipe.close()
 
 
 def format_row(kind: str, row: dict[str, Any]) -> str:
@@ -87,9 +102,15 @@ def run_trial(
     models are built, before the first row.
     """
     out_dir = Path(out_dir)
+    # what can be refused is refused before anything is written: the device, the recipe's
+    # settings, its corpus (opened and scanned) and the checkpoint to resume from
+    device = pick_device(cfg.trainer.device)
+    recipe = make_recipe(cfg)
+    recipe.train_data()
+    resuming = checkpoint is not None or resume
+    state = resumable_state(out_dir / "checkpoints", checkpoint, device) if resuming else None
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(out_dir / "config.yaml")
-    recipe = make_recipe(cfg)
     diagnostics = DiagnosticsWriter(diagnostics_root or out_dir / "diagnostics", search, trial_id)
 
     def report(kind: str, row: dict[str, Any], ckpt: Path | None) -> None:
@@ -106,8 +127,8 @@ def run_trial(
             trainer = Trainer(recipe, cfg.trainer, out_dir, report)
             if on_start:
                 on_start(recipe.describe(trainer.G))
-            if checkpoint is not None or resume:
-                trainer.resume(checkpoint)
+            if state is not None:
+                trainer.load_state_dict(state)
             result = trainer.fit()
     finally:
         recipe.close()

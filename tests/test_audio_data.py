@@ -19,6 +19,7 @@ from harness.audio.datasets import (
     load_audio,
     load_utterances,
     open_corpus,
+    read_header,
 )
 from harness.audio.mel import LogMel, MelConfig
 
@@ -210,11 +211,13 @@ def test_corrupt_file_is_named(tmp_path: Path) -> None:
         open_corpus(tmp_path, SR)
 
 
-def test_non_finite_samples_are_named_when_read(tmp_path: Path) -> None:
+def test_non_finite_samples_are_named_when_opened_and_when_read(tmp_path: Path) -> None:
     bad = sine(1.0)
     bad[100] = np.nan
     write_wav(tmp_path / "nan.wav", bad, subtype="FLOAT")
-    files = open_corpus(tmp_path, SR).files
+    with pytest.raises(DataError, match=r"nan\.wav: contains NaN"):
+        open_corpus(tmp_path, SR)  # the scan when the corpus is opened
+    files = [read_header(tmp_path / "nan.wav")]
     with pytest.raises(DataError, match=r"nan\.wav: contains NaN"):
         load_utterances(files, SR)
     with pytest.raises(DataError, match=r"nan\.wav: contains NaN"):

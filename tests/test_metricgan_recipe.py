@@ -197,7 +197,7 @@ def test_resume_with_scores_in_flight_is_exact(tmp_path, corpus):
             corpus, steps=steps, eval_every=2, log_every=1, pesq_lag=1, pesq_every=2, d_steps=2
         )
         result = run_trial(cfg, out, resume=resume)
-        return torch.load(result.checkpoint, weights_only=False)
+        return torch.load(result.checkpoint, weights_only=True)
 
     straight = params(tmp_path / "straight", 4)
     params(tmp_path / "resumed", 2)

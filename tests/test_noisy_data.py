@@ -21,6 +21,7 @@ from harness.audio.datasets import (
     SegmentBatches,
     load_utterances,
     open_corpus,
+    read_header,
 )
 from harness.audio.noisy import (
     BABBLE_FOLDER,
@@ -457,10 +458,12 @@ def test_a_vocoder_and_an_enhancer_train_on_every_format(
 
 
 @pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile built without MP3")
-def test_truncated_file_is_named_when_read(tmp_path: Path) -> None:
+def test_truncated_file_is_named_when_opened_and_when_read(tmp_path: Path) -> None:
     path = write(tmp_path / "cut.mp3", tone(2.0), format="MP3", subtype="MPEG_LAYER_III")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # the header still says 2 s
-    files = open_corpus(tmp_path, SR).files
+    with pytest.raises(DataError, match=r"cut\.mp3: decoded \d+ of the 32000 frames"):
+        open_corpus(tmp_path, SR)  # the scan when the corpus is opened
+    files = [read_header(path)]
     with pytest.raises(DataError, match=r"cut\.mp3: decoded \d+ of the 32000 frames") as info:
         load_utterances(files, SR)
     assert "\n" not in str(info.value)

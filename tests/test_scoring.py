@@ -402,7 +402,7 @@ def test_cli_two_files_skipped_pairs_and_bad_arguments(tmp_path, speech, capsys)
     assert "low.wav: sample rate 4000 Hz is below 8000 Hz" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert run_cli(tmp_path / "empty", tmp_path / "empty") == 1
-    assert "no pair of WAV files to score" in capsys.readouterr().err
+    assert f"error: no WAV files under {tmp_path / 'empty'}" in capsys.readouterr().err
     assert run_cli(tmp_path / "ref.wav", tmp_path) == 2
     assert "expected two WAV files or two folders" in capsys.readouterr().err
     assert run_cli(tmp_path / "ref.wav", tmp_path / "est.wav", "--metrics", "pesq,sdr") == 2

@@ -115,7 +115,7 @@ def test_short_run_and_exact_resume(tmp_path, corpus):
     def run(out, steps, resume=False):
         cfg = tiny_config(corpus, steps=steps, eval_every=2, log_every=1)
         result = run_trial(cfg, out, resume=resume)
-        return result, torch.load(result.checkpoint, weights_only=False)
+        return result, torch.load(result.checkpoint, weights_only=True)
 
     result, straight = run(tmp_path / "straight", 4)
     assert result.status == "completed" and result.step == 4

@@ -63,6 +63,14 @@ def test_parse_good_space():
     assert space.objective == "reverse_kl" and space.cost == "params_g"
 
 
+def test_a_space_without_objective_takes_the_recipes_default():
+    """The shipped space's objective (a user's space may leave it out; --objective still wins)."""
+    doc = {key: value for key, value in GOOD.items() if key != "objective"}
+    assert parse_space(doc, "ring", "mine.yaml").objective == "reverse_kl"
+    hifigan = {"space": {"lr_g": {"loguniform": [1e-4, 1e-3]}}}
+    assert parse_space(hifigan, "hifigan", "mine.yaml").objective == "stoi"
+
+
 def test_exponent_strings_are_numbers():
     """PyYAML reads `1e-4` (no dot) as text; the grammar accepts it as a number."""
     doc = yaml.safe_load("objective: reverse_kl\nspace:\n  lr_g: {loguniform: [1e-4, 1e-2]}\n")

@@ -24,11 +24,27 @@ import torch
 from torch import Tensor
 from torchaudio.transforms import Resample
 
+from harness.audio.scan import scan_files
 from harness.batches import BatchSource
 
 
 class DataError(ValueError):
-    """The corpus is missing, empty or holds a bad file; the message is one line naming it."""
+    """The corpus is missing, empty or holds a bad file; the message is one line naming it.
+
+    ``details`` holds one line per bad file where there are several (the CLI prints them above
+    the message).
+    """
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = list(details)
+
+
+class DataWarning(UserWarning):
+    """Part of a corpus is left out (of training or validation); one line saying which."""
+
+
+SHORT_NAMED = 5  # short clips named in drop_short's warning
 
 
 # file extensions of the libsndfile major formats worth looking for, kept where this build has them
@@ -126,6 +142,7 @@ def draw_validation(
         warnings.warn(
             f"{root}: {n_short} of {len(items)} clips are shorter than "
             f"{min_valid_seconds:g} s and were skipped for validation",
+            DataWarning,
             stacklevel=3,
         )
     if not 0 <= n_valid <= len(eligible):
@@ -150,7 +167,60 @@ def open_corpus(path: str | Path, sample_rate: int) -> Corpus:
         layout, paths = "folder", audio_files(root)
     if not paths:
         raise DataError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {root}")
-    return Corpus(root, layout, [read_header(p) for p in paths], sample_rate)
+    files = [read_header(p) for p in paths]
+    refuse_bad_files(root, paths)
+    return Corpus(root, layout, files, sample_rate)
+
+
+def refuse_bad_files(root: Path, paths: Sequence[Path]) -> None:
+    """Decode every file once (verdicts cached, see harness/audio/scan.py) and refuse the corpus
+    if any holds NaN or infinite samples, cannot be decoded to its end or is cut short.
+
+    Refused, not left out: a corrupt file usually means a broken export or copy, and training
+    on the rest without it would quietly change the experiment.
+    """
+    bad = scan_files(root, paths)
+    if len(bad) == 1:
+        [(path, reason)] = bad.items()
+        raise DataError(f"{path}: {reason}")
+    if bad:
+        (path, reason), *_ = bad.items()
+        raise DataError(
+            f"{root}: {len(bad)} of {len(paths)} audio files are unfit for training, listed "
+            f"above (first: {path}: {reason}); fix or remove them",
+            [f"{path}: {reason}" for path, reason in bad.items()],
+        )
+
+
+def drop_short(
+    items: Sequence[Item],
+    lengths: Sequence[int],
+    names: Sequence[str],
+    segment_size: int,
+    sample_rate: int,
+) -> list[Item]:
+    """The training ``items`` that hold one ``segment_size`` crop; the others are left out.
+
+    Left out, not zero-padded into mostly silent crops, and named in one :class:`DataWarning`
+    (how many, the segment length, the first few names); none left is a :class:`DataError`.
+    """
+    kept = [item for item, n in zip(items, lengths, strict=True) if n >= segment_size]
+    short = [name for name, n in zip(names, lengths, strict=True) if n < segment_size]
+    segment = f"{segment_size} samples, {segment_size / sample_rate:.2f} s at {sample_rate} Hz"
+    if not kept:
+        raise DataError(
+            f"{names[0]}: every one of the {len(items)} training clips is shorter than one "
+            f"training segment ({segment})"
+        )
+    if short:
+        more = f" and {len(short) - SHORT_NAMED} more" if len(short) > SHORT_NAMED else ""
+        warnings.warn(
+            f"{len(short)} of {len(items)} training clips are shorter than one training segment "
+            f"({segment}) and are left out of training: {', '.join(short[:SHORT_NAMED])}{more}",
+            DataWarning,
+            stacklevel=2,
+        )
+    return kept
 
 
 def _ljspeech_paths(root: Path) -> list[Path]:

@@ -34,6 +34,7 @@ from harness.audio.datasets import (
     draw_validation,
     load_audio,
     read_header,
+    refuse_bad_files,
 )
 from harness.audio.noisy import MANIFEST, ensure_noisy_corpus
 
@@ -154,6 +155,7 @@ def _open_folder(root: Path, sample_rate: int) -> PairedCorpus:
     labels = _read_manifest(root)
     if (root / "clean").is_dir() or (root / "noisy").is_dir():
         pairs = _match(root / "clean", root / "noisy", sample_rate, labels)
+        _refuse_bad_pairs(root, pairs)
         return PairedCorpus(root, "pairs", pairs, [], sample_rate)
     train_folders = sorted(root.glob("clean_trainset*wav"))
     test_folders = sorted(root.glob("clean_testset*wav"))
@@ -165,7 +167,13 @@ def _open_folder(root: Path, sample_rate: int) -> PairedCorpus:
     train = [p for f in train_folders for p in _match(f, _noisy_twin(f), sample_rate, labels)]
     test = [p for f in test_folders for p in _match(f, _noisy_twin(f), sample_rate, labels)]
     _check_unique(root, train + test)
+    _refuse_bad_pairs(root, train + test)
     return PairedCorpus(root, "voicebank", train, test, sample_rate)
+
+
+def _refuse_bad_pairs(root: Path, pairs: list[Pair]) -> None:
+    """Every clean and noisy file decoded once: see :func:`refuse_bad_files`."""
+    refuse_bad_files(root, [file.path for pair in pairs for file in (pair.clean, pair.noisy)])
 
 
 def _noisy_twin(clean_folder: Path) -> Path:

@@ -28,15 +28,16 @@ from harness.scoring import (
 
 EPILOG = """\
 REF and EST are two WAV files, or two folders whose WAVs (searched recursively) are paired by
-relative path.  A file without its partner, an unreadable file, a sample rate below 8000 Hz or
-a rate that differs between partners is left out and, after the scores of everything else,
+relative path.  A file without its partner, an unreadable file, a sample rate below 8000 Hz or a
+rate that differs between partners is left out and, after the scores of everything else,
 reported on stderr, one line each; the exit status is then 1.  Pairs the metrics cannot score
 (silent or too-short reference, PESQ finding no utterance) are listed as skipped and left out of
-the mean, without failing the command, and so are references in which the pitch tracker finds
-no voiced frame when a pitch metric is asked for.  Silent, constant or non-finite estimates get
-worst-case scores.  DNSMOS (dnsmos_*) rates the estimate alone; the pitch metrics use CREPE tiny.
-DNSMOS and the pitch metrics each cost several times all the others together (about a second
-per second of audio on one core): leave them out with --metrics when that matters.
+the mean, without failing the command unless no pair at all could be scored, and so are
+references in which the pitch tracker finds no voiced frame when a pitch metric is asked for.
+Silent, constant or non-finite estimates get worst-case scores.  DNSMOS (dnsmos_*) rates the
+estimate alone; the pitch metrics use CREPE tiny.  DNSMOS and the pitch metrics each cost
+several times all the others together (about a second per second of audio on one core): leave
+them out with --metrics when that matters.
 """
 
 
@@ -91,11 +92,29 @@ def run(args: argparse.Namespace) -> int:
         per_item.sort(key=lambda item: item["id"])
         report = summarize(per_item, metrics)
         print(FORMATTERS[args.format](report, list(metrics), args.mode), end="", flush=True)
+    scored = any(not item.get("skipped") for item in per_item)
+    failure = None if scored else nothing_scored(args.ref, args.est, per_item, inputs.problems)
     for problem in inputs.problems:
-        print(problem, file=sys.stderr)
-    if not per_item:
-        print("error: no pair of WAV files to score", file=sys.stderr)
-    return 1 if inputs.problems or not per_item else 0
+        if problem != failure:
+            print(problem, file=sys.stderr)
+    if failure:
+        print(f"error: {failure}", file=sys.stderr)
+    return 1 if inputs.problems or failure else 0
+
+
+def nothing_scored(
+    ref: Path, est: Path, per_item: list[dict[str, Any]], problems: list[str]
+) -> str:
+    """One line saying which file kept the first pair from being scored, and why."""
+    if per_item:  # every pair was skipped: the first reference's reason
+        first = per_item[0]
+        path = ref if ref.is_file() else ref / first["id"]
+        more = f" (and {len(per_item) - 1} more pairs skipped)" if len(per_item) > 1 else ""
+        return f"{path}: cannot be scored: {first['skipped']}{more}"
+    if problems:
+        more = f" (and {len(problems) - 1} more, listed above)" if len(problems) > 1 else ""
+        return problems[0] + more
+    return f"no WAV files under {ref} or {est}"
 
 
 # ---------------------------------------------------------------- inputs

@@ -112,7 +112,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.files import exclusive_lock
+    from harness.files import exclusive_lock, unwritable_reason
     from harness.leaderboard import render
     from harness.results import Resources, SearchFolder, SearchPlan, results_root
     from harness.space import parse_space
@@ -127,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
     if not NAME.fullmatch(name):
         raise SearchArgsError(f"--name {name!r}: use letters, digits, '.', '_' and '-'")
     folder = SearchFolder(results_root(args.results) / name)
+    problem = unwritable_reason(folder.path)
+    if problem:
+        raise SearchArgsError(f"--results {folder.path.parent}: {problem}")
     if folder.config.is_file():
         plan, resources = SearchPlan.load(folder), Resources.load(folder)
         check_same_search(plan, resources, args)
@@ -237,7 +240,7 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
     from harness.recipes import recipe_class
     from harness.results import SearchPlan
     from harness.space import default_space_file, metric_mode, parse_space, read_space_file
-    from harness.trial import resolve_config
+    from harness.trial import check_data, resolve_config
 
     recipe = args.recipe
     if budget not in recipe_class(recipe).budgets:
@@ -251,7 +254,9 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
     data = data_folder(args.data)
     for point in [{}, *space.points]:  # fixed values and known-good points must be valid configs
         resolve_config(recipe, budget, sample={**space.fixed, **point}, data=data)
-    check_reported(objective, resolve_config(recipe, budget, sample=space.fixed, data=data))
+    base = resolve_config(recipe, budget, sample=space.fixed, data=data)
+    check_reported(objective, base)
+    check_data(base)
     multi = bool(args.multi_objective)
     scheduler, grace, max_t = pick_scheduler(args.scheduler, multi, space, recipe, budget)
     plan = SearchPlan(

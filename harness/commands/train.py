@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from harness.commands import add_budget_and_overrides
@@ -38,8 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.config import parse_overrides
+    from harness.config import ConfigError, parse_overrides
+    from harness.files import unwritable_reason
     from harness.recipes import recipe_class
+    from harness.trainer import resume_candidates
     from harness.trial import print_line, resolve_config, run_trial
 
     overrides = parse_overrides(args.overrides)
@@ -47,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
         overrides["noise_dir"] = _noise_dir(args.recipe, args.noise, args.data)
     cfg = resolve_config(args.recipe, args.budget, overrides=overrides, data=args.data)
     out = args.out or Path("results") / "train" / args.recipe
+    problem = unwritable_reason(out)
+    if problem:
+        raise ConfigError(f"--out {out}: {problem}")
+    if args.resume and not resume_candidates(out / "checkpoints"):
+        note = f"note: --resume: no checkpoint in {out / 'checkpoints'}; training from step 0"
+        print(note, file=sys.stderr, flush=True)
     print_line(f"training {args.recipe} ({cfg.budget} budget) -> {out}")
     result = run_trial(cfg, out, resume=args.resume, echo=print_line)
     first = _first_eval(out)

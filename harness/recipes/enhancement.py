@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from harness import health as signals
+from harness.audio.datasets import drop_short
 from harness.audio.mel import LogMel, MelConfig
 from harness.audio.pairs import Pair, PairBatches, load_pair, open_pairs
 from harness.audio.samples import Sample, save_samples
@@ -76,7 +77,9 @@ class EnhancementRecipe(Recipe):
 
     def train_data(self) -> BatchSource:
         train, _ = self._corpus_split()
-        return PairBatches(train, self.batch_size, self.cfg.segment_size, self.seed)
+        segment, names = self.cfg.segment_size, [str(p.noisy.path) for p in train]
+        train = drop_short(train, [p.length for p in train], names, segment, self.cfg.sample_rate)
+        return PairBatches(train, self.batch_size, segment, self.seed)
 
     def to(self, device: torch.device) -> EnhancementRecipe:
         super().to(device)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from harness import health as signals
 from harness import losses, pitch
 from harness.audio.corpus import ensure_corpus
-from harness.audio.datasets import SegmentBatches, load_utterances, open_corpus
+from harness.audio.datasets import SegmentBatches, drop_short, load_utterances, open_corpus
 from harness.audio.mel import LogMel, MelConfig
 from harness.audio.samples import Sample, save_samples
 from harness.batches import BatchSource
@@ -127,8 +127,8 @@ class HifiganRecipe(Recipe):
         self.reports(cfg)
         self.g_cfg = generator_preset(cfg.generator)
         hop = self.g_cfg.hop_length
-        if cfg.segment_size % hop:
-            raise ValueError(f"segment_size: {cfg.segment_size} is not a multiple of hop {hop}")
+        if cfg.segment_size < hop or cfg.segment_size % hop:
+            raise ConfigError(f"segment_size: {cfg.segment_size} is not a multiple of hop {hop}")
         self.gan = losses.adversarial_loss(cfg.loss)
         self.input_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, hop_length=hop))
         self.loss_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, hop_length=hop, f_max=None))
@@ -145,9 +145,10 @@ class HifiganRecipe(Recipe):
 
     def train_data(self) -> BatchSource:
         train, _ = self._corpus_split()
-        return SegmentBatches(
-            train, self.cfg.segment_size, self.batch_size, self.seed, self.cfg.sample_rate
-        )
+        rate, segment = self.cfg.sample_rate, self.cfg.segment_size
+        lengths = [f.length_at(rate) for f in train]
+        train = drop_short(train, lengths, [str(f.path) for f in train], segment, rate)
+        return SegmentBatches(train, segment, self.batch_size, self.seed, rate)
 
     def to(self, device: torch.device) -> HifiganRecipe:
         super().to(device)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.config import ConfigError
 from harness.models.metricgan import EnhancementGenerator, MetricDiscriminator
 from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
@@ -151,12 +152,16 @@ class MetricganRecipe(EnhancementRecipe):
     def __init__(self, cfg: MetricganConfig, data_dir: str | None, seed: int, batch_size: int):
         super().__init__(cfg, data_dir, seed, batch_size)
         if not 0 <= cfg.min_mask < 1.2:
-            raise ValueError(f"min_mask: must be in [0, 1.2), got {cfg.min_mask}")
+            raise ConfigError(f"min_mask: must be in [0, 1.2), got {cfg.min_mask}")
         if cfg.replay_ratio < 0:
-            raise ValueError(f"replay_ratio: must be >= 0, got {cfg.replay_ratio}")
+            raise ConfigError(f"replay_ratio: must be >= 0, got {cfg.replay_ratio}")
         self.spectrogram = Spectrogram()
+        if cfg.pesq_lag < 0 or cfg.replay_size < 0:
+            raise ConfigError(
+                f"pesq_lag, replay_size: must be >= 0, got {cfg.pesq_lag}, {cfg.replay_size}"
+            )
         if cfg.pesq_every < 1:
-            raise ValueError(f"pesq_every: must be >= 1, got {cfg.pesq_every}")
+            raise ConfigError(f"pesq_every: must be >= 1, got {cfg.pesq_every}")
         self.targets = ScoringPipeline(self.scoring_pool, cfg.sample_rate, cfg.pesq_lag)
         self.replay = ReplayBuffer(cfg.replay_size, seed)
         self.scored: ScoredBatch | None = None  # the scored batch D learns from

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchaudio.functional import lfilter
 
 from harness import losses
+from harness.config import ConfigError
 from harness.models.segan import SeganDiscriminator, SeganGenerator, scaled_channels
 from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
@@ -104,10 +105,12 @@ class SeganRecipe(EnhancementRecipe):
 
     def __init__(self, cfg: SeganConfig, data_dir: str | None, seed: int, batch_size: int):
         super().__init__(cfg, data_dir, seed, batch_size)
+        if cfg.width <= 0:
+            raise ConfigError(f"width: must be > 0, got {cfg.width}")
         self.channels = scaled_channels(cfg.width)
         hop = 2 ** len(self.channels)
-        if cfg.segment_size % hop:
-            raise ValueError(f"segment_size: {cfg.segment_size} is not a multiple of {hop}")
+        if cfg.segment_size < hop or cfg.segment_size % hop:
+            raise ConfigError(f"segment_size: {cfg.segment_size} is not a multiple of {hop}")
 
     # ------------------------------------------------------------------ models and data
     def build_generator(self) -> nn.Module:

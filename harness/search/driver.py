@@ -38,6 +38,7 @@ from harness.space import SearchSpace
 from harness.status import TERMINAL, Status
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = "127.0.0.1"  # where a local Ray listens; a cluster is started with `ray start`
 
 
 class SearchError(ValueError):
@@ -151,6 +152,8 @@ def connect(address: str | None) -> bool:
             address="local",
             num_cpus=os.cpu_count(),
             include_dashboard=False,
+            dashboard_host=LOOPBACK,  # a private Ray: its servers and agents on loopback only
+            _node_ip_address=LOOPBACK,
             object_store_memory=256 * 1024**2,
             **common,
         )

@@ -1,0 +1,321 @@
+"""Bad inputs a new user could give, each through the real CLI (``python run.py ...``).
+
+Every case must end with a non-zero exit, no traceback, a last stderr line that is the error
+(``error: ...``, or argparse's ``run.py CMD: error: ...`` for malformed arguments) naming the
+culprit, and nothing left behind in the working folder (no output or results folder, no temp
+files).  The table of cases is written up in docs/reliability.md, "Bad inputs".
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from hostile import WritesAFile
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+ERROR_LINE = re.compile(r"^(run\.py \w+: )?error: ")
+
+Setup = Callable[[Path], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    """``argv`` after ``run.py`` ({tmp} is the case's folder); the last stderr line must contain
+    ``culprit``; ``setup`` writes the inputs first."""
+
+    id: str
+    argv: str
+    culprit: str
+    setup: Setup = field(default=lambda tmp: None)
+    absent: str = ""  # a path (under {tmp}) the command must not create
+
+
+# ---------------------------------------------------------------- inputs the cases read
+
+
+def voice(seconds: float = 1.5, seed: int = 0) -> np.ndarray:
+    """A harmonic 'voice' with a moving pitch, float32."""
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 120 + 30 * seed + 20 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    audio = sum(np.sin(k * phase) / k for k in range(1, 8))
+    return (0.3 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+def wav(path: Path, audio: np.ndarray, subtype: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, SR, subtype=subtype)
+
+
+def with_nan(audio: np.ndarray, at: int = 100) -> np.ndarray:
+    audio = audio.copy()
+    audio[at] = np.nan
+    return audio
+
+
+def corpus(tmp: Path, bad: dict[str, np.ndarray] | None = None, n: int = 10) -> None:
+    """``data/`` with ``n`` good clips of 1.5 s (float WAV), plus ``bad`` ones by name."""
+    for i in range(n):
+        wav(tmp / "data" / f"clip{i}.wav", voice(seed=i), "FLOAT")
+    for name, audio in (bad or {}).items():
+        wav(tmp / "data" / name, audio, "FLOAT")
+
+
+def pairs(tmp: Path, noisy_fault: np.ndarray | None = None, n: int = 10) -> None:
+    """``data/clean`` + ``data/noisy`` pairs; ``noisy_fault`` replaces the last noisy clip."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        clean = voice(seed=i)
+        noisy = clean + 0.05 * rng.standard_normal(clean.size).astype(np.float32)
+        wav(tmp / "data" / "clean" / f"u{i}.wav", clean, "FLOAT")
+        last = noisy_fault is not None and i == n - 1
+        wav(tmp / "data" / "noisy" / f"u{i}.wav", noisy_fault if last else noisy, "FLOAT")
+
+
+def text_file(name: str, text: str = "not audio\n") -> Setup:
+    def setup(tmp: Path) -> None:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_text(text)
+
+    return setup
+
+
+def space(doc: object) -> Setup:
+    """``space.yaml`` holding ``doc`` (a string is written verbatim)."""
+    return text_file("space.yaml", doc if isinstance(doc, str) else yaml.safe_dump(doc))
+
+
+RING = {"objective": "reverse_kl", "space": {"lr_g": {"loguniform": [1e-4, 1e-2]}}}
+
+
+def ring_space(**params: object) -> Setup:
+    return space({**RING, "space": params})
+
+
+def malicious_checkpoint(tmp: Path) -> None:
+    import torch
+
+    folder = tmp / "out" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save({"step": 1, "payload": WritesAFile(tmp / "pwned")}, folder / "step_00000001.pt")
+
+
+def garbage_checkpoint(tmp: Path) -> None:
+    folder = tmp / "out" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "step_00000001.pt").write_bytes(pickle.dumps("half a file")[:5])
+
+
+def score_inputs(tmp: Path) -> None:
+    speech = voice(3.0)
+    wav(tmp / "ref.wav", speech)
+    wav(tmp / "silent.wav", np.zeros_like(speech))
+    blip = np.zeros_like(speech)
+    blip[20000:20300] = speech[20000:20300]  # audible, but too short to be an utterance (PESQ)
+    wav(tmp / "blip.wav", blip)
+    sf.write(tmp / "ref22k.wav", speech, 22050)
+    (tmp / "notaudio.wav").write_text("not audio\n")
+
+
+def truncated(tmp: Path) -> None:
+    """An MP3 cut in half: its header still declares the whole clip."""
+    corpus(tmp)
+    cut = tmp / "data" / "cut.mp3"
+    sf.write(cut, voice(2.0), SR, format="MP3", subtype="MPEG_LAYER_III")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+
+
+TRAIN_RING = "train ring --out {tmp}/out"
+TRAIN_HIFIGAN = "train hifigan --out {tmp}/out --data {tmp}/data"
+TRAIN_METRICGAN = "train metricgan --out {tmp}/out --data {tmp}/data"
+SEARCH_RING = "search ring --results {tmp}/results"
+SEARCH_SPACE = SEARCH_RING + " --space {tmp}/space.yaml"
+
+CASES = [
+    # ------------------------------------------------------------ command-line arguments
+    Case("cli-unknown-recipe", "train wavegan --out {tmp}/out", "wavegan"),
+    Case("cli-unknown-budget", "train ring --budget huge --out {tmp}/out", "huge"),
+    Case("cli-trials-not-int", SEARCH_RING + " --trials many", "many"),
+    Case("cli-trials-zero", SEARCH_RING + " --trials 0", "--trials 0"),
+    Case("cli-cpus-zero", SEARCH_RING + " --cpus-per-trial 0", "--cpus-per-trial 0"),
+    Case("cli-gpus-fraction", SEARCH_RING + " --gpus-per-trial 1.5", "--gpus-per-trial 1.5"),
+    Case("cli-concurrent-zero", SEARCH_RING + " --max-concurrent 0", "--max-concurrent 0"),
+    Case("cli-bad-name", SEARCH_RING + " --name ../escape", "--name '../escape'"),
+    Case("cli-unknown-objective", SEARCH_RING + " --objective accuracy", "accuracy"),
+    Case("cli-confirm-negative", SEARCH_RING + " --confirm -1", "--confirm -1"),
+    Case("cli-search-data-missing", SEARCH_RING + " --data {tmp}/nope", "{tmp}/nope"),
+    Case("cli-out-is-a-file", TRAIN_RING, "{tmp}/out", text_file("out")),
+    Case("cli-out-unwritable", "train ring --out /proc/nope/out", "/proc/nope/out"),
+    Case("cli-results-unwritable", "search ring --results /proc/nope", "/proc/nope"),
+    Case("cli-results-is-a-file", SEARCH_RING, "{tmp}/results", text_file("results")),
+    Case("cli-noise-missing", "train segan --noise {tmp}/nope --out {tmp}/out", "{tmp}/nope"),
+    Case(
+        "cli-resume-malicious-checkpoint",
+        TRAIN_RING + " --resume",
+        "step_00000001.pt: refused: it would call",
+        malicious_checkpoint,
+        absent="pwned",
+    ),
+    Case(
+        "cli-resume-garbage-checkpoint",
+        TRAIN_RING + " --resume",
+        "step_00000001.pt: unreadable checkpoint",
+        garbage_checkpoint,
+    ),
+    # ------------------------------------------------------------ config keys and values
+    Case("set-unknown-key", TRAIN_RING + " --set lr_gen=1e-3", "lr_gen"),
+    Case("set-no-equals", TRAIN_RING + " --set lr_g", "lr_g"),
+    Case("set-not-a-number", TRAIN_RING + " --set lr_g=fast", "fast"),
+    Case("set-not-an-integer", TRAIN_RING + " --set steps=1.5", "steps"),
+    Case("set-not-a-choice", TRAIN_RING + " --set loss=wasserstein", "wasserstein"),
+    Case("set-steps-zero", TRAIN_RING + " --set steps=0", "steps"),
+    Case("set-smoothing-range", TRAIN_RING + " --set label_smoothing=0.7", "label_smoothing"),
+    Case("set-no-cuda", TRAIN_RING + " --set device=cuda", "device: 'cuda'"),
+    Case("set-segment-not-hop", TRAIN_HIFIGAN + " --set segment_size=1000", "segment_size: 1000"),
+    Case("set-min-mask-range", TRAIN_METRICGAN + " --set min_mask=2.0", "min_mask"),
+    # ------------------------------------------------------------ search spaces
+    Case("space-missing-file", SEARCH_SPACE, "{tmp}/space.yaml"),
+    Case("space-not-yaml", SEARCH_SPACE, "{tmp}/space.yaml", space("space: [unclosed\n")),
+    Case("space-not-a-mapping", SEARCH_SPACE, "{tmp}/space.yaml", space("- just\n- a list\n")),
+    Case("space-unknown-top-key", SEARCH_SPACE, "spaces", space({**RING, "spaces": {}})),
+    Case("space-unknown-param", SEARCH_SPACE, "lr_gen", ring_space(lr_gen={"uniform": [0, 1]})),
+    Case("space-loguniform-zero", SEARCH_SPACE, "lr_g", ring_space(lr_g={"loguniform": [0, 1e-3]})),
+    Case("space-low-above-high", SEARCH_SPACE, "d_steps", ring_space(d_steps={"int": [3, 1]})),
+    Case("space-empty-choice", SEARCH_SPACE, "loss", ring_space(loss={"choice": []})),
+    Case("space-wrong-type", SEARCH_SPACE, "d_steps", ring_space(d_steps={"uniform": [1, 3]})),
+    Case("space-bad-objective", SEARCH_SPACE, "accuracy", space({**RING, "objective": "accuracy"})),
+    Case(
+        "space-point-outside",
+        SEARCH_SPACE,
+        "points_to_evaluate",
+        space({**RING, "points_to_evaluate": [{"lr_g": 1.0}]}),
+    ),
+    # ------------------------------------------------------------ data folders
+    Case("data-missing", TRAIN_HIFIGAN, "{tmp}/data"),
+    Case("data-is-a-file", TRAIN_HIFIGAN, "{tmp}/data", text_file("data")),
+    Case("data-empty", TRAIN_HIFIGAN, "{tmp}/data", text_file("data/readme.txt")),
+    Case("data-not-audio", TRAIN_HIFIGAN, "junk.wav", text_file("data/junk.wav")),
+    Case(
+        "data-nan-samples",
+        TRAIN_HIFIGAN,
+        "clip-nan.wav: contains NaN or infinite samples",
+        lambda tmp: corpus(tmp, {"clip-nan.wav": with_nan(voice())}),
+    ),
+    Case(
+        "data-two-bad-files",
+        TRAIN_HIFIGAN,
+        "2 of 12 audio files are unfit for training",
+        lambda tmp: corpus(tmp, {"a-inf.wav": voice() * np.inf, "b-nan.wav": with_nan(voice())}),
+    ),
+    Case("data-truncated", TRAIN_HIFIGAN, "cut.mp3: decoded", truncated),
+    Case(
+        "data-all-too-short",
+        TRAIN_HIFIGAN + " --set segment_size=65536",
+        "shorter than one training segment (65536 samples",
+        corpus,
+    ),
+    Case(
+        "pairs-no-noisy", TRAIN_METRICGAN, "data/noisy is missing", text_file("data/clean/u0.wav")
+    ),
+    Case(
+        "pairs-nan-noisy",
+        TRAIN_METRICGAN,
+        "u9.wav: contains NaN or infinite samples",
+        lambda tmp: pairs(tmp, with_nan(voice(seed=9))),
+    ),
+    Case(
+        "search-data-nan",
+        SEARCH_RING.replace("ring", "hifigan", 1) + " --data {tmp}/data --trials 1",
+        "clip-nan.wav: contains NaN or infinite samples",
+        lambda tmp: corpus(tmp, {"clip-nan.wav": with_nan(voice())}),
+    ),
+    # ------------------------------------------------------------ score arguments
+    Case("score-missing-file", "score {tmp}/nope.wav {tmp}/ref.wav", "nope.wav", score_inputs),
+    Case("score-not-audio", "score {tmp}/ref.wav {tmp}/notaudio.wav", "notaudio.wav", score_inputs),
+    Case(
+        "score-silent-reference",
+        "score {tmp}/silent.wav {tmp}/ref.wav --metrics pesq",
+        "silent.wav: cannot be scored: reference is silent",
+        score_inputs,
+    ),
+    Case(
+        "score-no-utterance",
+        "score {tmp}/blip.wav {tmp}/ref.wav --metrics pesq",
+        "blip.wav: cannot be scored: pesq: NoUtterancesError",
+        score_inputs,
+    ),
+    Case(
+        "score-rate-mismatch",
+        "score {tmp}/ref.wav {tmp}/ref22k.wav",
+        "ref22k.wav: 22050 Hz",
+        score_inputs,
+    ),
+    Case("score-unknown-metric", "score {tmp}/ref.wav {tmp}/ref.wav --metrics sdr", "sdr"),
+    Case(
+        "score-workers-zero",
+        "score {tmp}/ref.wav {tmp}/ref.wav --workers 0",
+        "--workers 0",
+        score_inputs,
+    ),
+]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int] | None]:
+    """Every file (size, mtime) and folder (None) under ``folder`` but the harness cache."""
+    found: dict[str, tuple[int, int] | None] = {}
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder).as_posix()
+        if rel == "cache" or rel.startswith("cache/"):
+            continue
+        stat = path.stat()
+        found[rel] = (stat.st_size, stat.st_mtime_ns) if path.is_file() else None
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_is_one_line_error_and_leaves_nothing(case: Case, tmp_path: Path) -> None:
+    case.setup(tmp_path)
+    before = snapshot(tmp_path)
+    argv = case.argv.format(tmp=tmp_path).split()
+    env = {
+        **os.environ,
+        "GAN_HARNESS_CACHE": str(tmp_path / "cache"),  # scan verdicts land here, not in ~/.cache
+        "GAN_HARNESS_RESULTS": str(tmp_path / "results"),
+        "PYTHONWARNINGS": "default",
+    }
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "Traceback" not in output, output
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines and ERROR_LINE.match(lines[-1]), output
+    assert case.culprit.format(tmp=tmp_path) in lines[-1], output
+    assert snapshot(tmp_path) == before, "the command left files behind"
+    if case.absent:
+        assert not (tmp_path / case.absent).exists(), "the checkpoint ran its code"
+
+
+def test_the_table_covers_every_kind_of_input() -> None:
+    kinds = {case.id.split("-")[0] for case in CASES}
+    assert {"cli", "set", "space", "data", "pairs", "score"} <= kinds
+    assert len(CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)
