@@ -38,7 +38,6 @@ from harness.space import SearchSpace
 from harness.status import TERMINAL, Status
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOOPBACK = "127.0.0.1"  # where a local Ray listens; a cluster is started with `ray start`
 
 
 class SearchError(ValueError):
@@ -151,9 +150,10 @@ def connect(address: str | None) -> bool:
         ray.init(
             address="local",
             num_cpus=os.cpu_count(),
+            # no dashboard (an HTTP server that runs jobs); Ray's gRPC servers listen on every
+            # interface in this Ray version, whatever the node address, and rely on the token
+            # authentication a local ray.init() turns on (docs/reliability.md, "Network")
             include_dashboard=False,
-            dashboard_host=LOOPBACK,  # a private Ray: its servers and agents on loopback only
-            _node_ip_address=LOOPBACK,
             object_store_memory=256 * 1024**2,
             **common,
         )
