@@ -10,6 +10,7 @@ peak score, so thresholds can be changed and re-judged without training again.
 
     uv run python benchmarks/health_calibration.py train --jobs 2     # ~25 min on 2 cores
     uv run python benchmarks/health_calibration.py table              # seconds
+    uv run python benchmarks/health_calibration.py table --write      # also into the docs
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import argparse
 import math
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from harness.telemetry import read_diagnostics
 from harness.trial import resolve_config, run_trial
 
 ROOT = Path("results/health_calibration")
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "diagnostics.md"
+BEGIN, END = "<!-- health_calibration:begin -->", "<!-- health_calibration:end -->"
 
 
 class ConstantHifigan(HifiganRecipe):
@@ -133,9 +136,8 @@ def judge(name: str) -> dict[str, Any]:
     """One table row: per detector the step its flag was raised at ("-": never) and its peak."""
     run = RUNS[name]
     cfg = resolve_config(run.recipe, "smoke", overrides=run.overrides)
-    health = recipe_class(run.recipe).health_config
     trainer = cfg.trainer
-    health = HealthConfig(**{**health.__dict__, "window": trainer.health_window})
+    health = replace(recipe_class(run.recipe).health_config, window=trainer.health_window)
     rows = read_diagnostics(ROOT / name / "diagnostics", kind="step").sort_values("step")
     judged = replay(rows, health, trainer.steps // (trainer.d_steps + trainer.g_steps - 1))
     line: dict[str, Any] = {"run": name, "label": run.expect or "healthy", "steps": len(judged)}
@@ -166,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("train", "table"))
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated run names")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--write", action="store_true", help="table: update docs/diagnostics.md")
     args = parser.parse_args(argv)
     names = [n for n in args.runs.split(",") if n]
     unknown = [n for n in names if n not in RUNS]
@@ -174,8 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.action == "train":
         train(names, args.jobs)
-    else:
-        print(table(names))
+        return 0
+    text = table(names)
+    print(text)
+    if args.write:
+        pre, rest = DOCS.read_text().split(BEGIN, 1)
+        DOCS.write_text(f"{pre}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
     return 0
 
 
