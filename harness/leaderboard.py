@@ -241,18 +241,17 @@ def narrow_columns(
     """The columns of ``frame`` that fit ``width`` characters, in display order.
 
     Kept in this order while they fit: rank, trial, status, the objective (and the Pareto mark
-    and cost objective of a multi-objective search), health flags, the worst health score
-    (:func:`worst_health`), the cost a trial consumed
-    (batches drawn, trainer seconds), up to :data:`OTHER_SCORES` other scores, then the swept parameters,
-    most important first.  Reasons go below the table (:func:`_reasons`).
+    and cost objective of a multi-objective search), health flags, the cost a trial consumed
+    (batches drawn, trainer seconds), up to :data:`OTHER_SCORES` other scores, the worst health
+    score (:func:`worst_health`), then the swept parameters, most important first.  Reasons go
+    below the table (:func:`_reasons`).
     """
     scores = [m for m in SCORES if m in frame and m != plan.objective and frame[m].notna().any()]
     swept = [f"config/{p}" for p in plan.swept if f"config/{p}" in frame]
     swept.sort(key=lambda c: -weights.get(c.removeprefix("config/"), -1.0))
     cost = [plan.cost] if plan.multi_objective else []
-    wanted = ["rank", "trial_id", "status", plan.objective, "pareto", *cost, "flags", "health"]
-    wanted += ["batches"]
-    wanted += ["train_s", *scores[:OTHER_SCORES], *swept]  # batches: the cost, so no step
+    wanted = ["rank", "trial_id", "status", plan.objective, "pareto", *cost, "flags", "batches"]
+    wanted += ["train_s", *scores[:OTHER_SCORES], "health", *swept]  # batches: the cost, no step
     candidates = list(dict.fromkeys(c for c in wanted if c in frame))
     header, rows = _cells(frame[candidates])
     kept: list[str] = []
