@@ -29,6 +29,7 @@ from torch import Tensor
 from harness.health import DETECTORS, HealthConfig, HealthMonitor
 from harness.recipes import RECIPES, recipe_class
 from harness.recipes.hifigan import HifiganRecipe
+from harness.results import read_result
 from harness.telemetry import read_diagnostics
 from harness.trial import resolve_config, run_trial
 
@@ -133,14 +134,20 @@ def replay(rows: pd.DataFrame, cfg: HealthConfig, total_steps: int) -> list[dict
 
 
 def judge(name: str) -> dict[str, Any]:
-    """One table row: per detector the step its flag was raised at ("-": never) and its peak."""
+    """One table row: how the run ended (the trainer's own stop, e.g. non-finite losses, is not a
+    detector), per detector the step its flag was raised at ("-": never) and its peak score."""
     run = RUNS[name]
     cfg = resolve_config(run.recipe, "smoke", overrides=run.overrides)
     trainer = cfg.trainer
     health = replace(recipe_class(run.recipe).health_config, window=trainer.health_window)
     rows = read_diagnostics(ROOT / name / "diagnostics", kind="step").sort_values("step")
     judged = replay(rows, health, trainer.steps // (trainer.d_steps + trainer.g_steps - 1))
-    line: dict[str, Any] = {"run": name, "label": run.expect or "healthy", "steps": len(judged)}
+    ended = read_result(ROOT / name)
+    line: dict[str, Any] = {
+        "run": name,
+        "label": run.expect or "healthy",
+        "ended": f"{ended['status']} at {ended['step']}" if ended else "unfinished",
+    }
     flagged = []
     for det in DETECTORS:
         first = next((r for r in judged if r.get(f"flag_{det}")), None)
