@@ -1,4 +1,8 @@
-"""GAN health: signals measured at log intervals, and the two detectors built on them.
+"""GAN health: signals measured at log intervals, and the detectors built on them.
+
+Detectors (:data:`DETECTORS`): discriminator overpowering, collapse, over-smoothing, divergence.
+Which are on, and their thresholds, is the recipe family's :class:`HealthConfig` (the recipe's
+``health_config``: toy, vocoder, enhancer), calibrated on labelled runs (docs/diagnostics.md).
 
 Signals (formulas in docs/diagnostics.md, "Health columns"):
 
@@ -7,8 +11,10 @@ Signals (formulas in docs/diagnostics.md, "Health columns"):
 - from the recipe: :func:`diversity_ratio`, :func:`energy_ratio` and :func:`highband_ratio` for
   conditional generators (through :meth:`Recipe.health` at log steps), :func:`mode_statistics`
   for the toy mixtures (through their validation);
-- from :class:`HealthMonitor`: the rolling mean / variance of the D loss, the two scores in [0, 1],
-  and the flags, raised only when a detector's condition held for ``window`` consecutive windows.
+- from :class:`HealthMonitor`: the rolling mean / variance of the D loss, the shares the
+  detectors read, a score in [0, 1] per detector with its peak and latest value (so a trial that
+  came close is visible), and the flags, raised only when a detector's score reached ``hold`` on
+  ``window`` consecutive windows.
 
 A *window* is one row that carries a detector's evidence: every step row (one ``log_every``
 interval) for overpowering; for collapse, the step rows of a recipe whose :meth:`Recipe.health`
@@ -24,12 +30,12 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from harness.files import finite
+
+if TYPE_CHECKING:  # torch is imported by the signal functions only, so that the detectors (and
+    from torch import Tensor  # the leaderboard, which names them) load without it
 
 
 class HealthError(ValueError):
@@ -59,6 +65,14 @@ class HealthConfig:
     diversity_ok: float = 0.2
     energy_db: float = 30.0  # conditional: output level this many dB from the real level
     energy_ok_db: float = 20.0
+    # over-smoothing (vocoders): the generated high band lost against the real one
+    highband_low: float = 0.0  # high-band ratio at or below this is over-smoothed (0 = off)
+    highband_ok: float = 0.0
+    # divergence: the reconstruction loss climbed back from its best
+    recon_high: float = math.inf  # loss_recon at or above this multiple of its minimum (inf = off)
+    recon_ok: float = math.inf
+    # a row counts towards a flag when its score is at least this (1 = every threshold crossed)
+    hold: float = 1.0
 
     def __post_init__(self) -> None:
         for key in ("window", "roll"):
@@ -66,6 +80,12 @@ class HealthConfig:
                 raise HealthError(f"{key}: must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.warmup < 1:
             raise HealthError(f"warmup: must be in [0, 1), got {self.warmup}")
+        if not 0 < self.hold <= 1:
+            raise HealthError(f"hold: must be in (0, 1], got {self.hold}")
+        if self.highband_low > 0 and not self.highband_ok > self.highband_low:
+            raise HealthError(f"highband_ok: must be above highband_low, got {self.highband_ok}")
+        if math.isfinite(self.recon_high) and not self.recon_ok < self.recon_high:
+            raise HealthError(f"recon_ok: must be below recon_high, got {self.recon_ok}")
 
 
 # ------------------------------------------------------------------ signals from audio batches
@@ -75,6 +95,8 @@ def _as_batch(audio: Tensor) -> Tensor:
 
 
 def _mean_pairwise_l1(features: Tensor) -> float:
+    import torch
+
     flat = features.flatten(1).double()
     pairs = torch.cdist(flat, flat, p=1) / flat.shape[1]
     n = flat.shape[0]
@@ -107,6 +129,8 @@ def energy_ratio(real: Tensor, fake: Tensor) -> float | None:
 
 def highband_share(audio: Tensor, sample_rate: int, cutoff_hz: float = 4000.0) -> float:
     """Share of a batch's spectral energy above ``cutoff_hz`` (one FFT over each whole clip)."""
+    import torch
+
     power = torch.fft.rfft(_as_batch(audio).double(), dim=-1).abs().pow(2)
     freqs = torch.fft.rfftfreq(audio.shape[-1], d=1.0 / sample_rate)
     total = float(power.sum())
@@ -123,6 +147,32 @@ def highband_ratio(
     return highband_share(fake, sample_rate, cutoff_hz) / share_real
 
 
+def spectral_flatness(audio: Tensor, n_fft: int = 1024) -> float:
+    """Mean over active frames of geometric / arithmetic mean of the power spectrum: near 1
+    for noise, near 0 for a few pure tones (buzz).  Frames 40 dB below the loudest are left out."""
+    import torch
+
+    x = _as_batch(audio).double()
+    window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
+    power = torch.stft(x, n_fft, n_fft // 4, window=window, return_complex=True).abs().pow(2)
+    power = power.transpose(1, 2).reshape(-1, power.shape[1]) + 1e-12  # [frames, bins]
+    energy = power.mean(dim=1)
+    active = energy >= energy.max() * 1e-4
+    if not bool(active.any()):
+        return 0.0
+    flat = power[active].log().mean(dim=1).exp() / energy[active]
+    return float(flat.mean())
+
+
+def flatness_ratio(real: Tensor, fake: Tensor) -> float | None:
+    """Spectral flatness of the generated batch over the real batch's (< 1 buzzy / tonal,
+    > 1 noisy)."""
+    flat_real = spectral_flatness(real)
+    if flat_real <= 0:
+        return None
+    return spectral_flatness(fake) / flat_real
+
+
 # ------------------------------------------------------------------ signal for the toy mixtures
 def mode_statistics(samples: Tensor, means: Tensor, std: float) -> dict[str, float]:
     """VEEGAN / PacGAN mixture metrics of generated 2-D ``samples`` against mode ``means``.
@@ -131,6 +181,8 @@ def mode_statistics(samples: Tensor, means: Tensor, std: float) -> dict[str, flo
     the nearest mode of at least one high-quality sample; the reverse KL compares the histogram
     of high-quality samples over modes with the uniform mixture weights.
     """
+    import torch
+
     dist = torch.cdist(samples.detach().double().cpu(), means.double())
     nearest_dist, nearest = dist.min(dim=1)
     good = nearest_dist <= 3 * std
@@ -187,16 +239,55 @@ def collapse_score(row: Mapping[str, Any], cfg: HealthConfig) -> float | None:
     return max(parts) if parts else None
 
 
+def oversmooth_score(row: Mapping[str, Any], cfg: HealthConfig) -> float | None:
+    """ramp(high-band ratio; ok -> low): the generated audio lost the real audio's high band.
+    None when the row has no high-band ratio or the family does not judge it."""
+    ratio = row.get("highband_ratio")
+    if cfg.highband_low <= 0 or not finite(ratio):
+        return None
+    return ramp(ratio, cfg.highband_low, cfg.highband_ok)
+
+
+def diverge_score(row: Mapping[str, Any], cfg: HealthConfig) -> float | None:
+    """ramp(loss_recon over its minimum so far; ok -> high): training is undoing what it had
+    learnt.  None without a reconstruction loss or when the family does not judge it."""
+    share = row.get("recon_share")
+    if not math.isfinite(cfg.recon_high) or not finite(share):
+        return None
+    return ramp(share, cfg.recon_high, cfg.recon_ok)
+
+
+def _overpower(row: Mapping[str, Any], cfg: HealthConfig) -> float | None:
+    return overpower_score(
+        row.get("d_acc"), row.get("d_loss_share"), row.get("adv_grad_share"), cfg
+    )
+
+
+@dataclass(frozen=True)
+class Detector:
+    words: str  # how a stop reason names it
+    score: Callable[[Mapping[str, Any], HealthConfig], float | None]
+
+
+DETECTORS: dict[str, Detector] = {
+    "overpower": Detector("discriminator overpowering", _overpower),
+    "collapse": Detector("mode collapse", collapse_score),
+    "oversmooth": Detector("over-smoothed output", oversmooth_score),
+    "diverge": Detector("divergence", diverge_score),
+}
+"""Every detector, in the order a stop reason names them; each scores a row in [0, 1].  Per
+detector a row carries ``<name>_score`` (this row), ``<name>_peak`` (highest judged score so far),
+``<name>_last`` (latest score), ``flag_<name>`` and ``<name>_since``."""
+
+
 # ------------------------------------------------------------------ the monitor
-DETECTORS = {"overpower": "discriminator overpowering", "collapse": "mode collapse"}
-
-
 class HealthMonitor:
-    """Consumes a trial's step and eval rows in order; adds rolling D-loss statistics, scores
-    and flags.
+    """Consumes a trial's step and eval rows in order; adds the shares the detectors read
+    (D loss over its first value, adversarial gradient over its peak, reconstruction loss over
+    its minimum), rolling D-loss statistics, scores, peaks and flags.
 
-    A detector's condition holds on a row when its score is 1 (every threshold crossed).  Rows
-    without the detector's evidence leave its streak alone; rows at or before the warm-up step
+    A detector's condition holds on a row when its score is at least ``hold``.  Rows without
+    the detector's evidence leave its streak alone; rows at or before the warm-up step
     (``warmup`` x ``total_steps``, and always step 0) are scored but not judged.  The flag is
     raised once the condition held on ``window`` consecutive judged rows, and ``<name>_since``
     names the step of the first row of that streak.
@@ -208,8 +299,11 @@ class HealthMonitor:
         self.losses: deque[float] = deque(maxlen=self.cfg.roll)
         self.loss_ref: float | None = None
         self.grad_peak = 0.0
+        self.recon_min = math.inf
         self.streak = dict.fromkeys(DETECTORS, 0)
         self.streak_start: dict[str, int | None] = dict.fromkeys(DETECTORS)
+        self.peak: dict[str, float | None] = dict.fromkeys(DETECTORS)
+        self.last: dict[str, float | None] = dict.fromkeys(DETECTORS)
 
     def note_d_loss(self, value: float) -> None:
         """Called on every D update: the first finite loss (untrained D, about chance level) is
@@ -219,40 +313,54 @@ class HealthMonitor:
 
     @property
     def current(self) -> dict[str, Any]:
-        """The flags as they stand (for rows that carry no evidence, such as eval rows)."""
+        """Flags, peaks and latest scores as they stand (for rows that carry no evidence, such
+        as eval rows)."""
         out: dict[str, Any] = {}
         for name in DETECTORS:
             flagged = self.streak[name] >= self.cfg.window
             out[f"flag_{name}"] = flagged
             out[f"{name}_since"] = self.streak_start[name] if flagged else None
+            out[f"{name}_peak"] = self.peak[name]
+            out[f"{name}_last"] = self.last[name]
         return out
 
-    def update(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """The health columns for one row (the row itself is not modified)."""
+    def shares(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The stateful signals of one step row: rolling D loss, and the three shares."""
         out: dict[str, Any] = {}
-        loss_share = grad_share = None
         loss_d = row.get("loss_d")
         if finite(loss_d):
             self.losses.append(float(loss_d))
             mean = sum(self.losses) / len(self.losses)
             var = sum((x - mean) ** 2 for x in self.losses) / len(self.losses)
             out.update(d_loss_roll_mean=mean, d_loss_roll_var=var)
-            loss_share = loss_d / self.loss_ref if self.loss_ref else None
+            if self.loss_ref:
+                out["d_loss_share"] = loss_d / self.loss_ref
         grad = row.get("adv_grad_norm")
         if finite(grad):
             self.grad_peak = max(self.grad_peak, grad)
-            grad_share = grad / self.grad_peak if self.grad_peak > 0 else None
-        scores = {
-            "overpower": overpower_score(row.get("d_acc"), loss_share, grad_share, self.cfg),
-            "collapse": collapse_score(row, self.cfg),
-        }
+            if self.grad_peak > 0:
+                out["adv_grad_share"] = grad / self.grad_peak
+        recon = row.get("loss_recon")
+        if finite(recon) and recon > 0:
+            self.recon_min = min(self.recon_min, recon)
+            out["recon_share"] = recon / self.recon_min
+        return out
+
+    def update(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The health columns for one row (the row itself is not modified)."""
+        out = self.shares(row)
+        seen = {**row, **out}
         step = int(row["step"])
         judged = step > self.warmup_steps
-        for name, score in scores.items():
+        for name, detector in DETECTORS.items():
+            score = detector.score(seen, self.cfg)
             out[f"{name}_score"] = score
             if score is None:
                 continue
-            holds = judged and score >= 1.0
+            self.last[name] = score
+            if judged:
+                self.peak[name] = max(self.peak[name] or 0.0, score)
+            holds = judged and score >= self.cfg.hold
             if holds and self.streak[name] == 0:
                 self.streak_start[name] = step
             self.streak[name] = self.streak[name] + 1 if holds else 0
@@ -263,23 +371,29 @@ class HealthMonitor:
             "losses": list(self.losses),
             "loss_ref": self.loss_ref,
             "grad_peak": self.grad_peak,
+            "recon_min": self.recon_min,
             "streak": dict(self.streak),
             "streak_start": dict(self.streak_start),
+            "peak": dict(self.peak),
+            "last": dict(self.last),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.losses = deque(state["losses"], maxlen=self.cfg.roll)
         self.loss_ref = state["loss_ref"]
         self.grad_peak = state["grad_peak"]
-        self.streak = dict(state["streak"])
-        self.streak_start = dict(state["streak_start"])
+        self.recon_min = state.get("recon_min", math.inf)  # absent from older checkpoints
+        self.streak = {**self.streak, **state["streak"]}
+        self.streak_start = {**self.streak_start, **state["streak_start"]}
+        self.peak = {**self.peak, **state.get("peak", {})}
+        self.last = {**self.last, **state.get("last", {})}
 
 
 def stop_reason(row: Mapping[str, Any]) -> str | None:
     """Why a trial reporting ``row`` should stop, e.g. "discriminator overpowering since step
-    1200"; None when the row raises no flag.  Overpowering is named first when both are up."""
-    for name, words in DETECTORS.items():
+    1200"; None when the row raises no flag.  Detectors are named in :data:`DETECTORS` order."""
+    for name, detector in DETECTORS.items():
         if row.get(f"flag_{name}"):
             since = row.get(f"{name}_since")
-            return f"{words} since step {since}" if since is not None else words
+            return f"{detector.words} since step {since}" if since is not None else detector.words
     return None

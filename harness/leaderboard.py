@@ -23,6 +23,8 @@ from harness.confirmation import (
     read_confirmation,
     summarise_confirmation,
 )
+from harness.files import finite
+from harness.health import DETECTORS
 from harness.metrics import COSTS, METRICS, SCORES
 from harness.results import SearchFolder, SearchPlan, list_searches, read_trials
 from harness.status import STATUSES, TERMINAL, Status
@@ -89,11 +91,12 @@ def pareto_front(frame: pd.DataFrame, plan: SearchPlan) -> list[str]:
 
 def display_columns(frame: pd.DataFrame, plan: SearchPlan) -> list[str]:
     """rank, trial, status, objective, other scores, cost, swept parameters, steps, time, health
-    flags, reason."""
+    flags, the worst health score, each detector's peak and last score, reason."""
     scores = [m for m in SCORES if m in frame and m != plan.objective]
     costs = [c for c in COSTS if c in frame]
     params = [f"config/{p}" for p in plan.swept if f"config/{p}" in frame]
-    tail = [c for c in ("step", "time_s", "flags", "reason") if c in frame]
+    graded = [f"{d}_{part}" for d in DETECTORS for part in ("peak", "last")]
+    tail = [c for c in ("step", "time_s", "flags", "health", *graded, "reason") if c in frame]
     lead = ["rank", "trial_id", "status"] + ([plan.objective] if plan.objective in frame else [])
     extra = ["pareto"] if "pareto" in frame else []
     return lead + extra + scores + costs + params + tail
@@ -107,6 +110,21 @@ def raised_flags(frame: pd.DataFrame) -> pd.Series:
         return ",".join(f.removeprefix("flag_") for f in flags if _true(row[f]))
 
     return frame.apply(raised, axis=1)
+
+
+def worst_health(frame: pd.DataFrame) -> pd.Series:
+    """Per trial, the detector with the highest peak score and that score (``overpower=0.97``),
+    so a trial that came close to a flag shows it; "-" for a trial with no score."""
+    peaks = [f"{d}_peak" for d in DETECTORS if f"{d}_peak" in frame]
+
+    def worst(row: pd.Series) -> str:
+        scored = [(float(row[c]), c.removesuffix("_peak")) for c in peaks if finite(row[c])]
+        if not scored:
+            return "-"
+        score, name = max(scored)
+        return f"{name}={score:.2f}"
+
+    return frame.apply(worst, axis=1)
 
 
 def _true(value: Any) -> bool:
@@ -142,6 +160,8 @@ def ranking(folder: SearchFolder, sort: str | None = None, healthy_only: bool = 
     ranked = rank(frame, plan, sort)
     if any(c.startswith("flag_") for c in ranked.columns):
         ranked["flags"] = raised_flags(ranked)
+    if any(c.endswith("_peak") for c in ranked.columns):
+        ranked["health"] = worst_health(ranked)
         if healthy_only:
             ranked = ranked[ranked["flags"] == ""].reset_index(drop=True)
     front = pareto_front(ranked, plan) if plan.multi_objective else []
@@ -223,8 +243,9 @@ def narrow_columns(
     Kept in this order while they fit: rank, trial, status, the objective (and the Pareto mark
     and cost objective of a multi-objective search), health flags, the cost a trial consumed
     (batches drawn, trainer seconds), up to :data:`OTHER_SCORES` other scores (an enhancer's
-    noisy baseline and gain of its objective first), then the swept parameters, most important
-    first.  Reasons go below the table (:func:`_reasons`).
+    noisy baseline and gain of its objective first), the worst health score
+    (:func:`worst_health`), then the swept parameters, most important first.  Reasons go below
+    the table (:func:`_reasons`).
     """
     # an enhancer's objective comes with its noisy-input baseline and the gain over it
     base = plan.objective.removesuffix("_gain").removesuffix("_noisy")
@@ -235,7 +256,7 @@ def narrow_columns(
     swept.sort(key=lambda c: -weights.get(c.removeprefix("config/"), -1.0))
     cost = [plan.cost] if plan.multi_objective else []
     wanted = ["rank", "trial_id", "status", plan.objective, "pareto", *cost, "flags", "batches"]
-    wanted += ["train_s", *scores[:OTHER_SCORES], *swept]  # batches: the cost, so no step
+    wanted += ["train_s", *scores[:OTHER_SCORES], "health", *swept]  # batches: the cost, no step
     candidates = list(dict.fromkeys(c for c in wanted if c in frame))
     header, rows = _cells(frame[candidates])
     kept: list[str] = []
@@ -246,7 +267,7 @@ def narrow_columns(
             kept.append(column)
             used += 2 + cell_width
     order = ["rank", "trial_id", "status", plan.objective, "pareto", *scores, *cost]
-    tail = ["batches", "train_s", "flags", *swept]
+    tail = ["batches", "train_s", "flags", "health", *swept]
     return [c for c in dict.fromkeys([*order, *tail]) if c in kept]
 
 

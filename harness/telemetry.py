@@ -31,6 +31,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from harness.files import atomic_output, remove_stale_temps
+from harness.health import DETECTORS
 from harness.metrics import SCORES
 
 
@@ -103,12 +104,24 @@ COLUMNS: tuple[Column, ...] = (
     Column("highband_ratio", _F, "ratio", "share of energy above 4 kHz, generated / real"),
     *(Column(m.name, _F, m.unit, m.meaning) for m in SCORES.values() if m.family == "toy"),
     Column("modes_total", _F, "modes", "toy recipes: modes in the mixture (8 or 25)"),
-    Column("collapse_score", _F, "0-1", "evidence of mode collapse; 1 = condition holds"),
-    Column("overpower_score", _F, "0-1", "evidence D overpowers G; 1 = condition holds"),
-    Column("flag_collapse", _B, "", "collapse condition held for HealthConfig.window rows"),
-    Column("flag_overpower", _B, "", "overpower condition held for HealthConfig.window rows"),
-    Column("collapse_since", _I, "iterations", "first step of the streak behind flag_collapse"),
-    Column("overpower_since", _I, "iterations", "first step of the streak behind flag_overpower"),
+    Column("flatness_ratio", _F, "ratio", "spectral flatness, generated / real"),
+    Column("d_loss_share", _F, "ratio", "loss_d over the first D update's loss"),
+    Column("adv_grad_share", _F, "ratio", "adv_grad_norm over its peak so far"),
+    Column("recon_share", _F, "ratio", "loss_recon over its minimum so far"),
+    *(
+        Column(f"{name}_{part}", kind, unit, f"{detector.words}: {meaning}")
+        for name, detector in DETECTORS.items()
+        for part, kind, unit, meaning in (
+            ("score", _F, "0-1", "this row's score; 1 = every threshold crossed"),
+            ("peak", _F, "0-1", "highest judged score so far"),
+            ("last", _F, "0-1", "latest score"),
+            ("since", _I, "iterations", "first step of the streak behind the flag"),
+        )
+    ),
+    *(
+        Column(f"flag_{name}", _B, "", f"{d.words}: held for window rows")
+        for name, d in DETECTORS.items()
+    ),
 )
 
 DIAGNOSTICS_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])

@@ -182,7 +182,8 @@ class Interval:
 class Trainer:
     """Trains one recipe under one :class:`TrainerConfig`, writing checkpoints to ``out_dir``.
 
-    ``health`` sets the detectors' thresholds (default ``HealthConfig()``); their window is
+    ``health`` sets the detectors' thresholds (default: the recipe's ``health_config``, its
+    family's calibrated detectors); their window is
     ``cfg.health_window`` and the R1 weight ``cfg.r1_gamma``, whatever ``health`` says.
     """
 
@@ -221,7 +222,7 @@ class Trainer:
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
 
-        health = dataclasses.replace(health or HealthConfig(), window=cfg.health_window)
+        health = dataclasses.replace(health or recipe.health_config, window=cfg.health_window)
         self.monitor = HealthMonitor(health, cfg.steps // (cfg.d_steps + cfg.g_steps - 1))
         self.guards = Guards(cfg)
         self.interval = Interval()

@@ -14,11 +14,15 @@ from harness.health import (
     HealthError,
     HealthMonitor,
     collapse_score,
+    diverge_score,
     diversity_ratio,
     energy_ratio,
+    flatness_ratio,
     highband_ratio,
     mode_statistics,
     overpower_score,
+    oversmooth_score,
+    spectral_flatness,
     stop_reason,
 )
 from harness.recipes.base import Adversary
@@ -69,6 +73,17 @@ def test_highband_ratio_sees_over_smoothing():
     assert highband_ratio(muffled, noise, SR) > 100
 
 
+def test_spectral_flatness_tells_noise_from_buzz():
+    gen = torch.Generator().manual_seed(2)
+    noise = torch.randn(4, 8192, generator=gen)
+    t = torch.arange(8192) / SR
+    buzz = sum(torch.sin(2 * math.pi * 150 * k * t) / k for k in range(1, 6)).expand(4, -1)
+    assert spectral_flatness(noise) == pytest.approx(0.56, abs=0.03)  # e^-0.577 for a periodogram
+    assert spectral_flatness(buzz) < 1e-3
+    assert flatness_ratio(noise, noise) == pytest.approx(1.0)
+    assert flatness_ratio(noise, buzz) < 1e-2
+
+
 def test_mode_statistics_known_answers():
     means, std = mode_means("ring")
     gen = torch.Generator().manual_seed(0)
@@ -98,6 +113,19 @@ def test_scores_reach_one_only_when_every_threshold_is_crossed():
     assert collapse_score({"pesq": 3.0}, cfg) is None
 
 
+def test_family_detectors_are_off_unless_their_thresholds_are_set():
+    row = {"highband_ratio": 0.1, "recon_share": 3.0}
+    assert oversmooth_score(row, HealthConfig()) is None
+    assert diverge_score(row, HealthConfig()) is None
+    cfg = HealthConfig(highband_low=0.2, highband_ok=0.5, recon_high=2.0, recon_ok=1.5)
+    assert oversmooth_score(row, cfg) == 1.0
+    assert oversmooth_score({"highband_ratio": 0.35}, cfg) == pytest.approx(0.5)
+    assert oversmooth_score({"highband_ratio": 0.9}, cfg) == 0.0
+    assert diverge_score(row, cfg) == 1.0
+    assert diverge_score({"recon_share": 1.75}, cfg) == pytest.approx(0.5)
+    assert diverge_score({}, cfg) is None
+
+
 def overpowered(step: int) -> dict:
     return {"step": step, "d_acc": 0.995, "loss_d": 0.01, "adv_grad_norm": 1.0}
 
@@ -122,6 +150,35 @@ def test_flag_needs_window_consecutive_judged_rows_and_names_its_start():
     assert row["flag_overpower"] and row["overpower_since"] == 70
     assert stop_reason(row) == "discriminator overpowering since step 70"
     assert stop_reason(healthy(100)) is None
+
+
+def test_hold_below_one_flags_a_nearly_overpowered_run_and_peaks_are_graded():
+    """The issue's run: D accuracy 0.97, loss at 5 % of L0: score 0.94, never exactly 1."""
+    almost = {"d_acc": 0.97, "loss_d": 0.05, "adv_grad_norm": 1.0}
+    strict = HealthMonitor(HealthConfig(window=3, warmup=0.2), total_steps=100)
+    graded = HealthMonitor(HealthConfig(window=3, warmup=0.2, hold=0.9), total_steps=100)
+    for monitor in (strict, graded):
+        monitor.note_d_loss(1.0)
+        monitor.update({"step": 10, "d_acc": 1.0, "loss_d": 0.0, "adv_grad_norm": 1.0})  # warm-up
+        rows = [monitor.update({"step": s, **almost}) for s in (30, 40, 50)]
+        assert rows[-1]["overpower_score"] == pytest.approx(17 / 18)
+        assert rows[-1]["d_loss_share"] == pytest.approx(0.05)
+        assert rows[-1]["adv_grad_share"] == 1.0
+        # the warm-up row scored 1 but the peak counts judged rows only
+        assert rows[-1]["overpower_peak"] == pytest.approx(17 / 18)
+    assert not strict.current["flag_overpower"]
+    assert graded.current["flag_overpower"] and graded.current["overpower_since"] == 30
+    row = graded.update(healthy(60))
+    assert row["overpower_last"] == 0.0 and row["overpower_peak"] == pytest.approx(17 / 18)
+    assert row["collapse_peak"] is None  # no collapse evidence seen
+
+
+def test_recon_share_is_the_loss_over_its_minimum_so_far():
+    monitor = HealthMonitor(HealthConfig(recon_high=2.0, recon_ok=1.5, warmup=0.0), 100)
+    shares = [monitor.update({"step": s, "loss_recon": v})["recon_share"]
+              for s, v in ((1, 4.0), (2, 2.0), (3, 3.0), (4, 5.0))]  # fmt: skip
+    assert shares == [1.0, 1.0, 1.5, 2.5]
+    assert monitor.current["diverge_last"] == 1.0
 
 
 def test_rows_without_evidence_leave_a_streak_alone():
@@ -159,6 +216,8 @@ def test_bad_settings_are_one_line_errors():
         HealthConfig(window=0)
     with pytest.raises(HealthError, match="warmup"):
         HealthConfig(warmup=1.5)
+    with pytest.raises(HealthError, match="hold"):
+        HealthConfig(hold=0.0)
 
 
 def ring_trainer(tmp_path, health=None, **settings):

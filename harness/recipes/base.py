@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.batches import BatchSource
+from harness.health import HealthConfig
 
 if TYPE_CHECKING:
     from harness.scoring import ScoringPool
@@ -83,6 +84,9 @@ class Recipe(ABC):
     # optimise such a metric while sweeping those keys: it would reward weakening the GAN)
     trains_on: ClassVar[dict[str, tuple[str, ...]]] = {}
     supports_r1: ClassVar[bool] = False  # True where discriminator_outputs() is defined
+    # the health detectors of this recipe's family (toy, vocoder, enhancer): which are on and
+    # their thresholds, calibrated on labelled runs (docs/diagnostics.md)
+    health_config: ClassVar[HealthConfig] = HealthConfig()
 
     def __init__(self, cfg: Any, data_dir: str | None, seed: int, batch_size: int) -> None:
         self.cfg = cfg

@@ -26,6 +26,7 @@ from harness.audio.samples import Sample, save_samples
 from harness.batches import BatchSource
 from harness.config import ConfigError
 from harness.dnsmos import NAMES as DNSMOS_NAMES
+from harness.health import HealthConfig
 from harness.metrics import SPEECH
 from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
 from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss, Recipe
@@ -80,6 +81,13 @@ class HifiganRecipe(Recipe):
         # decays as in the paper on any corpus (the built-in one has 320 clips)
         "epoch_samples": 12950,
     }
+    # the vocoder family's detectors (calibration: docs/diagnostics.md, "Calibration"): a row
+    # counts from score 0.8, so D at 97 % accuracy with its loss near zero is overpowering; a
+    # diversity ratio from 0.028 down counts as collapse (the healthy smoke run keeps >= 0.08);
+    # the mel loss at 1.3 -> 2 x its best so far is divergence
+    health_config: ClassVar[HealthConfig] = HealthConfig(
+        hold=0.8, diversity_low=0.02, diversity_ok=0.06, recon_high=2.0, recon_ok=1.3
+    )
     # the mel L1 term is weighed by lambda_mel against the adversarial and feature-matching terms
     # (Adam ignores a common scale, so every weight moves it), and is all G trains on before D
     trains_on: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -217,12 +225,13 @@ class HifiganRecipe(Recipe):
 
     # ------------------------------------------------------------------ health
     def health(self, batch: tuple[Tensor], fake: Tensor) -> dict[str, float | None]:
-        """Collapse evidence for a conditional generator: diversity, level, high band."""
+        """Collapse and artefact evidence for a vocoder: diversity, level, high band, flatness."""
         real = batch[0]
         return {
             "diversity_ratio": signals.diversity_ratio(real, fake, self.loss_mel),
             "energy_ratio": signals.energy_ratio(real, fake),
             "highband_ratio": signals.highband_ratio(real, fake, self.cfg.sample_rate),
+            "flatness_ratio": signals.flatness_ratio(real, fake),
         }
 
     def discriminator_outputs(self, discriminator: nn.Module, real: Tensor) -> list[Tensor]:
