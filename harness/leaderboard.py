@@ -160,10 +160,10 @@ def ranking(folder: SearchFolder, sort: str | None = None, healthy_only: bool = 
     ranked = rank(frame, plan, sort)
     if any(c.startswith("flag_") for c in ranked.columns):
         ranked["flags"] = raised_flags(ranked)
-    if any(c.endswith("_peak") for c in ranked.columns):
-        ranked["health"] = worst_health(ranked)
         if healthy_only:
             ranked = ranked[ranked["flags"] == ""].reset_index(drop=True)
+    if any(c.endswith("_peak") for c in ranked.columns):
+        ranked["health"] = worst_health(ranked)
     front = pareto_front(ranked, plan) if plan.multi_objective else []
     if plan.multi_objective:
         ranked["pareto"] = ranked["trial_id"].isin(front)
@@ -256,7 +256,8 @@ def narrow_columns(
     swept.sort(key=lambda c: -weights.get(c.removeprefix("config/"), -1.0))
     cost = [plan.cost] if plan.multi_objective else []
     wanted = ["rank", "trial_id", "status", plan.objective, "pareto", *cost, "flags", "batches"]
-    wanted += ["train_s", *scores[:OTHER_SCORES], "health", *swept]  # batches: the cost, no step
+    # batches: the cost, so no step; the most important swept parameter before the health score
+    wanted += ["train_s", *scores[:OTHER_SCORES], *swept[:1], "health", *swept[1:]]
     candidates = list(dict.fromkeys(c for c in wanted if c in frame))
     header, rows = _cells(frame[candidates])
     kept: list[str] = []
