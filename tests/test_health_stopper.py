@@ -66,7 +66,7 @@ def test_rigged_trial_is_stopped_with_its_reason_and_healthy_one_completes(stopp
     trials = read_trials(stopped_search).set_index("config/g_hidden")
     rigged, healthy = trials.loc[RIGGED["g_hidden"]], trials.loc[HEALTHY["g_hidden"]]
     assert rigged["status"] == "stopped", rigged.to_dict()
-    assert rigged["reason"].startswith("stopped: discriminator overpowering since step ")
+    assert rigged["reason"].startswith("discriminator overpowering since step ")
     assert rigged["batches"] < BATCHES  # ended before its budget
     assert bool(rigged["flag_overpower"]) and rigged["overpower_peak"] == 1.0
     assert healthy["status"] == "completed", healthy.to_dict()
