@@ -34,6 +34,7 @@ from harness.results import (
     read_trials,
     write_outcome,
 )
+from harness.search.checkpoints import OneCopyPerCheckpoint
 from harness.search.driver import (
     SearchError,
     connect,
@@ -156,7 +157,10 @@ def confirmation_tuner(
             # leave the statistics with the survivors only (flags stay in the diagnostics)
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ConfirmationProgress(plan.objective, echo, len(runs), confirm)],
+            callbacks=[
+                ConfirmationProgress(plan.objective, echo, len(runs), confirm),
+                OneCopyPerCheckpoint(confirm),
+            ],
             verbose=0,
         ),
     )
