@@ -88,6 +88,32 @@ def atomic_write(path: Path | str, data: str | bytes) -> None:
         handle.write(data.encode() if isinstance(data, str) else data)
 
 
+def link_in_place_of(source: Path, copy: Path) -> bool:
+    """Replace ``copy``, a byte copy of ``source``, by a hard link to ``source``, atomically, so
+    the bytes exist once on disk.  False, leaving ``copy`` as it is, where it cannot be a copy of
+    ``source`` as it now is (another size, or ``source`` rewritten after it), either is gone, or
+    no hard link can be made (another file system)."""
+    try:
+        if copy.samefile(source):
+            return True
+        original, copied = source.stat(), copy.stat()
+    except FileNotFoundError:  # one of them was deleted meanwhile: nothing to share
+        return False
+    if copied.st_size != original.st_size or copied.st_mtime_ns < original.st_mtime_ns:
+        return False
+    tmp = copy.with_name(f".{copy.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        return False
+    if tmp.stat().st_ino != original.st_ino:  # ``source`` was replaced since it was checked
+        tmp.unlink()
+        return False
+    os.replace(tmp, copy)
+    fsync_dir(copy.parent)
+    return True
+
+
 def remove_stale_temps(folder: Path) -> None:
     """Delete temp files a writer killed mid-write left in ``folder``."""
     for stale in Path(folder).glob(".*.tmp"):

@@ -8,6 +8,7 @@ validation rounds after the discriminator has switched on.
 - ``trainable``      the Ray trainable: one trial, its reports and checkpoints
 - ``optuna_bridge``  the space as Optuna distributions, the study, how each ending reaches it
 - ``trials_table``   ``trials.parquet`` and the progress lines, as a Tune callback
+- ``checkpoints``    one copy of each checkpoint on disk (Ray's is a hard link), a Tune callback
 - ``driver``         Ray up, resources, scheduler and stopper, the Tuner: :func:`run_search`
 - ``environment``    the environment variables Ray reads, set only while it reads them
 """

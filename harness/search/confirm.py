@@ -35,6 +35,7 @@ from harness.results import (
     read_trials,
     write_outcome,
 )
+from harness.search.checkpoints import OneCopyPerCheckpoint
 from harness.search.driver import (
     SearchError,
     connect,
@@ -160,6 +161,7 @@ def confirmation_tuner(
             callbacks=[
                 ConfirmationProgress(plan.objective, echo, len(runs), confirm),
                 JsonLoggerCallback(),
+                OneCopyPerCheckpoint(confirm),
             ],
             verbose=0,
         ),

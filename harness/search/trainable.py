@@ -3,6 +3,10 @@
 Every validation is reported to Tune with the trainer's exact checkpoint inside a Ray
 checkpoint, so a trial that raises is retried from its last checkpoint.  A trial whose training
 had already ended before an interruption reports its recorded ending instead of training again.
+
+Ray copies a reported checkpoint into its storage, and keeps the last one (all a retry or a
+resumed search reads); :class:`~harness.search.checkpoints.OneCopyPerCheckpoint` then makes that
+copy a hard link to the trainer's file, and the trainer keeps only its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -54,8 +58,9 @@ class TrialSetup:
         return max(1, int(self.cpus))
 
     def trial_config(self, sample: dict[str, Any]) -> TrialConfig:
-        """Recipe defaults <- budget <- (torch threads = CPUs given) <- the trial's sample."""
-        layer = {"threads": self.threads, **sample}
+        """Recipe defaults <- budget <- (torch threads = CPUs given; one trainer checkpoint, as
+        Ray holds the reported one) <- the trial's sample."""
+        layer = {"threads": self.threads, "keep_checkpoints": 1, **sample}
         return resolve_config(self.recipe, self.budget, sample=layer, data=self.data)
 
     def prepare_process(self) -> None:
@@ -124,7 +129,8 @@ def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def ray_checkpoint(trainer_checkpoint: Path) -> Iterator[tune.Checkpoint]:
-    """A Ray checkpoint holding the trainer's exact checkpoint file (hard-linked, not copied)."""
+    """A Ray checkpoint of the trainer's exact checkpoint file (a hard link in a staging folder
+    beside it, which Ray copies from and which is removed afterwards)."""
     staging = trainer_checkpoint.parent / f".ray-{trainer_checkpoint.stem}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

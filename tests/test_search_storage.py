@@ -1,0 +1,124 @@
+"""Each checkpoint of a search is on disk once: Ray's copy is a hard link to the trainer's file,
+and a trial keeps one checkpoint, also after a retry from it (a real ring search on a local Ray
+with failure injection, about a minute on 2 cores); and the file helper that links them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.files import link_in_place_of
+from harness.recipes import RECIPES
+from harness.results import SearchFolder, read_trials
+from harness.telemetry import read_diagnostics
+
+TESTS = Path(__file__).resolve().parent
+WIDE_D = {  # a ring trial whose checkpoint (about 1 MB) outweighs Ray's own files in tune/
+    "steps": 300,
+    "eval_every": 100,
+    "log_every": 50,
+    "batch_size": 64,
+    "g_hidden": 32,
+    "g_layers": 2,
+    "d_hidden": 128,
+    "d_layers": 3,
+    "eval_samples": 500,
+    "max_consecutive_nonfinite": 3,
+    "fail_at_step": 200,
+}
+NORMAL = {"lr_g": 1e-3, "fail_times": 0}
+FLAKY = {"lr_g": 1e-3, "fail_times": 1}  # raises once at step 200, retried from step 100
+
+
+def inode(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def bytes_by_inode(*roots: Path) -> int:
+    """Bytes on disk under ``roots``: each file's size once per distinct inode."""
+    sizes = {}
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                sizes[inode(path)] = path.stat().st_size
+    return sum(sizes.values())
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory) -> SearchFolder:
+    root = tmp_path_factory.mktemp("results")
+    space = {
+        "objective": "reverse_kl",
+        "space": {"lr_g": {"loguniform": [3e-4, 3e-3]}, "fail_times": {"choice": [0, 1]}, **WIDE_D},
+        "points_to_evaluate": [NORMAL, FLAKY],
+    }
+    (root / "space.yaml").write_text(yaml.safe_dump(space))
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(RECIPES, "flaky", "test_search:FlakyRecipe")
+        mp.setenv("PYTHONPATH", str(TESTS))
+        with contextlib.redirect_stdout(out):
+            code = main(
+                ["search", "flaky", "--space", str(root / "space.yaml"), "--trials", "2",
+                 "--name", "store", "--results", str(root), "--scheduler", "none", "--seed", "1",
+                 "--max-concurrent", "2", "--quiet"]
+            )  # fmt: skip
+    assert code == 0, out.getvalue()
+    return SearchFolder(root / "store")
+
+
+def test_each_trial_keeps_one_checkpoint_shared_with_ray(search):
+    trials = read_trials(search)
+    assert set(trials["status"]) == {"completed"} and len(trials) == 2
+    for trial_id in trials["trial_id"]:
+        kept = list((search.trial_dir(trial_id) / "checkpoints").iterdir())
+        assert [p.name for p in kept] == ["step_00000300.pt"]  # no staging or temp leftovers
+        ray_files = [p for p in (search.tune / trial_id).glob("checkpoint_*/*") if p.is_file()]
+        assert [p.name for p in ray_files] == ["step_00000300.pt"]
+        assert inode(ray_files[0]) == inode(kept[0])  # one file, two names
+
+
+def test_checkpoints_are_on_disk_once(search):
+    kept = sum(p.stat().st_size for p in search.trials_dir.glob("*/checkpoints/step_*.pt"))
+    assert kept > 2 * 10**6  # two checkpoints of about 1 MB: what the bound below is about
+    on_disk = bytes_by_inode(search.tune, search.trials_dir)  # everything Ray and trials keep
+    assert on_disk <= 1.1 * kept, (on_disk, kept)
+
+
+def test_retried_trial_resumed_from_the_shared_checkpoint(search):
+    trials = read_trials(search)
+    flaky = trials[trials["config/fail_times"] == 1].iloc[0]
+    assert flaky["retries"] == 1 and flaky["step"] == 300
+    rows = read_diagnostics(search.diagnostics, trial_id=flaky["trial_id"])
+    steps = rows[rows["kind"] == "step"]["step"].tolist()
+    assert steps == [50, 100, 150, 200, 150, 200, 250, 300]  # restarted at the step-100 one
+
+
+def test_link_in_place_of_replaces_a_copy_by_a_link(tmp_path):
+    source, copy = tmp_path / "a.pt", tmp_path / "b.pt"
+    source.write_bytes(b"checkpoint")
+    copy.write_bytes(b"checkpoint")
+    assert link_in_place_of(source, copy)
+    assert inode(copy) == inode(source) and copy.read_bytes() == b"checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]
+    assert link_in_place_of(source, copy)  # already one file
+
+
+def test_link_in_place_of_leaves_what_cannot_be_a_copy(tmp_path):
+    source, copy = tmp_path / "a.pt", tmp_path / "b.pt"
+    source.write_bytes(b"checkpoint")
+    copy.write_bytes(b"different!")  # same size, but written before the source was rewritten
+    os.utime(copy, ns=(0, 0))
+    assert not link_in_place_of(source, copy)
+    copy.write_bytes(b"short")
+    assert not link_in_place_of(source, copy)
+    assert copy.read_bytes() == b"short" and inode(copy) != inode(source)
+    assert not link_in_place_of(tmp_path / "gone.pt", copy)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]
