@@ -387,6 +387,7 @@ def test_the_fused_optimizer_matches_the_for_loop_but_for_the_last_bits(tmp_path
         assert torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-6), key
 
 
+@pytest.mark.heavy  # torch.compile's C++ builds take about a minute on 2 cores
 def test_compiled_networks_train_and_their_compile_time_is_reported_apart(tmp_path):
     trainer, rows = make(tmp_path, steps=6, eval_every=6, log_every=3, compile=True)
     result = trainer.fit()
