@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 from weights_digest import weights_digest
 
+from harness.build import make_optimizer
 from harness.init import apply_init
 from harness.recipes.base import Adversary
 from harness.recipes.ring import RingRecipe
@@ -375,16 +377,24 @@ def test_freezing_d_during_the_g_step_changes_no_bit(tmp_path, reevaluate):
     assert weights_digest(trainer.G, trainer.D) == BEFORE_FREEZE[reevaluate]
 
 
-def test_the_fused_optimizer_matches_the_for_loop_but_for_the_last_bits(tmp_path):
-    fused, _ = make(tmp_path / "fused", steps=8)
-    loop, _ = make(tmp_path / "loop", steps=8, fused_optimizer=False)
-    assert fused.opt_g.defaults["fused"] and fused.opt_d.defaults["fused"]
-    assert not loop.opt_g.defaults["fused"]
-    fused.fit()
-    loop.fit()
-    a, b = weights(fused), weights(loop)
-    for key in a:
-        assert torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-6), key
+def test_the_fused_optimizer_matches_the_for_loop_but_for_the_last_bits():
+    """Same gradients, same updates up to float32 rounding.  (Whole GAN runs drift further
+    apart: on the ring, 8 iterations turn those last bits into 1e-3 differences in G.)"""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 64)
+    grads = [torch.randn(64, 64) for _ in range(8)]
+    updated = {}
+    for fused in (True, False):
+        cfg = resolve_config("ring", "smoke", overrides={"fused_optimizer": fused}).trainer
+        net = copy.deepcopy(layer)
+        opt = make_optimizer(net, cfg, 1e-3, (0.5, 0.99))
+        assert bool(opt.defaults["fused"]) == fused
+        for grad in grads:
+            net.weight.grad, net.bias.grad = grad, grad[0]
+            opt.step()
+        updated[fused] = net.weight.detach()
+    assert torch.allclose(updated[True], updated[False], rtol=0, atol=1e-7)
+    assert not torch.equal(updated[True], layer.weight)
 
 
 @pytest.mark.heavy  # torch.compile's C++ builds take about a minute on 2 cores
