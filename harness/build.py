@@ -29,12 +29,18 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; an unavailable CUDA device is an error."""
+    """``auto`` is CUDA when available, else the CPU; an unavailable CUDA device is an error.
+
+    On CUDA, cuDNN may benchmark its convolution algorithms once per input shape and keep the
+    fastest (training batches have one fixed shape).
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+        torch.backends.cudnn.benchmark = True
     return device
 
 
@@ -71,12 +77,17 @@ def build_networks(cfg: TrainerConfig, *builders: Callable[[], nn.Module]) -> li
 def make_optimizer(
     net: nn.Module, cfg: TrainerConfig, lr: float, betas: tuple[float, float]
 ) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` over ``net``'s parameters (weight decay for AdamW only)."""
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(
-            net.parameters(), lr=lr, betas=betas, weight_decay=cfg.weight_decay
-        )
-    return torch.optim.Adam(net.parameters(), lr=lr, betas=betas, weight_decay=0.0)
+    """``cfg.optimizer`` over ``net``'s parameters (weight decay for AdamW only), on torch's fused
+    kernel when ``cfg.fused_optimizer`` (CPU and CUDA; the same update up to the last bits), else
+    on torch's default implementation (the for-loop on a CPU; ``foreach`` is slower there)."""
+    adamw = cfg.optimizer == "adamw"
+    return (torch.optim.AdamW if adamw else torch.optim.Adam)(
+        net.parameters(),
+        lr=lr,
+        betas=betas,
+        weight_decay=cfg.weight_decay if adamw else 0.0,
+        fused=cfg.fused_optimizer or None,  # None, not False: False would also turn foreach off
+    )
 
 
 def make_scheduler(

@@ -88,6 +88,7 @@ COLUMNS: tuple[Column, ...] = (
     # speed
     Column("step_s", _F, "s", "mean wall time per training iteration since the last row"),
     Column("samples_per_s", _F, "examples/s", "training examples processed per second"),
+    Column("compile_s", _F, "s", "torch.compile time since the last row (compile=true only)"),
     # evaluation: every score in the metric registry (harness/metrics.py)
     *(
         Column(m.name, _F, m.unit, m.meaning)

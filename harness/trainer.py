@@ -66,6 +66,7 @@ class TrainResult:
     step: int
     last_eval: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
+    compile_s: float = 0.0  # torch.compile's time (``cfg.compile``), left out of ``step_s``
 
 
 class CheckpointError(ValueError):
@@ -106,6 +107,21 @@ def preserved_rng() -> Iterator[None]:
         _set_rng_state(state)
 
 
+@contextmanager
+def frozen(net: nn.Module) -> Iterator[None]:
+    """Hold ``net``'s trainable parameters out of autograd inside the block (as Lightning's
+    ``toggle_optimizer`` does for the other network): the G update then computes no gradient for
+    D's weights, which nothing reads, while gradients still flow through D to its input."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def r1_penalty(recipe: Recipe, discriminator: nn.Module, batch: Any) -> Tensor:
     """Mean over real examples of ‖∇ₓ Σ D(x)‖², differentiable (Mescheder et al. 2018)."""
     real = recipe.real_input(batch).detach().requires_grad_(True)
@@ -128,6 +144,14 @@ def adversarial_grad_norm(out: GeneratorLoss, fake: Tensor, loss_scale: float) -
         term.float() * loss_scale, fake, retain_graph=True, allow_unused=True
     )
     return 0.0 if grad is None else float(grad.float().norm()) / loss_scale
+
+
+def compile_seconds() -> float:
+    """Wall seconds torch.compile has spent in this process so far (capture and compilation of
+    forward and backward graphs, recompilations included)."""
+    from torch._dynamo.utils import calculate_time_spent
+
+    return calculate_time_spent()["total_wall_time"]
 
 
 def _group_means(scores: dict[str, list[float]]) -> tuple[float, dict[str, float]]:
@@ -165,15 +189,16 @@ class Interval:
         """Time from now on (keeps evaluation and checkpoint I/O out of ``step_s``)."""
         self.start = time.perf_counter()
 
-    def close(self) -> tuple[dict[str, Any], float]:
-        """The interval's means, and its seconds per iteration; starts the next interval."""
+    def close(self, excluded_s: float = 0.0) -> tuple[dict[str, Any], float]:
+        """The interval's means, and its seconds per iteration without ``excluded_s`` (time spent
+        compiling); starts the next interval."""
         now = time.perf_counter()
         row: dict[str, Any] = {k: float(np.mean(v)) for k, v in self.values.items()}
         if self.d_real:
             row["d_real_mean"], row["d_real_by_group"] = _group_means(self.d_real)
         if self.d_fake:
             row["d_fake_mean"], row["d_fake_by_group"] = _group_means(self.d_fake)
-        step_s = (now - self.start) / self.iterations
+        step_s = (now - self.start - excluded_s) / self.iterations
         self.values, self.d_real, self.d_fake = {}, {}, {}
         self.iterations, self.start = 0, now
         return row, step_s
@@ -211,6 +236,13 @@ class Trainer:
         self.G.to(self.device)
         self.D.to(self.device)
         recipe.to(self.device)
+        # what the training passes call: compiled when cfg.compile (same weights); validation,
+        # checkpoints and R1's double backward (which compiled graphs lack) use G and D as built
+        self.G_train, self.D_train = self.G, self.D
+        if cfg.compile:
+            self.G_train, self.D_train = torch.compile(self.G), torch.compile(self.D)
+        self.compile_s = 0.0  # torch.compile's seconds in this trainer so far
+        self._compile_s_seen = compile_seconds() if cfg.compile else 0.0
         # D as it was before this iteration's updates, for the non-re-evaluating G loss
         self.D_before = None if cfg.reevaluate_d else copy.deepcopy(self.D).requires_grad_(False)
         self.opt_g = make_optimizer(self.G, cfg, cfg.lr_g, (cfg.b1_g, cfg.b2_g))
@@ -236,7 +268,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- one iteration
     def _iteration(self) -> None:
-        """The D phase, then the G phase on the batch D saw last."""
+        """The D phase, then the G phase (D frozen) on the batch D saw last."""
         cfg = self.cfg
         adversarial = self.step >= cfg.disc_start_step
         self._logging = (self.step + 1) % cfg.log_every == 0 or self._last_iteration()
@@ -249,14 +281,15 @@ class Trainer:
                 batch = self._next_batch()
                 last = k == cfg.d_steps - 1  # only the batch G reuses needs G's graph
                 with self._autocast(), torch.set_grad_enabled(last):
-                    fake = self.recipe.generate(self.G, batch)
+                    fake = self.recipe.generate(self.G_train, batch)
                 self._d_step(batch, fake, adv)
-        for j in range(cfg.g_steps):
-            if j > 0 or batch is None:
-                batch = self._next_batch()
-                with self._autocast():
-                    fake = self.recipe.generate(self.G, batch)
-            self._g_step(batch, fake, adversarial)
+        with frozen(self.D):
+            for j in range(cfg.g_steps):
+                if j > 0 or batch is None:
+                    batch = self._next_batch()
+                    with self._autocast():
+                        fake = self.recipe.generate(self.G_train, batch)
+                self._g_step(batch, fake, adversarial)
         if self._logging:  # the recipe's own signals, without touching the training RNG
             with torch.no_grad(), preserved_rng():
                 self.interval.add(**self.recipe.health(batch, fake.detach()))
@@ -265,7 +298,7 @@ class Trainer:
         """One D update on real data and the detached generated batch (+ R1 when on)."""
         gamma = self.cfg.r1_gamma
         with self._autocast():
-            out = self.recipe.discriminator_loss(self.D, batch, fake.detach(), adv)
+            out = self.recipe.discriminator_loss(self.D_train, batch, fake.detach(), adv)
             r1 = r1_penalty(self.recipe, self.D, batch) if gamma > 0 else None
             loss = out.loss if r1 is None else out.loss + 0.5 * gamma * r1
         if not self.guards.loss_ok("d", loss, self.step):
@@ -281,7 +314,7 @@ class Trainer:
         loss of the examples ``loss_threshold`` keeps."""
         critic = None
         if adversarial:
-            critic = self.D if self.D_before is None else self.D_before
+            critic = self.D_train if self.D_before is None else self.D_before
         with self._autocast():
             out = self.recipe.generator_loss(critic, batch, fake, self._adversary())
             recon = self.guards.hard_examples(out.reconstruction.float())
@@ -409,9 +442,11 @@ class Trainer:
                     self.interval.restart_clock()
         except StopTraining as stop:
             ckpt = self.save_checkpoint()
-            return TrainResult(Status.STOPPED, str(stop), self.step, last_eval, ckpt)
+            return TrainResult(
+                Status.STOPPED, str(stop), self.step, last_eval, ckpt, self.compile_s
+            )
         reason = f"reached its budget of {cfg.steps} batches"
-        return TrainResult(Status.COMPLETED, reason, self.step, last_eval, ckpt)
+        return TrainResult(Status.COMPLETED, reason, self.step, last_eval, ckpt, self.compile_s)
 
     def _train_step(self) -> None:
         """One iteration, its scheduler ticks and, when due, its step row."""
@@ -447,9 +482,14 @@ class Trainer:
 
     def _step_row(self) -> dict[str, Any]:
         """The interval's means, with the loop's position, rates, counters, speed and health."""
-        row, step_s = self.interval.close()
+        compiling = compile_seconds() - self._compile_s_seen if self.cfg.compile else 0.0
+        self._compile_s_seen += compiling
+        self.compile_s += compiling
+        row, step_s = self.interval.close(excluded_s=compiling)
         batches = self.cfg.d_steps + self.cfg.g_steps - 1
         c = self.counters
+        if self.cfg.compile:
+            row["compile_s"] = compiling
         row.update(
             step=self.step,
             batches=self.batch_index,

@@ -138,6 +138,7 @@ def run_trial(
         "step": result.step,
         "last_eval": result.last_eval,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "compile_s": result.compile_s,
         **recipe.describe(trainer.G),
     }
     atomic_write(out_dir / "result.json", json.dumps(summary, indent=2))

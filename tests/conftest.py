@@ -70,6 +70,16 @@ RING_SPACE = {
 }
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip ``gpu``-marked tests where no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def ring_search(tmp_path_factory) -> tuple[SearchFolder, str]:
     """A finished 6-trial ring search run through the CLI: (its folder, what it printed)."""

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_trial(cfg, out, resume=args.resume, echo=print_line)
     first = _first_eval(out)
     print_line(f"\n{result.status}: {result.reason}")
+    if cfg.trainer.compile:
+        print_line(f"torch.compile: {result.compile_s:.1f} s (not in step_s)")
     if first:
         print_line("validation at step 0:     " + _fmt(first))
     print_line(f"validation at step {result.step}: " + _fmt(result.last_eval))

@@ -72,6 +72,13 @@ class Adversary:
         return x + self.noise_std * noise.to(device=x.device, dtype=x.dtype)
 
 
+def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``; a host-to-GPU copy goes through pinned memory, asynchronously."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 class Recipe(ABC):
     """One GAN: models, losses, data and validation.  Knows nothing of the loop policy."""
 
@@ -169,8 +176,8 @@ class Recipe(ABC):
     def batch_to(self, batch: Any, device: torch.device) -> Any:
         """Move a CPU batch to ``device`` (tuples of tensors by default)."""
         if isinstance(batch, Tensor):
-            return batch.to(device, non_blocking=True)
-        return type(batch)(t.to(device, non_blocking=True) for t in batch)
+            return _to_device(batch, device)
+        return type(batch)(_to_device(t, device) for t in batch)
 
     @abstractmethod
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:

@@ -121,7 +121,7 @@ class SeganRecipe(EnhancementRecipe):
 
     def batch_to(self, batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, ...]:
         """(clean, noisy), pre-emphasised, on ``device``."""
-        return tuple(pre_emphasis(x.to(device), self.cfg.preemph) for x in batch)
+        return tuple(pre_emphasis(x, self.cfg.preemph) for x in super().batch_to(batch, device))
 
     # ------------------------------------------------------------------ generation
     def generate(self, generator: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
