@@ -73,6 +73,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded, or must not be (it would run code); one line."""
 
 
+class UnsafeCheckpoint(CheckpointError):
+    """A checkpoint that would run code when loaded: refused, never passed over for an older
+    one, because a planted file is an attack to report, not damage to recover from."""
+
+
 def _rng_state() -> dict[str, Any]:
     """Every global random stream, as tensors and plain values (``weights_only`` loads them)."""
     numpy_state = np.random.get_state(legacy=False)
@@ -587,14 +592,17 @@ def resumable_state(
     """The state to resume from: ``path`` (default: the newest checkpoint in ``ckpt_dir``), or
     the next older intact one.
 
-    A checkpoint that cannot be read (truncated, corrupted, or refused as unsafe) is passed over
-    with a one-line warning; with none intact, None (training starts over), so a damaged file
-    never makes a retried trial crash again and again.
+    A checkpoint that cannot be read (truncated, corrupted) is passed over with a one-line
+    warning; with none intact, None (training starts over), so a damaged file never makes a
+    retried trial crash again and again.  One that would run code is refused
+    (:class:`UnsafeCheckpoint`).
     """
     candidates = resume_candidates(ckpt_dir, path)
     for candidate in candidates:
         try:
             state = load_checkpoint(candidate, device)
+        except UnsafeCheckpoint:
+            raise
         except CheckpointError as err:
             log.warning("%s; trying an older checkpoint", err)
             continue
@@ -627,7 +635,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
         text = str(err)
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if found:
-            raise CheckpointError(
+            raise UnsafeCheckpoint(
                 f"{path}: refused: it would call {found.group(1)} when loaded; a checkpoint "
                 "may hold only tensors and plain values"
             ) from None
