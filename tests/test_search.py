@@ -174,7 +174,7 @@ def test_leaderboard_ranks_finished_trials_first_in_every_format(search):
 
 def test_rerun_reproduces_the_recorded_scores(search, monkeypatch):
     folder, _, _ = search
-    monkeypatch.setitem(RECIPES, "flaky", "test_search:FlakyRecipe")
+    monkeypatch.setitem(RECIPES, "flaky", "flaky_recipe:FlakyRecipe")
     normal = row_for(read_trials(folder), NORMAL)
     code, out = run_cli("rerun", "e2e", "--results", str(folder.path.parent), "--trial",
                         normal["trial_id"])  # fmt: skip
@@ -190,7 +190,7 @@ def test_rerun_reproduces_the_recorded_scores(search, monkeypatch):
 
 def test_rerun_more_seeds_for_fewer_steps(search, monkeypatch):
     folder, _, _ = search
-    monkeypatch.setitem(RECIPES, "flaky", "test_search:FlakyRecipe")
+    monkeypatch.setitem(RECIPES, "flaky", "flaky_recipe:FlakyRecipe")
     code, out = run_cli("rerun", "e2e", "--results", str(folder.path.parent), "--rank", "1",
                         "--seeds", "2", "--steps", "100")  # fmt: skip
     assert code == 0, out

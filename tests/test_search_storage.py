@@ -62,7 +62,7 @@ def search(tmp_path_factory) -> SearchFolder:
     (root / "space.yaml").write_text(yaml.safe_dump(space))
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(RECIPES, "flaky", "test_search:FlakyRecipe")
+        mp.setitem(RECIPES, "flaky", "flaky_recipe:FlakyRecipe")
         mp.setenv("PYTHONPATH", str(TESTS))
         with contextlib.redirect_stdout(out):
             code = main(
