@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_RING
 
 from harness.cli import main
 from harness.files import link_in_place_of
@@ -20,15 +21,9 @@ from harness.telemetry import read_diagnostics
 
 TESTS = Path(__file__).resolve().parent
 WIDE_D = {  # a ring trial whose checkpoint (about 1 MB) outweighs Ray's own files in tune/
-    "steps": 300,
-    "eval_every": 100,
-    "log_every": 50,
-    "batch_size": 64,
-    "g_hidden": 32,
-    "g_layers": 2,
+    **TINY_RING,
     "d_hidden": 128,
     "d_layers": 3,
-    "eval_samples": 500,
     "max_consecutive_nonfinite": 3,
     "fail_at_step": 200,
 }
