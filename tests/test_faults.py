@@ -469,7 +469,7 @@ def test_trial_that_always_raises_is_errored_and_the_search_goes_on(faulty_searc
         "leaderboard", "faulty", "--results", str(faulty_search.path.parent), "--format", "json"
     )
     ranked = json.loads(text)["trials"]
-    assert ranked[0]["status"] == Status.COMPLETED and ranked[-1]["trial_id"] == row["trial_id"]
+    assert ranked[0]["status"] == Status.COMPLETED and ranked[-1]["trial"] == row["trial_id"]
 
 
 @pytest.mark.heavy
