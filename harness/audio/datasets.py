@@ -113,12 +113,7 @@ class Corpus:
         Only clips of at least ``min_valid_seconds`` may be drawn for validation; the shorter
         ones stay in training and are counted in one warning.
         """
-        valid = draw_validation(self.files, n_valid, seed, self.root, min_valid_seconds)
-        held_out = set(valid)
-        train = [f for f in self.files if f not in held_out]
-        if not train:
-            raise DataError(f"{self.root}: no clips left for training after {n_valid} validation")
-        return train, valid
+        return hold_out(self.files, n_valid, seed, self.root, min_valid_seconds, "clips")
 
 
 class _Timed(Protocol):
@@ -127,6 +122,24 @@ class _Timed(Protocol):
 
 
 Item = TypeVar("Item", bound=_Timed)
+
+
+def hold_out(
+    items: Sequence[Item],
+    n_valid: int,
+    seed: int,
+    root: Path,
+    min_valid_seconds: float,
+    noun: str,
+) -> tuple[list[Item], list[Item]]:
+    """(train, valid): :func:`draw_validation` of ``items``, the rest in order for training;
+    an error naming ``root`` if no ``noun`` are left to train on."""
+    valid = draw_validation(items, n_valid, seed, root, min_valid_seconds)
+    held_out = set(valid)
+    train = [item for item in items if item not in held_out]
+    if not train:
+        raise DataError(f"{root}: no {noun} left for training after {n_valid} validation")
+    return train, valid
 
 
 def draw_validation(

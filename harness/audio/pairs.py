@@ -32,6 +32,7 @@ from harness.audio.datasets import (
     RandomCrops,
     audio_files,
     draw_validation,
+    hold_out,
     load_audio,
     read_header,
     refuse_bad_files,
@@ -82,12 +83,7 @@ class PairedCorpus:
             )
         if n_valid is None:
             raise DataError(f"{self.root}: has no test set; say how many pairs to hold out")
-        valid = draw_validation(self.train, n_valid, seed, self.root, min_valid_seconds)
-        held_out = set(valid)
-        train = [p for p in self.train if p not in held_out]
-        if not train:
-            raise DataError(f"{self.root}: no pairs left for training after {n_valid} validation")
-        return train, valid
+        return hold_out(self.train, n_valid, seed, self.root, min_valid_seconds, "pairs")
 
 
 def open_pairs(
