@@ -284,7 +284,7 @@ detector a row carries ``<name>_score`` (this row), ``<name>_peak`` (highest jud
 class HealthMonitor:
     """Consumes a trial's step and eval rows in order; adds the shares the detectors read
     (D loss over its first value, adversarial gradient over its peak, reconstruction loss over
-    its minimum), rolling D-loss statistics, scores, peaks and flags.
+    its minimum, the untrained generator's included), rolling D-loss statistics, scores, peaks and flags.
 
     A detector's condition holds on a row when its score is at least ``hold``.  Rows without
     the detector's evidence leave its streak alone; rows at or before the warm-up step
@@ -305,11 +305,25 @@ class HealthMonitor:
         self.peak: dict[str, float | None] = dict.fromkeys(DETECTORS)
         self.last: dict[str, float | None] = dict.fromkeys(DETECTORS)
 
+    @property
+    def needs_d_loss(self) -> bool:
+        return self.loss_ref is None
+
     def note_d_loss(self, value: float) -> None:
-        """Called on every D update: the first finite loss (untrained D, about chance level) is
-        the reference against which "D loss near zero" is judged."""
+        """The first finite D loss (untrained D, about chance level) is the reference against
+        which "D loss near zero" is judged; later calls change nothing."""
         if self.loss_ref is None and math.isfinite(value) and value > 0:
             self.loss_ref = value
+
+    @property
+    def needs_recon(self) -> bool:
+        return math.isinf(self.recon_min)
+
+    def note_recon(self, value: float) -> None:
+        """The untrained generator's reconstruction loss is the first minimum, so a run that
+        diverges from its first steps on (its logged losses never below that) is seen too."""
+        if math.isinf(self.recon_min) and math.isfinite(value) and value > 0:
+            self.recon_min = value
 
     @property
     def current(self) -> dict[str, Any]:

@@ -276,7 +276,8 @@ class Trainer:
         """The D phase, then the G phase (D frozen) on the batch D saw last."""
         cfg = self.cfg
         adversarial = self.step >= cfg.disc_start_step
-        self._logging = (self.step + 1) % cfg.log_every == 0 or self._last_iteration()
+        drawn = self._drawn()
+        self._logging = self._crosses(cfg.log_every, drawn) or self.batch_index + drawn >= cfg.steps
         batch = fake = None
         if adversarial:
             if self.D_before is not None:
@@ -308,7 +309,8 @@ class Trainer:
             loss = out.loss if r1 is None else out.loss + 0.5 * gamma * r1
         if not self.guards.loss_ok("d", loss, self.step):
             return
-        self.monitor.note_d_loss(float(out.loss.detach()))
+        if self.monitor.needs_d_loss:  # one host sync, on the first D update only
+            self.monitor.note_d_loss(float(out.loss.detach()))
         norm = self._update("d", self.D, self.opt_d, self.scaler_d, loss, self.cfg.clip_grad_d)
         self.interval.add(loss_d=out.loss, grad_norm_d=norm, d_acc=out.accuracy, r1_penalty=r1)
         self.interval.add(**out.terms)
@@ -330,6 +332,8 @@ class Trainer:
             return
         if not self.guards.loss_ok("g", loss, self.step):
             return
+        if self.monitor.needs_recon:  # the untrained G's loss, one host sync on the first step
+            self.monitor.note_recon(float(recon.detach().mean()))
         if self._logging and adversarial:
             scale = self.scaler_g.get_scale()  # 1.0 unless fp16
             self.interval.add(adv_grad_norm=adversarial_grad_norm(out, fake, scale))
@@ -381,16 +385,14 @@ class Trainer:
         """The cumulative skip counters (kept by :attr:`guards`)."""
         return self.guards.counters
 
-    def _due(self, every: int, step: int) -> bool:
-        """Whether iteration ``step`` is a multiple of ``every`` or the last (for step rows)."""
-        return step % every == 0 or self.done
-
-    def _last_iteration(self) -> bool:
-        """Whether the coming iteration draws the budget's last batch."""
+    def _drawn(self) -> int:
+        """Batches the coming iteration draws."""
         cfg = self.cfg
-        adversarial = self.step >= cfg.disc_start_step
-        drawn = cfg.d_steps + cfg.g_steps - 1 if adversarial else cfg.g_steps
-        return self.batch_index + drawn >= cfg.steps
+        return cfg.d_steps + cfg.g_steps - 1 if self.step >= cfg.disc_start_step else cfg.g_steps
+
+    def _crosses(self, every: int, drawn: int) -> bool:
+        """Whether drawing ``drawn`` more batches crosses a multiple of ``every``."""
+        return (self.batch_index + drawn) // every > self.batch_index // every
 
     def _crossed(self, every: int, batches_before: int) -> bool:
         """Whether this iteration's batches crossed a multiple of ``every``, or ended the run."""
@@ -455,7 +457,7 @@ class Trainer:
 
     def _train_step(self) -> None:
         """One iteration, its scheduler ticks and, when due, its step row."""
-        epoch_before = self.schedule_epoch
+        epoch_before, batches_before = self.schedule_epoch, self.batch_index
         d_trained = self.step >= self.cfg.disc_start_step  # D's schedule starts when D does
         self._guarded_iteration()
         self.step += 1
@@ -466,7 +468,7 @@ class Trainer:
             self.sched_g.step()
             if d_trained:
                 self.sched_d.step()
-        if self._due(self.cfg.log_every, self.step):
+        if self._crossed(self.cfg.log_every, batches_before):
             self.report("step", self._step_row(), None)
 
     def _guarded_iteration(self) -> None:

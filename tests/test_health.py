@@ -181,6 +181,20 @@ def test_recon_share_is_the_loss_over_its_minimum_so_far():
     assert monitor.current["diverge_last"] == 1.0
 
 
+def test_a_run_that_diverges_from_its_first_steps_is_measured_against_the_untrained_loss():
+    monitor = HealthMonitor(HealthConfig(recon_high=2.0, recon_ok=1.5, warmup=0.0), 100)
+    assert monitor.needs_recon
+    monitor.note_recon(80.0)  # the trainer, on the first G step
+    monitor.note_recon(1.0)  # later calls change nothing
+    assert not monitor.needs_recon
+    shares = [
+        monitor.update({"step": s, "loss_recon": v})["recon_share"]
+        for s, v in ((1, 240.0), (2, 300.0))
+    ]
+    assert shares == [3.0, 3.75]
+    assert monitor.current["diverge_last"] == 1.0
+
+
 def test_rows_without_evidence_leave_a_streak_alone():
     monitor = HealthMonitor(HealthConfig(window=2, warmup=0.0), total_steps=100)
     collapsed = {"modes_covered": 1.0, "modes_total": 8.0}

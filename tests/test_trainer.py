@@ -275,6 +275,17 @@ def test_init_schemes():
     assert float(wn.weight.std()) == pytest.approx(1 / math.sqrt(48), rel=0.15)
 
 
+def test_step_rows_come_every_log_every_batches_at_any_d_to_g_ratio(tmp_path):
+    """Like evaluations, step rows count batches: a 3:1 run logs as often per batch as a 1:1
+    run, so a health window spans the same compute at every ratio."""
+    trainer, rows = make(tmp_path, steps=30, eval_every=30, log_every=5, d_steps=3)
+    trainer.fit()
+    step_rows = [r for k, r in rows if k == "step"]
+    assert [r["batches"] for r in step_rows] == [6, 12, 15, 21, 27, 30]
+    assert [r["step"] for r in step_rows] == [2, 4, 5, 7, 9, 10]
+    assert all("loss_d" in r for r in step_rows)
+
+
 def test_rows_and_evaluations(tmp_path):
     trainer, rows = make(tmp_path, steps=20, eval_every=10, log_every=5)
     trainer.fit()
