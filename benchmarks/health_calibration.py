@@ -1,14 +1,17 @@
-"""The labelled health set: rigged and healthy HiFi-GAN smoke runs, and each detector's verdict.
+"""The labelled health set: rigged and healthy smoke runs of each speech recipe, and each
+detector's verdict on them.
 
 Every run is a `run.py train`-equivalent trial (harness.trial.run_trial) on the built-in corpus at
-the smoke budget, labelled before it is trained: the paper configuration with several seeds is
-the healthy class; each rig forces one failure a vocoder user meets.  `train` trains the runs that
-have no result yet (their diagnostics go to results/health_calibration/<run>/); `table` replays
-every run's stored step rows through the recipe's detectors (harness.health.HealthMonitor, the
-same code the trainer runs) and prints runs x detectors: the step a flag was raised at and the
-peak score, so thresholds can be changed and re-judged without training again.
+the recipe's smoke budget, labelled before it is trained: the paper configuration with several
+seeds is the healthy class; each rig forces one failure a vocoder or enhancement user meets (D
+overpowering, collapse to a constant or to an input-independent output, a MetricGAN+ mask stuck
+at its floor, over-smoothing, divergence).  `train` trains the runs that have no result yet
+(their diagnostics go to results/health_calibration/<recipe>/<run>/); `table` replays every run's
+stored step rows through its recipe family's detectors (harness.health.HealthMonitor, the code
+the trainer runs) and prints runs x detectors: the step a flag was raised at and the peak score,
+so thresholds can be changed and re-judged without training again.
 
-    uv run python benchmarks/health_calibration.py train --jobs 2     # ~25 min on 2 cores
+    uv run python benchmarks/health_calibration.py train              # ~75 min on 2 cores
     uv run python benchmarks/health_calibration.py table              # seconds
     uv run python benchmarks/health_calibration.py table --write      # also into the docs
 """

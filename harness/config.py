@@ -74,7 +74,7 @@ class TrainerConfig:
     init: str = "default"  # default | normal | equalized
     compile: bool = False  # torch.compile G and D for training (compile time reported apart)
     # bookkeeping
-    log_every: int = 10
+    log_every: int = 10  # batches drawn between step rows (health windows are step rows)
     eval_every: int = 100  # batches drawn between validations
     checkpoint_every: int = 0  # batches drawn between checkpoints; 0 = at every evaluation
     keep_checkpoints: int = 2

@@ -17,7 +17,7 @@ Signals (formulas in docs/diagnostics.md, "Health columns"):
   ``window`` consecutive windows.
 
 A *window* is one row that carries a detector's evidence: every step row (one ``log_every``
-interval) for overpowering; for collapse, the step rows of a recipe whose :meth:`Recipe.health`
+interval of batches, whatever the D:G ratio) for overpowering; for collapse, the step rows of a recipe whose :meth:`Recipe.health`
 reports diversity / energy, and the evaluation rows of the toy recipes (modes covered on 2,500
 fixed samples: the training batch, drawn through batch norm in training mode, is too noisy).
 The monitor is plain Python with its state in :meth:`HealthMonitor.state_dict`, so a resumed trial

@@ -13,7 +13,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
+from ray._private import ray_constants
 from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
@@ -148,16 +150,14 @@ def connect(address: str | None) -> bool:
         return True
 
     def start_local() -> None:
-        ray.init(
-            address="local",
-            num_cpus=os.cpu_count(),
-            # no dashboard (an HTTP server that runs jobs); Ray's gRPC servers listen on every
-            # interface in this Ray version, whatever the node address, and rely on the token
-            # authentication a local ray.init() turns on (docs/reliability.md, "Network")
-            include_dashboard=False,
-            object_store_memory=256 * 1024**2,
-            **common,
-        )
+        with machine_local():
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,  # an HTTP server that runs jobs: not wanted here
+                object_store_memory=256 * 1024**2,
+                **common,
+            )
 
     for _ in range(LOCAL_RAY_ATTEMPTS - 1):
         try:
@@ -169,6 +169,25 @@ def connect(address: str | None) -> bool:
             ray.shutdown()  # the half-started node, before the next try
     start_local()  # the last try: what it raises is the answer
     return True
+
+
+@contextmanager
+def machine_local() -> Iterator[None]:
+    """A Ray started in this block is a single-machine one: its node takes the loopback address,
+    so its GCS, raylet, workers and agents listen on loopback only (docs/reliability.md,
+    "Network"), with token authentication on as for any local ``ray.init()``.
+
+    This is Ray's own switch for a cluster-less machine (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    on macOS and Windows), but Ray reads that variable once, when it is imported, and a driver
+    that joins a cluster must not have it; so the constant it sets is held off for the start
+    only.  tests/test_ray_loopback.py lists every listening socket to prove it still works.
+    """
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 LOCAL_RAY_ATTEMPTS = 3
