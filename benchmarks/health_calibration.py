@@ -177,15 +177,20 @@ def replay(rows: pd.DataFrame, cfg: HealthConfig, total_steps: int) -> list[dict
     return out
 
 
-def judge(name: str) -> dict[str, Any]:
-    """One table row: how the run ended (the trainer's own stop, e.g. non-finite losses, is not a
-    detector), per detector the step its flag was raised at ("-": never) and its peak score."""
+def replayed(name: str) -> tuple[list[dict[str, Any]], int]:
+    """The run's step rows as its recipe family's detectors judge them, and its warm-up step."""
     run = RUNS[name]
-    cfg = resolve_config(run.recipe, "smoke", overrides=run.overrides)
-    trainer = cfg.trainer
+    trainer = resolve_config(run.recipe, "smoke", overrides=run.overrides).trainer
     health = replace(recipe_class(run.recipe).health_config, window=trainer.health_window)
+    total = trainer.steps // (trainer.d_steps + trainer.g_steps - 1)
     rows = read_diagnostics(ROOT / name / "diagnostics", kind="step").sort_values("step")
-    judged = replay(rows, health, trainer.steps // (trainer.d_steps + trainer.g_steps - 1))
+    return replay(rows, health, total), int(health.warmup * total)
+
+
+def judge(name: str, judged: list[dict[str, Any]]) -> dict[str, Any]:
+    """One verdict row: how the run ended (the trainer's own stop, e.g. non-finite losses, is not
+    a detector), per detector the step its flag was raised at ("-": never) and its peak score."""
+    run = RUNS[name]
     ended = read_result(ROOT / name)
     line: dict[str, Any] = {
         "run": name,
@@ -205,13 +210,46 @@ def judge(name: str) -> dict[str, Any]:
     return line
 
 
-def table(names: list[str]) -> str:
-    lines = [judge(n) for n in names if (ROOT / n / "diagnostics").is_dir()]
+# the signals the thresholds are set against: (column, extreme that matters, heading)
+SIGNALS = (
+    ("d_acc", max, "max d_acc"),
+    ("d_loss_share", min, "min D loss / L0"),
+    ("adv_grad_share", min, "min adv grad share"),
+    ("diversity_ratio", min, "min diversity"),
+    ("energy_ratio", min, "min level ratio"),
+    ("energy_ratio", max, "max level ratio"),
+    ("recon_share", max, "max recon / min"),
+)
+
+
+def extremes(name: str, judged: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
+    """The extremes of each detector input over the judged rows (after the warm-up)."""
+    line: dict[str, Any] = {"run": name}
+    rows = [r for r in judged if r["step"] > warmup]
+    for column, pick, heading in SIGNALS:
+        values = [r[column] for r in rows if isinstance(r.get(column), float)]
+        line[heading] = f"{pick(values):.3g}" if values else "-"
+    return line
+
+
+def markdown(lines: list[dict[str, Any]]) -> str:
     frame = pd.DataFrame(lines)
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "---|" * len(frame.columns)
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
+
+
+def table(names: list[str]) -> str:
+    """The verdicts, then the signal extremes behind them, as two markdown tables."""
+    verdicts, signals = [], []
+    for name in names:
+        if not (ROOT / name / "diagnostics").is_dir():
+            continue
+        judged, warmup = replayed(name)
+        verdicts.append(judge(name, judged))
+        signals.append(extremes(name, judged, warmup))
+    return f"{markdown(verdicts)}\n\nSignals after the warm-up:\n\n{markdown(signals)}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,6 +65,8 @@ class HealthConfig:
     diversity_ok: float = 0.2
     energy_db: float = 30.0  # conditional: output level this many dB from the real level
     energy_ok_db: float = 20.0
+    mask_floor_high: float = 0.95  # masking enhancers: share of the mask at its floor
+    mask_floor_ok: float = 0.75
     # over-smoothing (vocoders): the generated high band lost against the real one
     highband_low: float = 0.0  # high-band ratio at or below this is over-smoothed (0 = off)
     highband_ok: float = 0.0
@@ -225,7 +227,8 @@ def overpower_score(
 
 def collapse_score(row: Mapping[str, Any], cfg: HealthConfig) -> float | None:
     """max over the collapse evidence the row carries: mode coverage (toy recipes), diversity
-    ratio and output level (conditional generators).  None when the row carries none."""
+    ratio and output level (conditional generators), the share of a mask at its floor (masking
+    enhancers).  None when the row carries none."""
     parts = []
     covered, total = row.get("modes_covered"), row.get("modes_total")
     if finite(covered) and finite(total) and total > 0:
@@ -236,6 +239,8 @@ def collapse_score(row: Mapping[str, Any], cfg: HealthConfig) -> float | None:
     if finite(energy):
         level_db = abs(20 * math.log10(energy)) if energy > 0 else math.inf
         parts.append(ramp(level_db, cfg.energy_db, cfg.energy_ok_db))
+    if finite(row.get("mask_floor_share")):
+        parts.append(ramp(row["mask_floor_share"], cfg.mask_floor_high, cfg.mask_floor_ok))
     return max(parts) if parts else None
 
 

@@ -106,6 +106,7 @@ COLUMNS: tuple[Column, ...] = (
     *(Column(m.name, _F, m.unit, m.meaning) for m in SCORES.values() if m.family == "toy"),
     Column("modes_total", _F, "modes", "toy recipes: modes in the mixture (8 or 25)"),
     Column("flatness_ratio", _F, "ratio", "spectral flatness, generated / real"),
+    Column("mask_floor_share", _F, "share", "MetricGAN+: mask values held at their floor"),
     Column("d_loss_share", _F, "ratio", "loss_d over the first D update's loss"),
     Column("adv_grad_share", _F, "ratio", "adv_grad_norm over its peak so far"),
     Column("recon_share", _F, "ratio", "loss_recon over its minimum so far"),

@@ -181,6 +181,13 @@ def test_recon_share_is_the_loss_over_its_minimum_so_far():
     assert monitor.current["diverge_last"] == 1.0
 
 
+def test_a_mask_held_at_its_floor_is_collapse():
+    cfg = HealthConfig(mask_floor_high=0.9, mask_floor_ok=0.5)
+    assert collapse_score({"mask_floor_share": 1.0}, cfg) == 1.0
+    assert collapse_score({"mask_floor_share": 0.7}, cfg) == pytest.approx(0.5)
+    assert collapse_score({"mask_floor_share": 0.2}, cfg) == 0.0
+
+
 def test_a_run_that_diverges_from_its_first_steps_is_measured_against_the_untrained_loss():
     monitor = HealthMonitor(HealthConfig(recon_high=2.0, recon_ok=1.5, warmup=0.0), 100)
     assert monitor.needs_recon

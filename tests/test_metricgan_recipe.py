@@ -177,6 +177,23 @@ def test_slopes_are_clamped_and_nan_reset_after_a_generator_step(corpus, tmp_pat
     assert int((slope == 3.5).sum()) > 1  # Adam at lr 10 drove others past 3.5 too
 
 
+def test_health_reports_the_share_of_the_mask_at_its_floor(corpus):
+    recipe = tiny_recipe(corpus)
+    try:
+        generator = recipe.build_generator()
+        batch = recipe.train_data().batch(0)
+        with torch.no_grad():
+            mask = generator(torch.log1p(recipe.spectrogram.stft(batch[1]).abs()).transpose(1, 2))
+            fake = recipe.generate(generator, batch)
+            share = recipe.health(batch, fake)["mask_floor_share"]
+            assert share == pytest.approx(float((mask <= 0.05).float().mean()))
+            assert share < 0.5  # an untrained estimator: its mask starts near the middle
+            recipe.generate(lambda features: generator(features) * 0.0, batch)  # stuck
+            assert recipe.health(batch, fake)["mask_floor_share"] == 1.0
+    finally:
+        recipe.close()
+
+
 def test_short_run_reports_scores_against_the_noisy_input(tmp_path, corpus):
     # budgets count batches drawn: two iterations of the paper's 2 D passes draw 4
     cfg = tiny_config(corpus, steps=4, eval_every=4, log_every=1, pesq_lag=1)

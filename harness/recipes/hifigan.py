@@ -81,12 +81,24 @@ class HifiganRecipe(Recipe):
         # decays as in the paper on any corpus (the built-in one has 320 clips)
         "epoch_samples": 12950,
     }
-    # the vocoder family's detectors (calibration: docs/diagnostics.md, "Calibration"): a row
-    # counts from score 0.8, so D at 97 % accuracy with its loss near zero is overpowering; a
-    # diversity ratio from 0.028 down counts as collapse (the healthy smoke run keeps >= 0.08);
-    # the mel loss at 1.3 -> 2 x its best so far is divergence
+    # the vocoder family's detectors, set between the healthy and rigged runs of the labelled
+    # set (docs/diagnostics.md, "Calibration"); a row counts from score 0.8:
+    # - overpowering: D right on >= 92 % of its calls (all sub-Ds averaged) with its loss at
+    #   <= 10 % of L0; healthy smoke runs peak at d_acc 0.85 and never go below 30 % of L0;
+    # - collapse: diversity ratio 0.04 -> 0.01 (healthy >= 0.036; input-free exactly 0), level
+    #   25 -> 35 dB off (healthy within 20 dB);
+    # - divergence: the mel loss at 1.3 -> 2 x its best (healthy <= 1.15, diverging 3.8)
     health_config: ClassVar[HealthConfig] = HealthConfig(
-        hold=0.8, diversity_low=0.02, diversity_ok=0.06, recon_high=2.0, recon_ok=1.3
+        hold=0.8,
+        acc_high=0.92,
+        acc_ok=0.85,
+        loss_ok=0.25,
+        diversity_low=0.01,
+        diversity_ok=0.04,
+        energy_db=35.0,
+        energy_ok_db=25.0,
+        recon_high=2.0,
+        recon_ok=1.3,
     )
     # the mel L1 term is weighed by lambda_mel against the adversarial and feature-matching terms
     # (Adam ignores a common scale, so every weight moves it), and is all G trains on before D

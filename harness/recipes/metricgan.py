@@ -166,6 +166,7 @@ class MetricganRecipe(EnhancementRecipe):
         self.replay = ReplayBuffer(cfg.replay_size, seed)
         self.scored: ScoredBatch | None = None  # the scored batch D learns from
         self.d_updates = 0
+        self._mask: Tensor | None = None
 
     def to(self, device: torch.device) -> MetricganRecipe:
         super().to(device)
@@ -183,19 +184,30 @@ class MetricganRecipe(EnhancementRecipe):
         generator.clamp_slopes(self.cfg.max_slope)
 
     # ------------------------------------------------------------------ generation
-    def _enhance(self, generator: nn.Module, noisy: Tensor) -> Tensor:
-        """Mask the noisy log1p magnitudes, resynthesise with the noisy phase: [B, L] -> [B, L]."""
+    def _enhance(self, generator: nn.Module, noisy: Tensor) -> tuple[Tensor, Tensor]:
+        """Mask the noisy log1p magnitudes, resynthesise with the noisy phase: [B, L] -> the
+        enhanced [B, L] and the floored mask [B, T, F]."""
         spectrum = self.spectrogram.stft(noisy)
         features = torch.log1p(spectrum.abs()).transpose(1, 2)
         mask = generator(features).float().clamp(min=self.cfg.min_mask)
         magnitude = torch.expm1(mask * features).transpose(1, 2)
-        return self.spectrogram.istft(torch.polar(magnitude, spectrum.angle()), noisy.shape[-1])
+        wave = self.spectrogram.istft(torch.polar(magnitude, spectrum.angle()), noisy.shape[-1])
+        return wave, mask
 
     def generate(self, generator: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-        return self._enhance(generator, batch[1])
+        wave, mask = self._enhance(generator, batch[1])
+        self._mask = mask.detach()  # the mask behind the batch health() is next shown
+        return wave
 
     def enhance(self, generator: nn.Module, noisy: Tensor) -> Tensor:
-        return self._enhance(generator, noisy)
+        return self._enhance(generator, noisy)[0]
+
+    def health(self, batch: tuple[Tensor, Tensor], fake: Tensor) -> dict[str, float | None]:
+        """The enhancer's signals, and the share of the mask held at its floor: a mask estimator
+        stuck there mutes everything (collapse, docs/diagnostics.md)."""
+        mask = self._mask
+        floored = None if mask is None else float((mask <= self.cfg.min_mask).float().mean())
+        return {**super().health(batch, fake), "mask_floor_share": floored}
 
     # ------------------------------------------------------------------ losses
     def _predict(
