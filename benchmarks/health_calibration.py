@@ -131,6 +131,7 @@ RUNS: dict[str, Run] = {
     "hifigan/diverging_lr": Run("hifigan", ("diverge",), {"lr_g": 5e-2, "lr_d": 5e-2}),
     **healthy("segan"),
     "segan/overpower_lr10_d3": Run("segan", ("overpower",), {"lr_d": 2e-3, "d_steps": 3}),
+    "segan/overpower_lr50_d5": Run("segan", ("overpower",), {"lr_d": 1e-2, "d_steps": 5}),
     "segan/constant": Run(rigged("segan", "constant"), ("collapse",)),
     "segan/input_free": Run(rigged("segan", "input_free"), ("collapse",)),
     "segan/diverging_lr": Run("segan", ("diverge",), {"lr_g": 5e-2, "lr_d": 5e-2}),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from harness.audio.datasets import drop_short
 from harness.audio.mel import LogMel, MelConfig
 from harness.audio.pairs import Pair, PairBatches, load_pair, open_pairs
 from harness.audio.samples import Sample, save_samples
+from harness.health import HealthConfig
 from harness.metrics import ENHANCEMENT_BASE
 from harness.recipes.base import BatchSource, Recipe
 from harness.scoring import ScorePair, score_pairs
@@ -54,6 +55,13 @@ class EnhancementRecipe(Recipe):
     """Paired data, validation against the noisy baseline and health for an enhancer."""
 
     cfg: EnhancementConfig
+    # the enhancer family's detectors (docs/diagnostics.md, "Calibration"): SEGAN's paper
+    # configuration starts 30-37 dB below the clean level and climbs, so only 40 -> 50 dB off is
+    # collapse (a silent output is -inf); its L1 loss stays within 1.3 x its best, a diverging run
+    # reaches 39 x; the mask floor (MetricGAN+) as in HealthConfig
+    health_config: ClassVar[HealthConfig] = HealthConfig(
+        energy_db=50.0, energy_ok_db=40.0, recon_high=3.0, recon_ok=1.5
+    )
 
     def __init__(self, cfg: Any, data_dir: str | None, seed: int, batch_size: int) -> None:
         super().__init__(cfg, data_dir, seed, batch_size)
