@@ -94,16 +94,29 @@ def wait_until(check, process: subprocess.Popen, what: str, timeout: float = 900
     raise AssertionError(f"the search ended or stalled before {what}")
 
 
+def ending(trial_dir: Path) -> Path | None:
+    """The file recording how a trial ended: ``result.json`` where training ended, else the
+    driver's ``outcome.json`` (a trial ASHA cut is stopped by Tune and writes no result.json);
+    None while it has not ended."""
+    found = [trial_dir / name for name in ("result.json", "outcome.json")]
+    return next((path for path in found if path.is_file()), None)
+
+
 def ended_trials(folder: SearchFolder) -> list[str]:
-    """Trials whose training ended (result.json written), whatever the tables say yet."""
-    return sorted(p.parent.name for p in folder.trials_dir.glob("*/result.json"))
+    """Trials whose end is on record (:func:`ending`), whatever the tables say yet."""
+    return sorted(d.name for d in folder.trials_dir.glob("*") if ending(d) is not None)
+
+
+def recorded_status(folder: SearchFolder, trial_id: str) -> str:
+    """An ended trial's status, as its :func:`ending` file recorded it."""
+    return json.loads(ending(folder.trial_dir(trial_id)).read_text())["status"]
 
 
 def mid_trial(folder: SearchFolder) -> bool:
     """A trial has ended and another is training past its first checkpoint."""
     training = [
         d for d in folder.trials_dir.glob("*")
-        if any(d.glob("checkpoints/step_*.pt")) and not (d / "result.json").exists()
+        if any(d.glob("checkpoints/step_*.pt")) and ending(d) is None
     ]  # fmt: skip
     return bool(ended_trials(folder)) and bool(training)
 
@@ -113,10 +126,10 @@ def parts(folder: SearchFolder, trial_id: str) -> set[str]:
 
 
 def snapshot(folder: SearchFolder) -> dict[str, tuple[set[str], int, int]]:
-    """Per ended trial: its diagnostics files, its diagnostics row count, result.json's mtime."""
+    """Per ended trial: its diagnostics files, its diagnostics row count, its ending's mtime."""
     rows = read_diagnostics(folder.diagnostics)["trial_id"].value_counts()
     return {
-        t: (parts(folder, t), int(rows.get(t, 0)), (folder.trial_dir(t) / "result.json").stat().st_mtime_ns)
+        t: (parts(folder, t), int(rows.get(t, 0)), ending(folder.trial_dir(t)).stat().st_mtime_ns)
         for t in ended_trials(folder)
     }  # fmt: skip
 
@@ -133,17 +146,31 @@ def assert_records_intact(folder: SearchFolder, before: dict | None = None) -> N
     for trial_id, (files, rows, mtime) in (before or {}).items():
         assert parts(folder, trial_id) == files, trial_id
         assert (diagnostics["trial_id"] == trial_id).sum() == rows, trial_id
-        assert (folder.trial_dir(trial_id) / "result.json").stat().st_mtime_ns == mtime, trial_id
+        assert ending(folder.trial_dir(trial_id)).stat().st_mtime_ns == mtime, trial_id
+
+
+def load(folder: SearchFolder) -> optuna.Study:
+    return optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder.optuna_db}")
+
+
+def untold(folder: SearchFolder) -> dict[str, str]:
+    """Trials whose ending was being told to Optuna: status attribute set, state RUNNING."""
+    running = load(folder).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    return {t.user_attrs["trial_id"]: t.user_attrs["status"] for t in running if "status" in t.user_attrs}  # fmt: skip
 
 
 def assert_search_complete(folder: SearchFolder, trials: int) -> None:
-    """Every trial accounted for, in trials.parquet and in the Optuna study, and none running."""
+    """Every trial accounted for, in trials.parquet and in the Optuna study, none running, and
+    none told to Optuna as finished twice (an errored trial that completed on resume keeps its
+    FAIL beside the result added for it)."""
     after = read_trials(folder).set_index("trial_id")
     assert after["status"].isin(TERMINAL).all(), after["status"].to_dict()
     assert (after["status"] != Status.LOST).sum() == trials
-    study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder.optuna_db}")
+    study = load(folder)
     states = {t.user_attrs["trial_id"]: t.state for t in study.trials if "trial_id" in t.user_attrs}
     assert set(states) == set(after.index)
+    told = [t.user_attrs["trial_id"] for t in study.trials if "trial_id" in t.user_attrs and t.state.name != "FAIL"]  # fmt: skip
+    assert len(told) == len(set(told)), sorted(told)
     for trial_id, state in states.items():
         expected = {"completed": "COMPLETE", "pruned": "PRUNED", "stopped": "PRUNED"}
         assert state.name == expected.get(after.loc[trial_id, "status"], "FAIL"), trial_id
@@ -162,7 +189,8 @@ KILL_POINTS = [
 @pytest.mark.parametrize("kill_at", KILL_POINTS)
 def test_driver_killed_resumes_with_every_trial_accounted_for(tmp_path, kill_at):
     """The driver SIGKILLed at start-up, mid-trial, between a trial's end and the trials table
-    write, or inside the Optuna tell; the same command then completes the search."""
+    write, or inside the Optuna tell; the same command then completes the search, and every
+    trial that had ended keeps the ending it recorded, not trained or told again."""
     folder = SearchFolder(tmp_path / "killed")
     argv = command(tmp_path, "killed")
     if kill_at == "mid_trial":
@@ -183,15 +211,17 @@ def test_driver_killed_resumes_with_every_trial_accounted_for(tmp_path, kill_at)
         assert before, "the fault came before any trial ended"
     if folder.trials_table.is_file():
         assert_records_intact(folder)
+    if kill_at == "before_optuna_tell":  # one ending on record and half told: it must be told
+        ((interrupted, status),) = untold(folder).items()
+        assert interrupted in before and recorded_status(folder, interrupted) == status
 
     second = run(argv)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert_search_complete(folder, TRIALS)
     assert_records_intact(folder, before)  # nothing that had ended was lost or trained again
     trials = read_trials(folder).set_index("trial_id")
-    for trial_id in before:  # its ending, as training recorded it
-        recorded = json.loads((folder.trial_dir(trial_id) / "result.json").read_text())
-        assert trials.loc[trial_id, "status"] == recorded["status"], trial_id
+    for trial_id in before:  # its ending, as training (or the driver, for a cut) recorded it
+        assert trials.loc[trial_id, "status"] == recorded_status(folder, trial_id), trial_id
 
     third = run(argv, timeout=120)
     assert third.returncode == 0
