@@ -219,6 +219,7 @@ SIGNALS = (
     ("diversity_ratio", min, "min diversity"),
     ("energy_ratio", min, "min level ratio"),
     ("energy_ratio", max, "max level ratio"),
+    ("mask_floor_share", max, "max mask at floor"),
     ("recon_share", max, "max recon / min"),
 )
 
