@@ -11,7 +11,7 @@ stored step rows through its recipe family's detectors (harness.health.HealthMon
 the trainer runs) and prints runs x detectors: the step a flag was raised at and the peak score,
 so thresholds can be changed and re-judged without training again.
 
-    uv run python benchmarks/health_calibration.py train              # ~75 min on 2 cores
+    uv run python benchmarks/health_calibration.py train              # 23 runs, ~80 min on 2 cores
     uv run python benchmarks/health_calibration.py table              # seconds
     uv run python benchmarks/health_calibration.py table --write      # also into the docs
 """
@@ -132,6 +132,8 @@ RUNS: dict[str, Run] = {
     **healthy("segan"),
     "segan/overpower_lr10_d3": Run("segan", ("overpower",), {"lr_d": 2e-3, "d_steps": 3}),
     "segan/overpower_lr50_d5": Run("segan", ("overpower",), {"lr_d": 1e-2, "d_steps": 5}),
+    # added after the two above were not flagged: G all but frozen (lr_g 1e-9), so D wins outright
+    "segan/overpower_g_frozen": Run("segan", ("overpower",), {"lr_g": 1e-9}),
     "segan/constant": Run(rigged("segan", "constant"), ("collapse",)),
     "segan/input_free": Run(rigged("segan", "input_free"), ("collapse",)),
     "segan/diverging_lr": Run("segan", ("diverge",), {"lr_g": 5e-2, "lr_d": 5e-2}),
