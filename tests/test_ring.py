@@ -89,7 +89,8 @@ def test_overpowering_discriminator_raises_flag_overpower(tmp_path):
     # the truth the flag stands for: D right about nearly everything, its loss near zero
     assert all(r["d_acc"] >= 0.98 for r in steps if r["step"] >= first["overpower_since"])
     assert first["loss_d"] < 0.1 * 2 * math.log(2)  # chance level of the BCE loss is 2 ln 2
-    assert first["step"] - first["overpower_since"] == 4 * OVERPOWER["log_every"]  # W = 5
+    (start,) = [r for r in steps if r["step"] == first["overpower_since"]]
+    assert first["batches"] - start["batches"] == 4 * OVERPOWER["log_every"]  # W = 5 rows
     assert stop_reason(first) == f"discriminator overpowering since step {first['overpower_since']}"
     assert steps[-1]["flag_overpower"] and of_kind(rows, "eval")[-1]["flag_overpower"]
 

@@ -20,6 +20,13 @@ from ray.tune.experiment import Trial
 from harness.files import link_in_place_of
 from harness.results import SearchFolder
 
+KEPT_CHECKPOINTS = 2
+"""Checkpoints a search trial keeps, Ray's ``num_to_keep`` and the trainer's
+``keep_checkpoints`` alike (the same files, one inode each).  Two, not one: Tune's experiment
+snapshot can lag the newest checkpoint by a few seconds, and a driver killed in that gap restores
+the trial from the checkpoint before it; with one kept, that one is gone and every restore of the
+trial fails (tests/test_faults.py, the mid-trial kill)."""
+
 
 class OneCopyPerCheckpoint(tune.Callback):
     """On the driver, as Ray registers a trial's checkpoint (also the last one of a trial that

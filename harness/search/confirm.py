@@ -35,7 +35,7 @@ from harness.results import (
     read_trials,
     write_outcome,
 )
-from harness.search.checkpoints import OneCopyPerCheckpoint
+from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.driver import (
     SearchError,
     connect,
@@ -157,7 +157,7 @@ def confirmation_tuner(
             stop=None,  # every seed trains to the budget: stopping the unhealthy ones would
             # leave the statistics with the survivors only (flags stay in the diagnostics)
             failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
             callbacks=[
                 ConfirmationProgress(plan.objective, echo, len(runs), confirm),
                 JsonLoggerCallback(),

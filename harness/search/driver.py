@@ -32,7 +32,7 @@ from harness.files import atomic_write
 from harness.health import stop_reason
 from harness.recipes import RECIPES
 from harness.results import Resources, SearchFolder, SearchPlan, read_trials, write_trials
-from harness.search.checkpoints import OneCopyPerCheckpoint
+from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED, scoped_environ
 from harness.search.optuna_bridge import make_searcher, save_importances
 from harness.search.trainable import TrialSetup, train_trial
@@ -314,8 +314,7 @@ def new_tuner(
             storage_path=storage_path,
             stop=HealthStopper() if plan.stop_unhealthy else None,
             failure_config=tune.FailureConfig(max_failures=2),
-            # the last reported checkpoint is all a retry or a resumed search reads
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
             callbacks=[
                 TrialsTable(setup, plan, echo=progress),
                 JsonLoggerCallback(),

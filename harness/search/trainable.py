@@ -28,6 +28,7 @@ from harness.config import TrialConfig
 from harness.files import finite
 from harness.recipes import RECIPES
 from harness.results import PROGRESS_KEYS, SearchFolder, read_outcome, read_result
+from harness.search.checkpoints import KEPT_CHECKPOINTS
 from harness.status import Status
 from harness.tensorboard import TensorBoardWriter
 from harness.trial import resolve_config, run_trial
@@ -58,9 +59,9 @@ class TrialSetup:
         return max(1, int(self.cpus))
 
     def trial_config(self, sample: dict[str, Any]) -> TrialConfig:
-        """Recipe defaults <- budget <- (torch threads = CPUs given; one trainer checkpoint, as
-        Ray holds the reported one) <- the trial's sample."""
-        layer = {"threads": self.threads, "keep_checkpoints": 1, **sample}
+        """Recipe defaults <- budget <- (torch threads = CPUs given; the trainer keeps the
+        checkpoints Ray keeps, the same files) <- the trial's sample."""
+        layer = {"threads": self.threads, "keep_checkpoints": KEPT_CHECKPOINTS, **sample}
         return resolve_config(self.recipe, self.budget, sample=layer, data=self.data)
 
     def prepare_process(self) -> None:
