@@ -4,6 +4,8 @@ that the leaderboard and report tests read."""
 
 import contextlib
 import io
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +26,21 @@ TINY_RING = {  # a ring trial of 300 steps in about a second
     "d_layers": 2,
     "eval_samples": 500,
 }
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+@contextlib.contextmanager
+def flaky_recipe() -> Iterator[None]:
+    """The test-only recipe ``flaky_recipe:FlakyRecipe`` registered as "flaky", in this process
+    and, through PYTHONPATH, in the Ray workers a search starts."""
+    from harness.recipes import RECIPES
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(RECIPES, "flaky", "flaky_recipe:FlakyRecipe")
+        mp.setenv("PYTHONPATH", str(TESTS))
+        yield
 
 
 def run_cli(*argv: str) -> tuple[int, str]:

@@ -25,18 +25,16 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import TINY_RING, run_cli
+from conftest import TINY_RING, flaky_recipe, run_cli
 
 from harness.faults import FAULT_ENV, POINTS
 from harness.metrics import SCORES
-from harness.recipes import RECIPES
 from harness.results import SearchFolder, read_trials
 from harness.status import TERMINAL, Status
 from harness.telemetry import read_diagnostics
 from harness.trial import config_from_flat, resolve_config, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests"
 SPACE = {
     "objective": "reverse_kl",
     "space": {
@@ -474,9 +472,7 @@ def faulty_search(tmp_path_factory):
         "points_to_evaluate": [RAISING, POISONED, HEALTHY],
     }
     (root / "faulty.yaml").write_text(yaml.safe_dump(space))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(RECIPES, "flaky", "flaky_recipe:FlakyRecipe")
-        mp.setenv("PYTHONPATH", str(TESTS))
+    with flaky_recipe():
         code, out = run_cli(
             "search", "flaky", "--space", str(root / "faulty.yaml"), "--trials", "3",
             "--name", "faulty", "--results", str(root), "--scheduler", "none",

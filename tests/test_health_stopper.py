@@ -8,13 +8,10 @@ flag test_ring shows is raised near iteration 200 of 300 without a stopper.
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import pytest
 import yaml
+from conftest import run_cli
 
-from harness.cli import main
 from harness.leaderboard import render
 from harness.results import SearchFolder, read_trials
 from harness.telemetry import read_diagnostics
@@ -51,14 +48,12 @@ def stopped_search(tmp_path_factory):
         "points_to_evaluate": [RIGGED, HEALTHY],
     }
     (root / "space.yaml").write_text(yaml.safe_dump(space))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(
-            ["search", "ring", "--space", str(root / "space.yaml"), "--trials", "2", "--name",
-             "stopper", "--results", str(root), "--scheduler", "none", "--seed", "0",
-             "--max-concurrent", "2", "--quiet"]
-        )  # fmt: skip
-    assert code == 0, out.getvalue()
+    code, out = run_cli(
+        "search", "ring", "--space", str(root / "space.yaml"), "--trials", "2", "--name",
+        "stopper", "--results", str(root), "--scheduler", "none", "--seed", "0",
+        "--max-concurrent", "2", "--quiet",
+    )  # fmt: skip
+    assert code == 0, out
     return SearchFolder(root / "stopper")
 
 

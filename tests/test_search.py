@@ -11,19 +11,17 @@ import csv
 import io
 import json
 import math
-from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_RING, run_cli
+from conftest import TINY_RING, flaky_recipe, run_cli
 
 from harness.recipes import RECIPES
 from harness.results import SearchFolder, read_trials
 from harness.telemetry import read_diagnostics
 
-TESTS = Path(__file__).resolve().parent
 TINY = {**TINY_RING, "max_consecutive_nonfinite": 3, "fail_at_step": 200}
 NORMAL = {"lr_g": 1e-3, "fail_times": 0, "loss_upper_limit": 1e6}
 FLAKY = {**NORMAL, "fail_times": 1}  # raises once at step 200, then succeeds
@@ -45,9 +43,7 @@ def search(tmp_path_factory):
         "points_to_evaluate": [NORMAL, FLAKY, BROKEN, DIVERGING],
     }
     (root / "flaky.yaml").write_text(yaml.safe_dump(space))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(RECIPES, "flaky", "flaky_recipe:FlakyRecipe")
-        mp.setenv("PYTHONPATH", str(TESTS))
+    with flaky_recipe():
         code, out = run_cli(
             "search", "flaky", "--space", str(root / "flaky.yaml"), "--trials", "5",
             "--name", "e2e", "--results", str(root), "--scheduler", "none", "--seed", "3",

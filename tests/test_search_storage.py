@@ -4,22 +4,17 @@ with failure injection, about a minute on 2 cores); and the file helper that lin
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_RING
+from conftest import TINY_RING, flaky_recipe, run_cli
 
-from harness.cli import main
 from harness.files import link_in_place_of
-from harness.recipes import RECIPES
 from harness.results import SearchFolder, read_trials
 from harness.telemetry import read_diagnostics
 
-TESTS = Path(__file__).resolve().parent
 WIDE_D = {  # a ring trial whose checkpoint (about 1 MB) outweighs Ray's own files in tune/
     **TINY_RING,
     "d_hidden": 128,
@@ -55,17 +50,13 @@ def search(tmp_path_factory) -> SearchFolder:
         "points_to_evaluate": [NORMAL, FLAKY],
     }
     (root / "space.yaml").write_text(yaml.safe_dump(space))
-    out = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(RECIPES, "flaky", "flaky_recipe:FlakyRecipe")
-        mp.setenv("PYTHONPATH", str(TESTS))
-        with contextlib.redirect_stdout(out):
-            code = main(
-                ["search", "flaky", "--space", str(root / "space.yaml"), "--trials", "2",
-                 "--name", "store", "--results", str(root), "--scheduler", "none", "--seed", "1",
-                 "--max-concurrent", "2", "--quiet"]
-            )  # fmt: skip
-    assert code == 0, out.getvalue()
+    with flaky_recipe():
+        code, out = run_cli(
+            "search", "flaky", "--space", str(root / "space.yaml"), "--trials", "2",
+            "--name", "store", "--results", str(root), "--scheduler", "none", "--seed", "1",
+            "--max-concurrent", "2", "--quiet",
+        )  # fmt: skip
+    assert code == 0, out
     return SearchFolder(root / "store")
 
 
