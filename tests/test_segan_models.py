@@ -2,8 +2,14 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from harness.models.segan import SeganDiscriminator, SeganGenerator, scaled_channels
+from harness.models.segan import (
+    SeganDiscriminator,
+    SeganGenerator,
+    VirtualBatchNorm1d,
+    scaled_channels,
+)
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -46,7 +52,37 @@ def test_latent_shape_rejects_lengths_the_encoder_cannot_halve():
 
 def test_discriminator_gives_one_logit_per_pair():
     d = SeganDiscriminator(8192, scaled_channels(1 / 16))
-    assert d(torch.randn(3, 2, 8192)).shape == (3, 1)
+    real, fake = d(torch.randn(3, 2, 8192), torch.randn(2, 2, 8192))
+    assert real.shape == (3, 1) and fake.shape == (2, 1)
+    assert d(torch.randn(3, 2, 8192))[1] is None
+
+
+def test_virtual_batch_norm_is_batch_norm_on_the_reference_batch():
+    torch.manual_seed(0)
+    norm = VirtualBatchNorm1d(4)
+    x = torch.randn(8, 4, 100) * 3 + 1
+    plain = F.batch_norm(x, None, None, norm.weight, norm.bias, training=True, eps=norm.eps)
+    assert torch.allclose(norm(x), plain, atol=1e-5)
+    assert torch.allclose(norm(x, reference=x), plain, atol=1e-5)
+    # a batch 40 dB quieter: batch norm on its own rescales it to the real batch's output;
+    # normalised with the real batch as reference (mixed with its own at 1/9) it stays quiet
+    quiet = x * 0.01
+    assert torch.allclose(norm(quiet), plain, atol=0.05)  # up to eps
+    spread = (norm(quiet, reference=x) - norm.bias.view(1, -1, 1)).std() / plain.std()
+    assert 0.005 < float(spread) < 0.05
+
+
+def test_real_logits_do_not_depend_on_the_generated_batch():
+    torch.manual_seed(0)
+    d = SeganDiscriminator(4096, scaled_channels(1 / 16))
+    real = torch.randn(3, 2, 4096)
+    alone, _ = d(real)
+    with_fake, fake = d(real, torch.randn(3, 2, 4096))
+    assert torch.equal(alone, with_fake)
+    _, quiet = d(real, real * 0.01)
+    own_stats, _ = d(real * 0.01)  # batch norm on the quiet batch alone
+    assert torch.allclose(own_stats, alone, atol=0.05)  # blind to the level, up to eps
+    assert not torch.allclose(quiet, alone, atol=0.05)  # virtual batch norm sees it
 
 
 def test_generator_output_depends_on_the_latent():

@@ -12,9 +12,14 @@ with the settings of ``train_segan.sh`` (``--g_nl prelu``, no conv biases: ``bia
   encoder output (before its PReLU, as the reference) to the matching decoder output; the last
   layer maps to one channel with tanh.  PReLU slopes start at 0 (the reference's init).
 - Discriminator: the same strided convolutions on the 2-channel (clean or enhanced, noisy)
-  pair, each followed by batch norm and LeakyReLU(0.3); a 1x1 convolution to one channel and a
-  linear layer over the remaining time steps give one logit.  The reference uses virtual batch
-  norm (a fixed reference batch); plain batch norm has the same parameters (gamma, beta).
+  pair, each followed by virtual batch norm and LeakyReLU(0.3); a 1x1 convolution to one channel
+  and a linear layer over the remaining time steps give one logit.  Virtual batch norm as the
+  reference's ``bnorm.VBN`` (Salimans et al., 2016): its reference batch is the step's real
+  pairs, so the real batch is normalised with its own statistics and the generated batch with
+  the real batch's, mixed with its own at weight 1 / (B + 1).  Plain batch norm, run on each
+  batch apart, would normalise a generated batch with its own statistics and hide from D what
+  sets it apart as a whole (a quiet or loud output): a 1/8-width D then needed about 200
+  batches to tell near-silence from speech (docs/diagnostics.md).
 
 Every convolution starts from the reference's truncated N(0, 0.02) (TensorFlow truncates at two
 standard deviations); the final linear layer keeps PyTorch's default, close to TensorFlow's
@@ -105,21 +110,63 @@ class SeganGenerator(nn.Module):
         return torch.tanh(h)
 
 
+class VirtualBatchNorm1d(nn.Module):
+    """Batch norm over (batch, time) per channel, with the statistics of a reference batch.
+
+    ``forward(x)`` normalises ``x`` [B, C, L] with its own statistics (batch norm in training
+    mode, with no running averages: train and eval behave alike); ``forward(x, reference)`` with
+    the reference's mean and mean square mixed with ``x``'s at weight 1 / (B_ref + 1), as the
+    reference's ``bnorm.VBN``.  Scale and shift start at N(1, 0.02) and 0, as there.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(channels).normal_(1.0, INIT_STD))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor, reference: Tensor | None = None) -> Tensor:
+        mean, mean_sq = _moments(x)
+        if reference is not None:
+            own = 1.0 / (reference.shape[0] + 1.0)
+            ref_mean, ref_mean_sq = _moments(reference)
+            mean = own * mean + (1.0 - own) * ref_mean
+            mean_sq = own * mean_sq + (1.0 - own) * ref_mean_sq
+        scale = self.weight.view(1, -1, 1) * torch.rsqrt(mean_sq - mean.square() + self.eps)
+        return (x - mean) * scale + self.bias.view(1, -1, 1)
+
+
+def _moments(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and mean square over batch and time of [B, C, L]."""
+    return x.mean(dim=(0, 2), keepdim=True), x.square().mean(dim=(0, 2), keepdim=True)
+
+
 class SeganDiscriminator(nn.Module):
     """(clean or enhanced, noisy) pairs [B, 2, L] -> one logit per pair [B, 1]."""
 
     def __init__(self, length: int, channels: Sequence[int] = PAPER_CHANNELS) -> None:
         super().__init__()
         widths = (2, *channels)
-        layers: list[nn.Module] = []
-        for a, b in zip(widths, widths[1:], strict=False):
-            layers += [_down(a, b), nn.BatchNorm1d(b), nn.LeakyReLU(LRELU_SLOPE)]
-        self.body = nn.Sequential(*layers)
+        self.convs = nn.ModuleList(_down(a, b) for a, b in zip(widths, widths[1:], strict=False))
+        self.norms = nn.ModuleList(VirtualBatchNorm1d(c) for c in channels)
+        self.act = nn.LeakyReLU(LRELU_SLOPE)
         self.to_logit = _reference_init(nn.Conv1d(channels[-1], 1, 1, bias=False))
         steps = length
         for _ in channels:
             steps = -(-steps // 2)
         self.linear = nn.Linear(steps, 1)
 
-    def forward(self, pair: Tensor) -> Tensor:
-        return self.linear(self.to_logit(self.body(pair)).flatten(1))
+    def _logit(self, h: Tensor) -> Tensor:
+        return self.linear(self.to_logit(h).flatten(1))
+
+    def forward(self, real: Tensor, fake: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Logits of the ``real`` pairs (normalised with their own statistics) and, given
+        ``fake`` pairs, theirs, normalised with the real pairs' statistics (virtual batch norm:
+        the real pairs are the reference batch)."""
+        h, g = real, fake
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = conv(h)
+            if g is not None:
+                g = self.act(norm(conv(g), reference=h))
+            h = self.act(norm(h))
+        return self._logit(h), None if g is None else self._logit(g)

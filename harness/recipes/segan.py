@@ -8,9 +8,10 @@ networks of harness/models/segan.py.
   windows (the last one zero-padded) and enhances them as a batch, as the reference's ``clean``.
 - Losses (LSGAN): D: (D(clean, noisy) - 1)^2 + D(G(noisy, z), noisy)^2; G:
   (D(G(noisy, z), noisy) - 1)^2 + lambda_l1 |G(noisy, z) - clean| with lambda_l1 = 100.  D is
-  conditioned on the noisy input (the pair is stacked on channels).  z ~ N(0, 1) [B, 1024, 8] is
-  drawn for every generated batch from torch's global generator, which the trainer seeds and
-  checkpoints, so resume stays exact; validation uses a fixed z.
+  conditioned on the noisy input (the pair is stacked on channels) and sees the real and the
+  generated pairs of a step in one call: the real pairs are its virtual-batch-norm reference.
+  z ~ N(0, 1) [B, 1024, 8] is drawn for every generated batch from torch's global generator,
+  which the trainer seeds and checkpoints, so resume stays exact; validation uses a fixed z.
 - Trainer settings: the reference trains both networks with RMSprop at 2e-4 (TensorFlow's
   decay 0.9), one D update per G update, batch 100.  The shared trainer offers AdamW and Adam;
   the closest is Adam with beta1 = 0 (no momentum, like RMSprop) and beta2 = 0.9 (RMSprop's
@@ -145,12 +146,19 @@ class SeganRecipe(EnhancementRecipe):
         """D's input: (clean or enhanced, noisy) on two channels."""
         return torch.cat([estimate.reshape(noisy.shape).unsqueeze(1), noisy.unsqueeze(1)], dim=1)
 
+    def _judge(
+        self, discriminator: nn.Module, batch: tuple[Tensor, Tensor], fake: Tensor, adv: Adversary
+    ) -> tuple[Tensor, Tensor]:
+        """D's logits for the real and the generated pairs of one step, the real pairs being
+        the generated pairs' virtual-batch-norm reference (harness/models/segan.py)."""
+        clean, noisy = batch
+        real_pair, fake_pair = self._pair(clean, noisy), self._pair(fake, noisy)
+        return discriminator(adv.perturb(real_pair), adv.perturb(fake_pair))
+
     def discriminator_loss(
         self, discriminator: nn.Module, batch: tuple[Tensor, Tensor], fake: Tensor, adv: Adversary
     ) -> DiscriminatorLoss:
-        clean, noisy = batch
-        real = discriminator(adv.perturb(self._pair(clean, noisy)))
-        generated = discriminator(adv.perturb(self._pair(fake, noisy)))
+        real, generated = self._judge(discriminator, batch, fake, adv)
         loss, real_term, fake_term = losses.lsgan_d_loss([real], [generated], adv.real_target)
         return DiscriminatorLoss(
             loss=loss,
@@ -167,10 +175,10 @@ class SeganRecipe(EnhancementRecipe):
         fake: Tensor,
         adv: Adversary,
     ) -> GeneratorLoss:
-        clean, noisy = batch
+        clean = batch[0]
         l1 = (fake.reshape(clean.shape).float() - clean).abs().mean(dim=1)
         recon = self.cfg.lambda_l1 * l1
         if discriminator is None:
             return GeneratorLoss(fake.new_zeros((), dtype=torch.float32), recon)
-        g_adv = losses.lsgan_g_loss([discriminator(adv.perturb(self._pair(fake, noisy)))])
+        g_adv = losses.lsgan_g_loss([self._judge(discriminator, batch, fake, adv)[1]])
         return GeneratorLoss(g_adv, recon, adversarial_only=g_adv)
