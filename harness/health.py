@@ -56,7 +56,7 @@ class HealthConfig:
     acc_high: float = 0.98  # D accuracy at or above this counts as "D wins every call"
     acc_ok: float = 0.8  # ... and at or below this contributes nothing to the score
     loss_low: float = 0.1  # D loss at or below this share of the untrained D's is "near zero"
-    loss_ok: float = 0.5
+    loss_ok: float = 0.5  # (loss_low 0: D loss not judged, as for an LSGAN D that wins healthily)
     grad_low: float = 0.01  # adversarial gradient at or below this share of its peak "vanished"
     grad_ok: float = 0.1
     # collapse: the generator's outputs stopped spreading like the data
@@ -84,6 +84,9 @@ class HealthConfig:
             raise HealthError(f"warmup: must be in [0, 1), got {self.warmup}")
         if not 0 < self.hold <= 1:
             raise HealthError(f"hold: must be in (0, 1], got {self.hold}")
+        for low, ok in (("loss_low", "loss_ok"), ("grad_low", "grad_ok")):
+            if getattr(self, low) < 0 or not getattr(self, ok) > getattr(self, low):
+                raise HealthError(f"{ok}: must be above {low} >= 0, got {getattr(self, ok)}")
         if self.highband_low > 0 and not self.highband_ok > self.highband_low:
             raise HealthError(f"highband_ok: must be above highband_low, got {self.highband_ok}")
         if math.isfinite(self.recon_high) and not self.recon_ok < self.recon_high:
@@ -214,11 +217,12 @@ def overpower_score(
     d_acc: float | None, loss_share: float | None, grad_share: float | None, cfg: HealthConfig
 ) -> float | None:
     """min(acc, max(loss, grad)): D is right about nearly everything AND its loss is near zero
-    or the adversarial gradient has vanished.  Each part is a :func:`ramp`; None without D."""
+    or the adversarial gradient has vanished.  Each part is a :func:`ramp` (the loss part only
+    when ``loss_low`` > 0); None without D."""
     if not finite(d_acc):
         return None
     parts = [0.0]
-    if finite(loss_share):
+    if cfg.loss_low > 0 and finite(loss_share):
         parts.append(ramp(loss_share, cfg.loss_low, cfg.loss_ok))
     if finite(grad_share):
         parts.append(ramp(grad_share, cfg.grad_low, cfg.grad_ok))

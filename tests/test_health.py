@@ -104,6 +104,9 @@ def test_scores_reach_one_only_when_every_threshold_is_crossed():
     assert overpower_score(0.99, 0.9, 0.9, cfg) == 0.0  # D right but G still gets a signal
     assert overpower_score(0.9, 0.05, 0.005, cfg) < 1.0  # loss low but D not right enough
     assert overpower_score(None, 0.05, 0.005, cfg) is None  # no discriminator yet
+    lsgan = HealthConfig(loss_low=0.0, grad_low=0.08, grad_ok=0.12)  # the enhancer family's
+    assert overpower_score(0.99, 0.01, 0.5, lsgan) == 0.0  # a winning D loss alone is not judged
+    assert overpower_score(0.99, 0.01, 0.05, lsgan) == 1.0  # ... its vanished gradient is
     assert collapse_score({"modes_covered": 4.0, "modes_total": 8.0}, cfg) == 1.0
     assert collapse_score({"modes_covered": 8.0, "modes_total": 8.0}, cfg) == 0.0
     assert collapse_score({"diversity_ratio": 0.0}, cfg) == 1.0
@@ -239,6 +242,10 @@ def test_bad_settings_are_one_line_errors():
         HealthConfig(warmup=1.5)
     with pytest.raises(HealthError, match="hold"):
         HealthConfig(hold=0.0)
+    with pytest.raises(HealthError, match="grad_ok: must be above grad_low"):
+        HealthConfig(grad_low=0.1, grad_ok=0.05)
+    with pytest.raises(HealthError, match="loss_ok: must be above loss_low"):
+        HealthConfig(loss_low=-0.1)
 
 
 def ring_trainer(tmp_path, health=None, **settings):
