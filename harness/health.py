@@ -17,9 +17,10 @@ Signals (formulas in docs/diagnostics.md, "Health columns"):
   ``window`` consecutive windows.
 
 A *window* is one row that carries a detector's evidence: every step row (one ``log_every``
-interval of batches, whatever the D:G ratio) for overpowering; for collapse, the step rows of a recipe whose :meth:`Recipe.health`
-reports diversity / energy, and the evaluation rows of the toy recipes (modes covered on 2,500
-fixed samples: the training batch, drawn through batch norm in training mode, is too noisy).
+interval of batches, whatever the D:G ratio) for overpowering; for collapse, the step rows of a
+recipe whose :meth:`Recipe.health` reports diversity / energy, and the evaluation rows of the
+toy recipes (modes covered on 2,500 fixed samples: the training batch, drawn through batch norm
+in training mode, is too noisy).
 The monitor is plain Python with its state in :meth:`HealthMonitor.state_dict`, so a resumed trial
 keeps its streaks and flags; the search's stopper only needs :func:`stop_reason` on a row.
 """
@@ -293,7 +294,8 @@ detector a row carries ``<name>_score`` (this row), ``<name>_peak`` (highest jud
 class HealthMonitor:
     """Consumes a trial's step and eval rows in order; adds the shares the detectors read
     (D loss over its first value, adversarial gradient over its peak, reconstruction loss over
-    its minimum, the untrained generator's included), rolling D-loss statistics, scores, peaks and flags.
+    its minimum, the untrained generator's included), rolling D-loss statistics, scores, peaks
+    and flags.
 
     A detector's condition holds on a row when its score is at least ``hold``.  Rows without
     the detector's evidence leave its streak alone; rows at or before the warm-up step

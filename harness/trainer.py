@@ -276,8 +276,8 @@ class Trainer:
         """The D phase, then the G phase (D frozen) on the batch D saw last."""
         cfg = self.cfg
         adversarial = self.step >= cfg.disc_start_step
-        drawn = self._drawn()
-        self._logging = self._crosses(cfg.log_every, drawn) or self.batch_index + drawn >= cfg.steps
+        coming = self.batch_index + self._drawn()
+        self._logging = self._crosses(cfg.log_every, self.batch_index, coming)
         batch = fake = None
         if adversarial:
             if self.D_before is not None:
@@ -390,13 +390,10 @@ class Trainer:
         cfg = self.cfg
         return cfg.d_steps + cfg.g_steps - 1 if self.step >= cfg.disc_start_step else cfg.g_steps
 
-    def _crosses(self, every: int, drawn: int) -> bool:
-        """Whether drawing ``drawn`` more batches crosses a multiple of ``every``."""
-        return (self.batch_index + drawn) // every > self.batch_index // every
-
-    def _crossed(self, every: int, batches_before: int) -> bool:
-        """Whether this iteration's batches crossed a multiple of ``every``, or ended the run."""
-        return self.batch_index // every > batches_before // every or self.done
+    def _crosses(self, every: int, before: int, after: int) -> bool:
+        """Whether going from ``before`` to ``after`` batches drawn crosses a multiple of
+        ``every`` or spends the budget."""
+        return after // every > before // every or after >= self.cfg.steps
 
     @property
     def done(self) -> bool:
@@ -435,9 +432,9 @@ class Trainer:
             while not self.done:
                 batches_before = self.batch_index
                 self._train_step()
-                evaluating = self._crossed(cfg.eval_every, batches_before)
-                checkpointing = self._crossed(
-                    cfg.checkpoint_every or cfg.eval_every, batches_before
+                evaluating = self._crosses(cfg.eval_every, batches_before, self.batch_index)
+                checkpointing = self._crosses(
+                    cfg.checkpoint_every or cfg.eval_every, batches_before, self.batch_index
                 )
                 if evaluating:  # before the checkpoint, which then holds the health it saw
                     last_eval = self.evaluate()
@@ -468,7 +465,7 @@ class Trainer:
             self.sched_g.step()
             if d_trained:
                 self.sched_d.step()
-        if self._crossed(self.cfg.log_every, batches_before):
+        if self._crosses(self.cfg.log_every, batches_before, self.batch_index):
             self.report("step", self._step_row(), None)
 
     def _guarded_iteration(self) -> None:
