@@ -17,6 +17,7 @@ from harness.search import STATUS, SearchError, TrialSetup
 from harness.search.driver import fit_to
 from harness.search.optuna_bridge import make_searcher, trial_seed
 from harness.space import parse_space
+from harness.status import Status
 
 SPACE = {
     "objective": "reverse_kl",
@@ -130,6 +131,33 @@ def test_errored_trial_that_completes_on_resume_is_added_to_the_study(searcher):
     assert trials[1].params == trials[0].params and trials[1].value == 0.3
     assert trials[1].user_attrs["trial_id"] == "flaky"
     assert search._trials_run() == 1
+
+
+@pytest.mark.parametrize("told", [True, False])
+def test_an_ending_on_record_outlives_an_error_in_its_resume(searcher, told):
+    """A trial that ended (cut, completed) before the driver was killed can fail to resume when
+    its checkpoint is already gone; that error must not replace the ending on record."""
+    search, folder = searcher
+    search.suggest("done")
+    search.suggest("cut")
+    done = {STATUS: "completed", "reverse_kl": 0.4, "step": 200}
+    cut = {STATUS: "running", "reverse_kl": 1.9, "step": 100}
+    if told:
+        search.on_trial_complete("done", done)
+        search.on_trial_complete("cut", cut)
+    else:  # killed after the driver recorded the endings, before Optuna was told
+        search._record("done", Status.COMPLETED, "", done)
+        search._record("cut", Status.PRUNED, "cut by ASHA at step 100", cut)
+    records = {t: read_outcome(folder.trial_dir(t)) for t in ("done", "cut")}
+    for trial_id in ("done", "cut"):
+        search._completed_trials.discard(trial_id)  # resumed: Ray restores it, and fails
+        search.on_trial_complete(trial_id, None, error=True)
+    assert {t: read_outcome(folder.trial_dir(t)) for t in ("done", "cut")} == records
+    found = states(search)
+    assert len(search._ot_study.get_trials()) == 2
+    assert found["done"][0] == State.COMPLETE and found["done"][1].value == 0.4
+    assert found["cut"][0] == State.PRUNED
+    assert found["cut"][1].user_attrs["status"] == "pruned"
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from harness.faults import fault_point
 from harness.files import atomic_write, finite
 from harness.health import stop_reason
-from harness.results import LOST, SearchFolder, SearchPlan, write_outcome
+from harness.results import LOST, SearchFolder, SearchPlan, read_outcome, write_outcome
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, numbers
 from harness.seeds import TRIALS, derive_seed
 from harness.space import Param, SearchSpace
@@ -123,6 +123,11 @@ class StatusAwareOptunaSearch(OptunaSearch):
     ) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        recorded = read_outcome(self._trial_dir(trial_id)) if error else None
+        if recorded and recorded["status"] in ENDINGS:
+            # it ended before an interruption and Ray's resume of it failed (its checkpoint
+            # already gone): the ending on record stands, the resume's error is not the trial's
+            result, error = {**recorded, STATUS: recorded["status"]}, False
         result = result or {}
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         values = [result.get(m) for m in metrics]
@@ -200,12 +205,16 @@ class StatusAwareOptunaSearch(OptunaSearch):
                     write_outcome(trial_dir, {"status": Status.LOST.value, "reason": LOST})
 
 
+ENDINGS = {Status.COMPLETED, Status.STOPPED, Status.PRUNED}
+"""The endings a trial cannot leave: once one is on record, a later error does not replace it."""
+
+
 def outcome(result: dict[str, Any], error: bool) -> tuple[Status, str]:
     """(status, reason) of a finished trial from its last Tune result."""
     if error:
         return Status.ERRORED, "raised an exception (see the trial's error.txt)"
     status = result.get(STATUS)
-    if status in (Status.COMPLETED, Status.STOPPED, Status.PRUNED):  # pruned: a replay
+    if status in ENDINGS:  # pruned: a replay
         return Status(status), str(result.get("reason", ""))
     why = stop_reason(result)
     if why:  # ended by the HealthStopper at a flagged validation

@@ -14,7 +14,7 @@ from harness.faults import fault_point
 from harness.files import finite
 from harness.metrics import SCORES
 from harness.results import SearchFolder, SearchPlan, read_outcome, write_trials
-from harness.search.optuna_bridge import outcome
+from harness.search.optuna_bridge import ENDINGS, outcome
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, TrialSetup
 from harness.status import TERMINAL, Status
 
@@ -61,6 +61,8 @@ def trial_row(
 def trial_status(trial: Trial, setup: TrialSetup, ended: bool) -> tuple[Status, str]:
     """(status, reason) of a trial: Ray's state, and the ending on record once it ended."""
     recorded = read_outcome(Path(setup.folder) / "trials" / trial.trial_id)
+    if recorded and recorded["status"] in ENDINGS:  # an error after it is its resume's
+        return Status(recorded["status"]), recorded["reason"]
     if trial.status == Trial.ERROR:
         return Status.ERRORED, error_reason(trial)
     if (ended or trial.status == Trial.TERMINATED) and recorded:
