@@ -135,29 +135,34 @@ def test_errored_trial_that_completes_on_resume_is_added_to_the_study(searcher):
 
 @pytest.mark.parametrize("told", [True, False])
 def test_an_ending_on_record_outlives_an_error_in_its_resume(searcher, told):
-    """A trial that ended (cut, completed) before the driver was killed can fail to resume when
-    its checkpoint is already gone; that error must not replace the ending on record."""
+    """A trial that ended (cut, stopped, completed) before the driver was killed can fail to
+    resume when its checkpoint is already gone; that error must not replace the ending on
+    record, nor reach Optuna as a second ending."""
     search, folder = searcher
-    search.suggest("done")
-    search.suggest("cut")
-    done = {STATUS: "completed", "reverse_kl": 0.4, "step": 200}
-    cut = {STATUS: "running", "reverse_kl": 1.9, "step": 100}
-    if told:
-        search.on_trial_complete("done", done)
-        search.on_trial_complete("cut", cut)
-    else:  # killed after the driver recorded the endings, before Optuna was told
-        search._record("done", Status.COMPLETED, "", done)
-        search._record("cut", Status.PRUNED, "cut by ASHA at step 100", cut)
-    records = {t: read_outcome(folder.trial_dir(t)) for t in ("done", "cut")}
-    for trial_id in ("done", "cut"):
+    endings = {
+        "done": (Status.COMPLETED, "", {STATUS: "completed", "reverse_kl": 0.4, "step": 200}),
+        "cut": (Status.PRUNED, "cut by ASHA at step 100", {STATUS: "running", "step": 100}),
+        "diverged": (Status.STOPPED, "diverged: x", {STATUS: "stopped", "step": 7}),
+    }
+    for trial_id, (status, reason, result) in endings.items():
+        search.suggest(trial_id)
+        if told:
+            search.on_trial_complete(trial_id, {"reason": reason, **result})
+        else:  # killed after the driver recorded the ending, before Optuna was told
+            search._record(trial_id, status, reason, result)
+    records = {t: read_outcome(folder.trial_dir(t)) for t in endings}
+    for trial_id in endings:
         search._completed_trials.discard(trial_id)  # resumed: Ray restores it, and fails
         search.on_trial_complete(trial_id, None, error=True)
-    assert {t: read_outcome(folder.trial_dir(t)) for t in ("done", "cut")} == records
+    assert {t: read_outcome(folder.trial_dir(t)) for t in endings} == records
     found = states(search)
-    assert len(search._ot_study.get_trials()) == 2
+    assert len(search._ot_study.get_trials()) == 3
     assert found["done"][0] == State.COMPLETE and found["done"][1].value == 0.4
-    assert found["cut"][0] == State.PRUNED
-    assert found["cut"][1].user_attrs["status"] == "pruned"
+    for trial_id in ("cut", "diverged"):
+        state, trial = found[trial_id]
+        assert state == State.PRUNED and trial.user_attrs["status"] == endings[trial_id][0]
+    nan_reports = found["diverged"][1].intermediate_values.values()
+    assert len(nan_reports) == 1 and all(math.isnan(v) for v in nan_reports)
 
 
 @pytest.mark.parametrize(

@@ -137,13 +137,13 @@ class StatusAwareOptunaSearch(OptunaSearch):
         state = OPTUNA_STATE.get(status, TrialState.FAIL)
         if status == Status.PRUNED:  # Tune skips the searcher for the result ASHA cut at
             self.on_trial_result(trial_id, result)
-        if status == Status.STOPPED:
-            self._report_unstable(trial_id, result)
         if result.get(STATUS) != Status.PRUNED:  # a replayed cut: its folder already has it all
             self._record(trial_id, status, reason, result)
         ot_trial = self._ot_trials[trial_id]
         told = [float(v) for v in values] if state == TrialState.COMPLETE else None
         try:
+            if status == Status.STOPPED:
+                self._report_unstable(trial_id, result)
             ot_trial.set_user_attr("status", status.value)
             ot_trial.set_user_attr("reason", reason)
             fault_point("before_optuna_tell")
