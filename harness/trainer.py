@@ -45,7 +45,7 @@ from harness.build import (
     set_threads,
 )
 from harness.config import ConfigError, TrainerConfig
-from harness.files import atomic_output
+from harness.files import atomic_output, remove_stale_temps
 from harness.guards import Counters, Guards, StopTraining
 from harness.health import HealthConfig, HealthMonitor
 from harness.recipes.base import Adversary, GeneratorLoss, Recipe
@@ -234,6 +234,7 @@ class Trainer:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
+        remove_stale_temps(self.ckpt_dir)  # a save a kill cut short (this is its only writer)
         self.report = report or (lambda kind, row, ckpt: None)
         self.device = pick_device(cfg.device)
         set_threads(cfg.threads)

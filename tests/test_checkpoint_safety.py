@@ -45,6 +45,20 @@ def test_the_trainers_own_checkpoint_needs_no_allow_list(tmp_path: Path) -> None
     assert state["step"] == result.step and isinstance(state["rng"]["numpy"]["state"], dict)
 
 
+def test_a_save_cut_short_leaves_no_temp_file_once_the_trial_runs_again(tmp_path: Path) -> None:
+    from harness.build import make_recipe
+    from harness.trainer import Trainer
+    from harness.trial import resolve_config, run_trial
+
+    settings = {"steps": 20, "eval_every": 20, "log_every": 20, "eval_samples": 200}
+    cfg = resolve_config("ring", "smoke", overrides=settings)
+    result = run_trial(cfg, tmp_path)
+    cut_short = result.checkpoint.with_name(f".{result.checkpoint.name}.0123abcd.tmp")
+    cut_short.write_bytes(b"half a checkpoint")  # what a kill inside atomic_output leaves
+    Trainer(make_recipe(cfg), cfg.trainer, tmp_path)
+    assert not cut_short.exists() and result.checkpoint.is_file()
+
+
 def test_resume_without_a_checkpoint_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
