@@ -12,7 +12,7 @@ the trainer runs) and prints runs x detectors: the step a flag was raised at, th
 and the longest run of rows at ``hold``, so thresholds can be changed and re-judged without
 training again.
 
-    uv run python benchmarks/health_calibration.py train --jobs 2     # 35 runs, ~90 min on 2 cores
+    uv run python benchmarks/health_calibration.py train --jobs 2     # 35 runs, ~55 min on 2 cores
     uv run python benchmarks/health_calibration.py table              # seconds
     uv run python benchmarks/health_calibration.py table --write      # also into the docs
 """
