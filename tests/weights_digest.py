@@ -1,10 +1,15 @@
-"""A fingerprint of trained weights, to pin bit-exact results across code changes."""
+"""Fingerprints of trained weights, to show that a change to the loop changes no bit."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Callable
 
+import pytest
 from torch import nn
+
+from harness import trainer as trainer_module
 
 
 def weights_digest(*nets: nn.Module) -> str:
@@ -15,3 +20,15 @@ def weights_digest(*nets: nn.Module) -> str:
             digest.update(key.encode())
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def digests_with_and_without_freezing(
+    train: Callable[[str], trainer_module.Trainer], monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str]:
+    """G's and D's digest after ``train(name)`` as the trainer runs, then with D left trainable
+    during the G phase (the loop before D was frozen there), in the same process, so the two
+    compare on any CPU: pinned digests differ between instruction sets."""
+    frozen = train("frozen")
+    monkeypatch.setattr(trainer_module, "frozen", lambda net: contextlib.nullcontext())
+    unfrozen = train("unfrozen")
+    return weights_digest(frozen.G, frozen.D), weights_digest(unfrozen.G, unfrozen.D)
