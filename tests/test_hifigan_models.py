@@ -47,6 +47,28 @@ def test_generator_parameter_counts_match_reference(preset, with_norm, without_n
     assert not any("parametrizations" in name for name, _ in g.named_parameters())
 
 
+@pytest.mark.parametrize("preset", ["tiny", "v2"])
+def test_a_dc_free_generator_starts_without_the_default_inits_dc_offset(preset):
+    """Seed 0's untrained tiny G puts out mostly DC: 0.26 against 0.014 RMS of the rest on
+    speech; with ``dc_free`` only ``conv_post`` changes and its output has no DC."""
+    mel = torch.randn(2, 80, 32) - 5.0  # log-mel-like: well below 0 with spread
+    offsets = {}
+    for dc_free in (False, True):
+        torch.manual_seed(0)
+        g = Generator(GENERATOR_PRESETS[preset], dc_free=dc_free)
+        with torch.no_grad():
+            audio = g(mel).squeeze(1)
+        offsets[dc_free] = audio.mean(dim=-1).abs().max().item()
+        taps = g.conv_post.weight.detach().sum(dim=-1)
+        if dc_free:
+            assert taps.abs().max() < 1e-6 and g.conv_post.bias.abs().max() == 0
+            ac = (audio - audio.mean(dim=-1, keepdim=True)).pow(2).mean().sqrt().item()
+            assert offsets[True] < 0.02 * ac  # edge effects of the zero padding only
+    assert offsets[False] > 0.01 > 50 * offsets[True]
+    g.remove_weight_norm()  # the DC-free weights live in weight norm's g and v
+    assert g.conv_post.weight.sum(dim=-1).abs().max() < 1e-6
+
+
 def test_discriminator_parameter_counts_match_reference():
     assert n_params(MultiPeriodDiscriminator()) == 41_105_770
     assert n_params(MultiScaleDiscriminator()) == 29_618_821

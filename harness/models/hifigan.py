@@ -10,6 +10,9 @@ Parameter counts match the reference exactly (see tests/test_hifigan_models.py).
 - The reference's ``init_weights`` (N(0, 0.01)) runs *after* ``weight_norm`` and so never reaches
   the weights (jik876/hifi-gan issue #145); its effective init is PyTorch's default, which is what
   these modules keep.  Re-initialisation is the trainer's ``init`` option.
+- ``Generator(cfg, dc_free=True)`` starts ``conv_post`` with no gain at 0 Hz (each kernel's taps
+  sum to zero, bias zero), so the untrained output carries no DC offset; with PyTorch's default
+  init it does (docs/diagnostics.md, "Calibration").
 """
 
 from __future__ import annotations
@@ -169,10 +172,25 @@ class ResBlock2(nn.Module):
         return x
 
 
-class Generator(nn.Module):
-    """Mel spectrogram ``[B, n_mels, frames]`` -> waveform ``[B, 1, frames * hop_length]`` in [-1, 1]."""
+def zero_dc_gain_(conv: nn.Conv1d) -> None:
+    """Re-initialise ``conv`` in place so that a constant input gives a zero output: every kernel's
+    taps are shifted to sum to zero and the bias is zeroed (set through weight norm, if any)."""
+    with torch.no_grad():
+        weight = conv.weight
+        conv.weight = weight - weight.mean(dim=-1, keepdim=True)
+        if conv.bias is not None:
+            conv.bias.zero_()
 
-    def __init__(self, cfg: GeneratorConfig) -> None:
+
+class Generator(nn.Module):
+    """Mel spectrogram ``[B, n_mels, frames]`` -> waveform ``[B, 1, frames * hop_length]`` in [-1, 1].
+
+    ``dc_free`` starts the output conv with zero gain at 0 Hz (:func:`zero_dc_gain_`): with the
+    default init the untrained output is mostly a DC offset (up to 3x speech's RMS level on a
+    64-channel G), which the mel loss hardly sees and a discriminator hears at once.
+    """
+
+    def __init__(self, cfg: GeneratorConfig, dc_free: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_kernels = len(cfg.resblock_kernel_sizes)
@@ -189,6 +207,8 @@ class Generator(nn.Module):
             for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True):
                 self.resblocks.append(resblock(ch, rk, rd))
         self.conv_post = weight_norm(nn.Conv1d(ch, 1, 7, 1, padding=3))
+        if dc_free:
+            zero_dc_gain_(self.conv_post)
 
     def forward(self, mel: Tensor) -> Tensor:
         x = self.conv_pre(mel)

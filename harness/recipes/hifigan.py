@@ -42,6 +42,9 @@ DNSMOS_AND_PITCH = (*DNSMOS_NAMES, *pitch.NAMES)
 class HifiganConfig:
     generator: str = "v1"  # v1 | v2 | v3 | tiny
     d_width: float = 1.0  # discriminator channel multiplier (1.0 = the paper's MPD/MSD)
+    # G's output conv starts with zero gain at 0 Hz, so the untrained output has no DC offset
+    # (false: the reference's effective init, PyTorch's default; a non-default `init` redraws it)
+    dc_free_init: bool = True
     sample_rate: int = 22050
     segment_size: int = 8192
     loss: str = "lsgan"  # lsgan (paper) | bce
@@ -178,7 +181,7 @@ class HifiganRecipe(Recipe):
 
     # ------------------------------------------------------------------ models
     def build_generator(self) -> nn.Module:
-        return Generator(self.g_cfg)
+        return Generator(self.g_cfg, dc_free=self.cfg.dc_free_init)
 
     def build_discriminator(self) -> nn.Module:
         width = self.cfg.d_width
