@@ -13,8 +13,8 @@ Signals (formulas in docs/diagnostics.md, "Health columns"):
   for the toy mixtures (through their validation);
 - from :class:`HealthMonitor`: the rolling mean / variance of the D loss, the shares the
   detectors read, a score in [0, 1] per detector with its peak and latest value (so a trial that
-  came close is visible), and the flags, raised only when a detector's score reached ``hold`` on
-  ``window`` consecutive windows.
+  came close is visible), and the flags, raised only when a detector's score averaged at least
+  ``hold`` over its last ``window`` windows.
 
 A *window* is one row that carries a detector's evidence: every step row (one ``log_every``
 interval of batches, whatever the D:G ratio) for overpowering; for collapse, the step rows of a
@@ -50,7 +50,7 @@ class HealthConfig:
     A trainer takes ``window`` from ``TrainerConfig.health_window``, the key a trial sets.
     """
 
-    window: int = 5  # W: consecutive windows a condition must hold before its flag is raised
+    window: int = 5  # W: the judged windows a flag averages the detector's score over
     warmup: float = 0.1  # share of the run's steps not judged (G leaving its initialisation)
     roll: int = 10  # step rows in the rolling D-loss mean and variance
     # overpowering: D right about nearly everything, and G's signal from D gone
@@ -74,7 +74,8 @@ class HealthConfig:
     # divergence: the reconstruction loss climbed back from its best
     recon_high: float = math.inf  # loss_recon at or above this multiple of its minimum (inf = off)
     recon_ok: float = math.inf
-    # a row counts towards a flag when its score is at least this (1 = every threshold crossed)
+    # a flag needs the score's mean over W windows at least this (1: every threshold crossed on
+    # each of them; below 1, one noisy window does not undo a trend)
     hold: float = 1.0
 
     def __post_init__(self) -> None:
@@ -297,11 +298,11 @@ class HealthMonitor:
     its minimum, the untrained generator's included), rolling D-loss statistics, scores, peaks
     and flags.
 
-    A detector's condition holds on a row when its score is at least ``hold``.  Rows without
-    the detector's evidence leave its streak alone; rows at or before the warm-up step
-    (``warmup`` x ``total_steps``, and always step 0) are scored but not judged.  The flag is
-    raised once the condition held on ``window`` consecutive judged rows, and ``<name>_since``
-    names the step of the first row of that streak.
+    A detector's flag is up while the mean of its score over its last ``window`` judged rows is
+    at least ``hold`` (with ``hold`` 1: while each of them scored 1).  Rows without the
+    detector's evidence leave its window alone; rows at or before the warm-up step (``warmup`` x
+    ``total_steps``, and always step 0) are scored but not judged.  ``<name>_since`` names the
+    step of the first row of the window that raised the flag, kept while it stays up.
     """
 
     def __init__(self, cfg: HealthConfig | None = None, total_steps: int = 0) -> None:
@@ -311,8 +312,11 @@ class HealthMonitor:
         self.loss_ref: float | None = None
         self.grad_peak = 0.0
         self.recon_min = math.inf
-        self.streak = dict.fromkeys(DETECTORS, 0)
-        self.streak_start: dict[str, int | None] = dict.fromkeys(DETECTORS)
+        # per detector, the (step, score) of its last W judged rows, and the step its flag rose
+        self.recent: dict[str, deque[tuple[int, float]]] = {
+            name: deque(maxlen=self.cfg.window) for name in DETECTORS
+        }
+        self.since: dict[str, int | None] = dict.fromkeys(DETECTORS)
         self.peak: dict[str, float | None] = dict.fromkeys(DETECTORS)
         self.last: dict[str, float | None] = dict.fromkeys(DETECTORS)
 
@@ -342,9 +346,8 @@ class HealthMonitor:
         as eval rows)."""
         out: dict[str, Any] = {}
         for name in DETECTORS:
-            flagged = self.streak[name] >= self.cfg.window
-            out[f"flag_{name}"] = flagged
-            out[f"{name}_since"] = self.streak_start[name] if flagged else None
+            out[f"flag_{name}"] = self.since[name] is not None
+            out[f"{name}_since"] = self.since[name]
             out[f"{name}_peak"] = self.peak[name]
             out[f"{name}_last"] = self.last[name]
         return out
@@ -385,11 +388,20 @@ class HealthMonitor:
             self.last[name] = score
             if judged:
                 self.peak[name] = max(self.peak[name] or 0.0, score)
-            holds = judged and score >= self.cfg.hold
-            if holds and self.streak[name] == 0:
-                self.streak_start[name] = step
-            self.streak[name] = self.streak[name] + 1 if holds else 0
+                self._judge(name, step, score)
         return {**out, **self.current}
+
+    def _judge(self, name: str, step: int, score: float) -> None:
+        """Add a judged row to ``name``'s window and raise or lower its flag."""
+        recent = self.recent[name]
+        recent.append((step, score))
+        full = len(recent) == recent.maxlen
+        # compared as a sum so that hold 1 needs exactly W scores of 1, whatever the rounding
+        if full and sum(s for _, s in recent) >= self.cfg.hold * self.cfg.window:
+            if self.since[name] is None:
+                self.since[name] = recent[0][0]
+        else:
+            self.since[name] = None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -397,8 +409,8 @@ class HealthMonitor:
             "loss_ref": self.loss_ref,
             "grad_peak": self.grad_peak,
             "recon_min": self.recon_min,
-            "streak": dict(self.streak),
-            "streak_start": dict(self.streak_start),
+            "recent": {name: list(rows) for name, rows in self.recent.items()},
+            "since": dict(self.since),
             "peak": dict(self.peak),
             "last": dict(self.last),
         }
@@ -408,8 +420,10 @@ class HealthMonitor:
         self.loss_ref = state["loss_ref"]
         self.grad_peak = state["grad_peak"]
         self.recon_min = state.get("recon_min", math.inf)  # absent from older checkpoints
-        self.streak = {**self.streak, **state["streak"]}
-        self.streak_start = {**self.streak_start, **state["streak_start"]}
+        # checkpoints written before flags averaged over W windows hold no window: start afresh
+        for name, rows in state.get("recent", {}).items():
+            self.recent[name] = deque(map(tuple, rows), maxlen=self.cfg.window)
+        self.since = {**self.since, **state.get("since", {})}
         self.peak = {**self.peak, **state.get("peak", {})}
         self.last = {**self.last, **state.get("last", {})}
 

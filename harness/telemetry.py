@@ -117,11 +117,11 @@ COLUMNS: tuple[Column, ...] = (
             ("score", _F, "0-1", "this row's score; 1 = every threshold crossed"),
             ("peak", _F, "0-1", "highest judged score so far"),
             ("last", _F, "0-1", "latest score"),
-            ("since", _I, "iterations", "first step of the streak behind the flag"),
+            ("since", _I, "iterations", "first step of the window that raised the flag"),
         )
     ),
     *(
-        Column(f"flag_{name}", _B, "", f"{d.words}: held for window rows")
+        Column(f"flag_{name}", _B, "", f"{d.words}: score averaged hold over the last window rows")
         for name, d in DETECTORS.items()
     ),
 )

@@ -176,6 +176,32 @@ def test_hold_below_one_flags_a_nearly_overpowered_run_and_peaks_are_graded():
     assert row["collapse_peak"] is None  # no collapse evidence seen
 
 
+def test_a_hold_below_one_averages_the_window_so_one_noisy_row_does_not_undo_a_trend():
+    # the score is ramp(d_acc; 0.5 -> 1) with the D loss at zero
+    cfg = HealthConfig(window=5, warmup=0.0, hold=0.8, acc_ok=0.5, acc_high=1.0)
+
+    def rows(monitor: HealthMonitor, accuracies: list[float], first: int = 10) -> list[dict]:
+        monitor.note_d_loss(1.0)
+        steps = range(first, first + 10 * len(accuracies), 10)
+        return [
+            monitor.update({"step": s, "d_acc": a, "loss_d": 0.0, "adv_grad_norm": 1.0})
+            for s, a in zip(steps, accuracies, strict=True)
+        ]
+
+    trend = HealthMonitor(cfg, total_steps=100)
+    seen = rows(trend, [1.0, 1.0, 0.75, 1.0, 1.0])  # scores 1, 1, 0.5, 1, 1: mean 0.9
+    assert [r["overpower_score"] for r in seen] == [1.0, 1.0, 0.5, 1.0, 1.0]
+    assert [r["flag_overpower"] for r in seen] == [False] * 4 + [True]
+    assert seen[-1]["overpower_since"] == 10
+    assert rows(trend, [1.0], first=60)[0]["overpower_since"] == 10  # kept while it stays up
+    dropped = rows(trend, [0.5], first=70)[0]  # 0.5, 1, 1, 1, 0: mean 0.7
+    assert not dropped["flag_overpower"] and dropped["overpower_since"] is None
+    alternating = HealthMonitor(cfg, total_steps=100)
+    seen = rows(alternating, [1.0, 0.5, 1.0, 0.5, 1.0, 0.5, 1.0])  # means 0.6 and 0.4
+    assert not any(r["flag_overpower"] for r in seen)
+    assert seen[-1]["overpower_peak"] == 1.0
+
+
 def test_recon_share_is_the_loss_over_its_minimum_so_far():
     monitor = HealthMonitor(HealthConfig(recon_high=2.0, recon_ok=1.5, warmup=0.0), 100)
     shares = [monitor.update({"step": s, "loss_recon": v})["recon_share"]

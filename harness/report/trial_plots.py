@@ -77,7 +77,7 @@ def group_traces(steps: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def flag_marks(rows: pd.DataFrame) -> list[tuple[int, str]]:
-    """(step, label) where each health flag was first raised, with the start of its streak."""
+    """(step, label) where each health flag was first raised, with the first step of its window."""
     marks = []
     for flag in HEALTH:
         column = f"flag_{flag}"
