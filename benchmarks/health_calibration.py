@@ -9,10 +9,10 @@ at its floor, over-smoothing, divergence).  `train` trains the runs that have no
 (their diagnostics go to results/health_calibration/<recipe>/<run>/); `table` replays every run's
 stored step rows through its recipe family's detectors (harness.health.HealthMonitor, the code
 the trainer runs) and prints runs x detectors: the step a flag was raised at, the peak score
-and the longest run of rows at ``hold``, so thresholds can be changed and re-judged without
-training again.
+and the highest mean score over W rows (what a flag compares with ``hold``), so thresholds can
+be changed and re-judged without training again.
 
-    uv run python benchmarks/health_calibration.py train --jobs 2     # 35 runs, ~55 min on 2 cores
+    uv run python benchmarks/health_calibration.py train --jobs 2     # 42 runs, ~60 min on 2 cores
     uv run python benchmarks/health_calibration.py table              # seconds
     uv run python benchmarks/health_calibration.py table --write      # also into the docs
 """
@@ -207,17 +207,19 @@ def replayed(name: str) -> tuple[list[dict[str, Any]], HealthConfig, int]:
     return replay(rows, health, total), health, int(health.warmup * total)
 
 
-def longest_hold(judged: list[dict[str, Any]], detector: str, hold: float, warmup: int) -> int:
-    """The longest run of consecutive judged rows whose ``detector`` score reached ``hold`` (a
-    flag needs W of them): how far a run that was not flagged came, and how far past W one was."""
-    longest = run = 0
-    for row in judged:
-        score = row.get(f"{detector}_score")
-        if row["step"] <= warmup or score is None:
-            continue
-        run = run + 1 if score >= hold else 0
-        longest = max(longest, run)
-    return longest
+def highest_window_mean(
+    judged: list[dict[str, Any]], detector: str, window: int, warmup: int
+) -> float:
+    """The highest mean of ``detector``'s score over ``window`` consecutive judged rows, the
+    quantity a flag compares with ``hold``: how close a run that was not flagged came, and how
+    far past ``hold`` one that was went."""
+    scores = [
+        row[f"{detector}_score"]
+        for row in judged
+        if row["step"] > warmup and row.get(f"{detector}_score") is not None
+    ]
+    means = [sum(scores[i : i + window]) / window for i in range(len(scores) - window + 1)]
+    return max(means, default=0.0)
 
 
 def last_eval(name: str) -> str:
@@ -230,10 +232,10 @@ def last_eval(name: str) -> str:
     return "-"
 
 
-def judge(name: str, judged: list[dict[str, Any]], hold: float, warmup: int) -> dict[str, Any]:
+def judge(name: str, judged: list[dict[str, Any]], window: int, warmup: int) -> dict[str, Any]:
     """One verdict row: how the run ended (the trainer's own stop, e.g. non-finite losses, is not
     a detector), per detector the step its flag was raised at ("-": never), its peak score and
-    its longest run of rows at ``hold`` or above."""
+    its highest mean over ``window`` rows."""
     run = RUNS[name]
     ended = read_result(ROOT / name)
     line: dict[str, Any] = {
@@ -246,8 +248,8 @@ def judge(name: str, judged: list[dict[str, Any]], hold: float, warmup: int) -> 
         first = next((r for r in judged if r.get(f"flag_{det}")), None)
         peak = judged[-1].get(f"{det}_peak") if judged else None
         mark = f"step {first['step']}" if first else "-"
-        longest = longest_hold(judged, det, hold, warmup)
-        line[det] = mark + (f" ({peak:.2f}; {longest})" if peak is not None else "")
+        mean = highest_window_mean(judged, det, window, warmup)
+        line[det] = mark + (f" ({peak:.2f}; {mean:.2f})" if peak is not None else "")
         if first:
             flagged.append(det)
     line["flagged"] = ",".join(flagged) or "none"
@@ -294,7 +296,7 @@ def table(names: list[str]) -> str:
         if not (ROOT / name / "diagnostics").is_dir():
             continue
         judged, health, warmup = replayed(name)
-        verdicts.append(judge(name, judged, health.hold, warmup))
+        verdicts.append(judge(name, judged, health.window, warmup))
         signals.append(extremes(name, judged, warmup))
     return f"{markdown(verdicts)}\n\nSignals after the warm-up:\n\n{markdown(signals)}"
 
