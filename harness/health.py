@@ -13,8 +13,8 @@ Signals (formulas in docs/diagnostics.md, "Health columns"):
   for the toy mixtures (through their validation);
 - from :class:`HealthMonitor`: the rolling mean / variance of the D loss, the shares the
   detectors read, a score in [0, 1] per detector with its peak and latest value (so a trial that
-  came close is visible), and the flags, raised only when a detector's score averaged at least
-  ``hold`` over its last ``window`` windows.
+  came close is visible), and the flags, raised once a detector's score averaged at least
+  ``hold`` over ``window`` consecutive windows, and kept.
 
 A *window* is one row that carries a detector's evidence: every step row (one ``log_every``
 interval of batches, whatever the D:G ratio) for overpowering; for collapse, the step rows of a
@@ -50,7 +50,7 @@ class HealthConfig:
     A trainer takes ``window`` from ``TrainerConfig.health_window``, the key a trial sets.
     """
 
-    window: int = 5  # W: the judged windows a flag averages the detector's score over
+    window: int = 5  # W: the consecutive judged windows a flag averages the score over
     warmup: float = 0.1  # share of the run's steps not judged (G leaving its initialisation)
     roll: int = 10  # step rows in the rolling D-loss mean and variance
     # overpowering: D right about nearly everything, and G's signal from D gone
@@ -298,11 +298,13 @@ class HealthMonitor:
     its minimum, the untrained generator's included), rolling D-loss statistics, scores, peaks
     and flags.
 
-    A detector's flag is up while the mean of its score over its last ``window`` judged rows is
-    at least ``hold`` (with ``hold`` 1: while each of them scored 1).  Rows without the
-    detector's evidence leave its window alone; rows at or before the warm-up step (``warmup`` x
-    ``total_steps``, and always step 0) are scored but not judged.  ``<name>_since`` names the
-    step of the first row of the window that raised the flag, kept while it stays up.
+    A detector's flag is raised once the mean of its score over ``window`` consecutive judged
+    rows reaches ``hold`` (with ``hold`` 1: once each of them scored 1), and stays raised for the
+    rest of the trial: an episode that ends before the next validation still reaches the stopper
+    and the trials table.  Rows without the detector's evidence leave its window alone; rows at
+    or before the warm-up step (``warmup`` x ``total_steps``, and always step 0) are scored but
+    not judged.  ``<name>_since`` names the step of the first row of the window that raised it;
+    ``<name>_last`` says whether the condition still holds.
     """
 
     def __init__(self, cfg: HealthConfig | None = None, total_steps: int = 0) -> None:
@@ -392,16 +394,13 @@ class HealthMonitor:
         return {**out, **self.current}
 
     def _judge(self, name: str, step: int, score: float) -> None:
-        """Add a judged row to ``name``'s window and raise or lower its flag."""
+        """Add a judged row to ``name``'s window; raise its flag if the window's mean reaches
+        ``hold`` (compared as a sum, so that hold 1 needs exactly W scores of 1)."""
         recent = self.recent[name]
         recent.append((step, score))
-        full = len(recent) == recent.maxlen
-        # compared as a sum so that hold 1 needs exactly W scores of 1, whatever the rounding
-        if full and sum(s for _, s in recent) >= self.cfg.hold * self.cfg.window:
-            if self.since[name] is None:
-                self.since[name] = recent[0][0]
-        else:
-            self.since[name] = None
+        reached = sum(s for _, s in recent) >= self.cfg.hold * self.cfg.window
+        if self.since[name] is None and len(recent) == recent.maxlen and reached:
+            self.since[name] = recent[0][0]
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -137,22 +137,28 @@ def healthy(step: int) -> dict:
     return {"step": step, "d_acc": 0.6, "loss_d": 1.3, "adv_grad_norm": 1.0}
 
 
-def test_flag_needs_window_consecutive_judged_rows_and_names_its_start():
+def test_flag_needs_window_consecutive_judged_rows_names_its_start_and_stays_raised():
     monitor = HealthMonitor(HealthConfig(window=3, warmup=0.2), total_steps=100)
     monitor.note_d_loss(1.386)
-    rows = [monitor.update(overpowered(s)) for s in (10, 20, 30, 40, 50)]
-    # steps 10 and 20 are warm-up (0.2 x 100 steps); 30, 40, 50 make the window of 3
-    assert [r["flag_overpower"] for r in rows] == [False, False, False, False, True]
-    assert rows[-1]["overpower_since"] == 30
-    row = monitor.update(healthy(60))  # one healthy row clears the streak
+    rows = [
+        monitor.update(row(s))
+        for row, s in ((overpowered, 10), (overpowered, 20), (overpowered, 30), (overpowered, 40))
+    ]
+    # steps 10 and 20 are warm-up (0.2 x 100 steps): 30 and 40 make two of the window of 3
+    assert not any(r["flag_overpower"] for r in rows)
+    row = monitor.update(healthy(50))  # one healthy row breaks the window
+    for s in (60, 70):
+        row = monitor.update(overpowered(s))
     assert not row["flag_overpower"] and row["overpower_since"] is None
-    for s in (70, 80):
-        monitor.update(overpowered(s))
-    assert not monitor.current["flag_overpower"]
-    row = monitor.update(overpowered(90))
-    assert row["flag_overpower"] and row["overpower_since"] == 70
-    assert stop_reason(row) == "discriminator overpowering since step 70"
+    row = monitor.update(overpowered(80))
+    assert row["flag_overpower"] and row["overpower_since"] == 60
+    assert stop_reason(row) == "discriminator overpowering since step 60"
     assert stop_reason(healthy(100)) is None
+    # raised for the rest of the trial: an episode that ends before the next validation still
+    # reaches the stopper and the trials table; the latest score says it ended
+    row = monitor.update(healthy(90))
+    assert row["flag_overpower"] and row["overpower_since"] == 60
+    assert row["overpower_last"] == 0.0
 
 
 def test_hold_below_one_flags_a_nearly_overpowered_run_and_peaks_are_graded():
@@ -193,9 +199,8 @@ def test_a_hold_below_one_averages_the_window_so_one_noisy_row_does_not_undo_a_t
     assert [r["overpower_score"] for r in seen] == [1.0, 1.0, 0.5, 1.0, 1.0]
     assert [r["flag_overpower"] for r in seen] == [False] * 4 + [True]
     assert seen[-1]["overpower_since"] == 10
-    assert rows(trend, [1.0], first=60)[0]["overpower_since"] == 10  # kept while it stays up
-    dropped = rows(trend, [0.5], first=70)[0]  # 0.5, 1, 1, 1, 0: mean 0.7
-    assert not dropped["flag_overpower"] and dropped["overpower_since"] is None
+    later = rows(trend, [0.5, 0.5], first=60)[-1]  # the window's mean falls to 0.6: kept
+    assert later["flag_overpower"] and later["overpower_since"] == 10
     alternating = HealthMonitor(cfg, total_steps=100)
     seen = rows(alternating, [1.0, 0.5, 1.0, 0.5, 1.0, 0.5, 1.0])  # means 0.6 and 0.4
     assert not any(r["flag_overpower"] for r in seen)
