@@ -150,6 +150,12 @@ RUNS: dict[str, Run] = {
     **healthy("segan"),
     "segan/overpower_lr10_d3": Run("segan", ("overpower",), {"lr_d": 2e-3, "d_steps": 3}),
     "segan/overpower_lr50_d5": Run("segan", ("overpower",), {"lr_d": 1e-2, "d_steps": 5}),
+    # held out: defined before the enhancer family's hold (0.5) was tried on them, trained after
+    **healthy("segan", range(5, 10)),
+    "segan/overpower_lr20_d3": Run(
+        "segan", ("overpower",), {"lr_d": 4e-3, "d_steps": 3, "seed": 1}
+    ),
+    "segan/overpower_lr5_d4": Run("segan", ("overpower",), {"lr_d": 1e-3, "d_steps": 4, "seed": 2}),
     "segan/constant": Run(rigged("segan", "constant"), ("collapse",)),
     "segan/input_free": Run(rigged("segan", "input_free"), ("collapse",)),
     "segan/diverging_lr": Run("segan", ("diverge",), {"lr_g": 5e-2, "lr_d": 5e-2}),
