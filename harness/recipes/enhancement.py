@@ -60,12 +60,13 @@ class EnhancementRecipe(Recipe):
     # collapse (a silent output is -inf); its L1 loss stays within 1.3 x its best, a diverging run
     # reaches 39 x; the mask floor (MetricGAN+) as in HealthConfig.  Overpowering: SEGAN's LSGAN D
     # wins in the paper configuration too (d_acc 1, D loss 1.4 % of L0), so its loss is not
-    # judged; what sets an overpowering D apart is the adversarial gradient it leaves G, which
-    # falls below 0.04 of its peak in the rigged runs and stays above 0.08 in healthy ones, where
-    # it dips below 0.12 on single rows: a flag needs a mean score of 0.5 over W rows (healthy
-    # runs reach 0.19, the rigs 0.81 and 1)
+    # judged; what sets an overpowering D apart is the adversarial gradient it leaves G, low in
+    # the rigged runs and mostly higher in healthy ones, but not on every seed: held-out healthy
+    # seed 7 reaches a 5-row mean score of 0.75 where rigs reach 0.27-1.0, so no hold separates
+    # them at the smoke budget (docs/diagnostics.md).  The strict hold 1 (the condition on every
+    # one of W rows) raises no false alarm on ten paper-configuration seeds and flags only the
+    # most extreme rig: a stopped paper-configuration trial costs a search more than a miss.
     health_config: ClassVar[HealthConfig] = HealthConfig(
-        hold=0.5,
         energy_db=50.0,
         energy_ok_db=40.0,
         recon_high=3.0,
