@@ -333,9 +333,9 @@ class ConstantVocoder(HifiganRecipe):
 @pytest.mark.parametrize("recipe_cls", [HifiganRecipe, ConstantVocoder])
 def test_hifigan_smoke_health(tmp_path, recipe_cls):
     """A constant generator is flagged as collapsed; the paper configuration raises nothing on
-    seed 1 (seed 0's untrained G starts 3.2x too loud and its D wins: docs/diagnostics.md)."""
+    the smoke budget's seed 0 (whose D won on the default init's DC offset: docs/diagnostics.md)."""
     constant = recipe_cls is ConstantVocoder
-    cfg = resolve_config("hifigan", "smoke", overrides={"steps": 200} if constant else {"seed": 1})
+    cfg = resolve_config("hifigan", "smoke", overrides={"steps": 200} if constant else {})
     recipe = recipe_cls(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)
     rows: list[tuple[str, dict]] = []
     trainer = Trainer(recipe, cfg.trainer, tmp_path, lambda k, r, c: rows.append((k, r)))

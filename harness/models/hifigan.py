@@ -116,8 +116,8 @@ GENERATOR_PRESETS: dict[str, GeneratorConfig] = {
     "v2": GeneratorConfig((8, 8, 2, 2), (16, 16, 4, 4), 128, "1", (3, 7, 11), ((1, 3, 5),) * 3),
     "v3": GeneratorConfig((8, 8, 4), (16, 16, 8), 256, "2", (3, 5, 7), ((1, 2), (2, 6), (3, 12))),
     # V1's topology at 1/8 of its width and two MRF branches: a real HiFi-GAN for CPU smoke runs.
-    # Not 1/16: at width 32 only 2 channels reach conv_post, the untrained output starts up to 4.7x
-    # louder than speech depending on the seed, and D wins early (docs/diagnostics.md).
+    # Not 1/16: at width 32 only 2 channels reach conv_post and D holds 22x G's parameters (V1:
+    # 5.1x; here 6.9x), see docs/diagnostics.md, "Calibration".
     "tiny": GeneratorConfig((8, 8, 2, 2), (16, 16, 4, 4), 64, "1", (3, 7), ((1, 3, 5),) * 2),
 }
 
