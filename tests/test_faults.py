@@ -231,6 +231,33 @@ def test_driver_killed_resumes_with_every_trial_accounted_for(tmp_path, kill_at)
     assert "has already finished" in third.stdout and "leaderboard killed" in third.stdout
 
 
+def test_a_snapshot_the_kill_cut_short_is_replaced_by_the_last_whole_one(tmp_path):
+    """Ray rewrites its experiment snapshot in place, so a kill inside that write leaves it
+    empty (the mid-trial case met it); with nothing to read, Tuner.restore brought no trial back,
+    on every later attempt.  The same command now puts the snapshot the driver kept back and
+    completes the search, every ended trial keeping its recorded ending."""
+    folder = SearchFolder(tmp_path / "cut")
+    argv = command(tmp_path, "cut")
+    first = launch(argv, tmp_path / "first.log", env={FAULT_ENV: "before_trials_write"})
+    try:
+        assert first.wait(timeout=900) == -signal.SIGKILL, (tmp_path / "first.log").read_text()
+    finally:
+        kill_session(first)
+    before = snapshot(folder)
+    assert before, "the fault came before any trial ended"
+    newest = sorted(folder.tune.glob("experiment_state-*.json"))[-1]
+    newest.write_bytes(b"")  # what a kill inside Ray's write leaves
+
+    second = run(argv)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"note: Ray's snapshot {newest.name} was cut short" in second.stdout
+    assert_search_complete(folder, TRIALS)
+    assert_records_intact(folder, before)
+    trials = read_trials(folder).set_index("trial_id")
+    for trial_id in before:
+        assert trials.loc[trial_id, "status"] == recorded_status(folder, trial_id), trial_id
+
+
 # ------------------------------------------------------------------------------------ case 2
 def ancestors(pid: int) -> set[int]:
     found = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from harness.results import SearchFolder, SearchPlan, read_outcome
 from harness.search import STATUS, SearchError, TrialSetup
 from harness.search.driver import fit_to
 from harness.search.optuna_bridge import make_searcher, trial_seed
+from harness.search.snapshot import KEPT, heal, keep, reads
 from harness.space import parse_space
 from harness.status import Status
 
@@ -400,3 +402,26 @@ def test_budgets_and_spaces_choose_what_a_validation_reports():
         check_reported(
             "pesq", resolve_config("hifigan", "smoke", sample={"eval_metrics": ["pesk"]})
         )
+
+
+def test_a_snapshot_that_does_not_read_whole_is_replaced_by_the_last_kept_one(tmp_path):
+    """Ray's files as it writes them: JSON, and pickles under both names."""
+    whole = pickle.dumps({"trials": list(range(50))})
+    assert reads(b'{"a": 1}') and reads(whole)
+    assert not reads(b"") and not reads(whole[:-3]) and not reads(b'{"a": ')
+    older = {"experiment_state-s1.json": b'{"n": 1}', "searcher-state-s1.pkl": whole}
+    for name, data in older.items():
+        (tmp_path / name).write_bytes(data)
+    assert heal(tmp_path) is None  # whole: nothing to mend
+    assert keep(tmp_path) and (tmp_path / KEPT).is_file()
+    (tmp_path / "experiment_state-s1.json").write_bytes(b"")  # a kill inside Ray's write
+    assert not keep(tmp_path)  # the kept one stays
+    assert heal(tmp_path) == (
+        "note: Ray's snapshot experiment_state-s1.json was cut short; restoring the last whole one"
+    )
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*-s1.*")} == older
+    # a newer session cut short before any of it was kept gives way to the older one
+    (tmp_path / "experiment_state-s2.json").write_bytes(b'{"n": ')
+    (tmp_path / "searcher-state-s2.pkl").write_bytes(whole)
+    assert heal(tmp_path) is not None
+    assert sorted(p.name for p in tmp_path.glob("*-s*.*")) == sorted(older)

@@ -35,6 +35,7 @@ from harness.results import Resources, SearchFolder, SearchPlan, read_trials, wr
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED, scoped_environ
 from harness.search.optuna_bridge import make_searcher, save_importances
+from harness.search.snapshot import SnapshotKeeper, heal
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import TrialsTable
 from harness.space import SearchSpace
@@ -98,6 +99,9 @@ def fit(
     with scoped_environ(forced=TUNE_FORCED, defaults=TUNE_DEFAULTS):
         if resuming:
             echo(f"resuming search {plan.name!r} from {experiment}")
+            local = local_experiment(plan, folder)
+            if local is not None and (note := heal(local)):
+                echo(note)
             tuner = tune.Tuner.restore(
                 experiment, trainable, resume_unfinished=True, resume_errored=True
             )
@@ -130,6 +134,12 @@ def experiment_path(plan: SearchPlan, folder: SearchFolder) -> tuple[str, str]:
     if plan.storage:
         return plan.storage, plan.name
     return str(folder.path), folder.tune.name
+
+
+def local_experiment(plan: SearchPlan, folder: SearchFolder) -> Path | None:
+    """The experiment's folder on this machine's file system; None where --storage is a URI."""
+    storage_path, name = experiment_path(plan, folder)
+    return None if "://" in storage_path else Path(storage_path, name)
 
 
 def connect(address: str | None) -> bool:
@@ -298,6 +308,7 @@ def new_tuner(
     progress: bool,
 ) -> tune.Tuner:
     storage_path, name = experiment_path(plan, folder)
+    local = local_experiment(plan, folder)
     return tune.Tuner(
         trainable,
         param_space=dict(space.fixed),
@@ -319,6 +330,7 @@ def new_tuner(
                 TrialsTable(setup, plan, echo=progress),
                 JsonLoggerCallback(),
                 OneCopyPerCheckpoint(folder),
+                *([SnapshotKeeper(local)] if local is not None else []),
             ],
             verbose=0,  # progress lines come from TrialsTable
         ),
