@@ -195,7 +195,10 @@ def test_driver_killed_resumes_with_every_trial_accounted_for(tmp_path, kill_at)
     write, or inside the Optuna tell; the same command then completes the search, and every
     trial that had ended keeps the ending it recorded, not trained or told again."""
     folder = SearchFolder(tmp_path / "killed")
-    argv = command(tmp_path, "killed")
+    # mid-trial is found by polling: at 400 steps a ring trial trains for under a second on a fast
+    # CPU and ASHA cuts most at their first checkpoint, so no trial may be seen past its first
+    # checkpoint while another has ended; trials that ASHA keeps then train for seconds
+    argv = command(tmp_path, "killed", steps=3000 if kill_at == "mid_trial" else 400)
     if kill_at == "mid_trial":
         first = launch(argv, tmp_path / "first.log")
         try:
