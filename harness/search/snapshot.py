@@ -43,12 +43,17 @@ def reads(data: bytes) -> bool:
     return bool(data)
 
 
+def newest_state(tune_dir: Path) -> Path | None:
+    """Ray's newest ``experiment_state-<session>.json`` (the one a restore reads), if any."""
+    return max(tune_dir.glob(f"{STATE}*.json"), default=None)
+
+
 def newest_session(tune_dir: Path) -> dict[str, bytes]:
     """The files of Ray's newest snapshot (``*-<session>.json|pkl``), by name, as they are now."""
-    states = sorted(tune_dir.glob(f"{STATE}*.json"))
-    if not states:
+    state = newest_state(tune_dir)
+    if state is None:
         return {}
-    session = states[-1].name.removeprefix(STATE).removesuffix(".json")
+    session = state.name.removeprefix(STATE).removesuffix(".json")
     files = {}
     for path in tune_dir.glob(f"*-{session}.*"):
         try:
@@ -95,14 +100,14 @@ class SnapshotKeeper(tune.Callback):
         self.seen: tuple[str, int, int] | None = None
 
     def _keep(self) -> None:
-        states = sorted(self.tune_dir.glob(f"{STATE}*.json"))
-        if not states:
+        state = newest_state(self.tune_dir)
+        if state is None:
             return
         try:
-            stat = states[-1].stat()
-        except OSError:
+            stat = state.stat()
+        except OSError:  # being replaced
             return
-        mark = (states[-1].name, stat.st_mtime_ns, stat.st_size)
+        mark = (state.name, stat.st_mtime_ns, stat.st_size)
         if mark != self.seen and keep(self.tune_dir):
             self.seen = mark
 
