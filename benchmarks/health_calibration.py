@@ -132,8 +132,8 @@ RUNS: dict[str, Run] = {
     "hifigan/overpower_lr10_d5": Run(
         "hifigan", ("overpower",), {"lr_d": 2e-3, "d_steps": 5, "seed": 2}
     ),
-    # the second held-out part: defined before the vocoder thresholds for the 600-batch smoke
-    # budget and the DC-free generator were set, trained after them
+    # the second held-out part: defined before the vocoder thresholds were checked on the
+    # 600-batch smoke budget and the DC-free generator, trained after that
     **healthy("hifigan", range(10, 15)),
     "hifigan/overpower_lr5_d4": Run(
         "hifigan", ("overpower",), {"lr_d": 1e-3, "d_steps": 4, "seed": 3}

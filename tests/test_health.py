@@ -140,10 +140,7 @@ def healthy(step: int) -> dict:
 def test_flag_needs_window_consecutive_judged_rows_names_its_start_and_stays_raised():
     monitor = HealthMonitor(HealthConfig(window=3, warmup=0.2), total_steps=100)
     monitor.note_d_loss(1.386)
-    rows = [
-        monitor.update(row(s))
-        for row, s in ((overpowered, 10), (overpowered, 20), (overpowered, 30), (overpowered, 40))
-    ]
+    rows = [monitor.update(overpowered(s)) for s in (10, 20, 30, 40)]
     # steps 10 and 20 are warm-up (0.2 x 100 steps): 30 and 40 make two of the window of 3
     assert not any(r["flag_overpower"] for r in rows)
     row = monitor.update(healthy(50))  # one healthy row breaks the window
