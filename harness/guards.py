@@ -29,6 +29,7 @@ class Counters:
 
     nonfinite_skips: int = 0
     oom_skips: int = 0
+    scaler_skips: int = 0  # fp16: steps the GradScaler skipped for inf/NaN gradients
     threshold_skips: int = 0
     consecutive_nonfinite_g: int = 0  # per network: a healthy D must not mask a broken G
     consecutive_nonfinite_d: int = 0
@@ -66,9 +67,12 @@ class Guards:
         self._skip_nonfinite(net, "gradient norm", step)
         return False
 
-    def updated(self, net: str) -> None:
-        """``net`` took a step: its run of consecutive skips is over."""
+    def updated(self, net: str, norm: float) -> None:
+        """``net`` went through its optimizer step: its run of consecutive skips is over.  A
+        non-finite ``norm`` here means the GradScaler (fp16) skipped the step: counted."""
         setattr(self.counters, f"consecutive_nonfinite_{net}", 0)
+        if not math.isfinite(norm):
+            self.counters.scaler_skips += 1
 
     def hard_examples(self, reconstruction: Tensor) -> Tensor | None:
         """The per-example losses at or above ``loss_threshold`` (all of them when it is 0);

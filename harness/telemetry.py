@@ -84,6 +84,7 @@ COLUMNS: tuple[Column, ...] = (
     # counters, cumulative since the trial started
     Column("nonfinite_skips", _I, "updates", "updates skipped for a non-finite or huge loss"),
     Column("oom_skips", _I, "updates", "updates skipped for running out of memory"),
+    Column("scaler_skips", _I, "updates", "fp16 steps the GradScaler skipped (inf/NaN gradients)"),
     Column("threshold_skips", _I, "examples", "examples left out by loss_threshold"),
     # speed
     Column("step_s", _F, "s", "mean wall time per training iteration since the last row"),

@@ -366,7 +366,7 @@ class Trainer:
             torch.nn.utils.clip_grads_with_norm_(params, clip, torch.tensor(norm))
         scaler.step(opt)
         scaler.update()
-        self.guards.updated(name)
+        self.guards.updated(name, norm)
         return norm if math.isfinite(norm) else None  # fp16: the scaler skipped this step
 
     # ---------------------------------------------------------------- small policies
@@ -504,6 +504,7 @@ class Trainer:
             lr_d=self.opt_d.param_groups[0]["lr"],
             nonfinite_skips=c.nonfinite_skips,
             oom_skips=c.oom_skips,
+            scaler_skips=c.scaler_skips,
             threshold_skips=c.threshold_skips,
             step_s=step_s,
             samples_per_s=self.cfg.batch_size * batches / step_s if step_s > 0 else None,

@@ -191,10 +191,60 @@ def test_a_mixed_precision_step_on_cuda_has_finite_losses(tmp_path, corpus, prec
     trainer = _trainer(tmp_path, corpus, rows, device="cuda", precision=precision, log_every=1)
     assert torch.backends.cudnn.benchmark and trainer.opt_g.defaults["fused"]
     assert trainer._next_batch()[0].is_cuda  # through pinned memory, asynchronously
-    for _ in range(2):
+    for _ in range(4):
         trainer._train_step()
     trainer.recipe.close()
-    assert len(rows) == 2
+    assert len(rows) == 4
     for row in rows:
-        for key in ("loss_d", "loss_g", "loss_mel", "grad_norm_g", "grad_norm_d"):
+        for key in ("loss_d", "loss_g", "loss_mel"):
             assert math.isfinite(row[key]), (precision, key, row[key])
+    # a norm is missing only where fp16's GradScaler skipped the step, and then it is counted
+    updates = sum("grad_norm_g" in row for row in rows) + sum("grad_norm_d" in row for row in rows)
+    assert updates + rows[-1]["scaler_skips"] == 8
+    if precision == "bf16":
+        assert rows[-1]["scaler_skips"] == 0
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_an_fp16_overflow_is_skipped_by_the_scaler_and_counted(tmp_path, corpus, device):
+    rows: list[dict] = []
+    trainer = _trainer(tmp_path, corpus, rows, device=device, precision="fp16", log_every=1)
+    trainer._train_step()
+    nets = (trainer.G, trainer.D)
+    weights = [{k: v.detach().clone() for k, v in net.named_parameters()} for net in nets]
+    skips = trainer.counters.scaler_skips
+    for scaler in (trainer.scaler_g, trainer.scaler_d):
+        scaler.update(2.0**60)  # every fp16 gradient overflows at this scale
+    trainer._train_step()
+    trainer.recipe.close()
+    assert trainer.counters.scaler_skips == skips + 2 == rows[-1]["scaler_skips"]
+    assert trainer.counters.nonfinite_skips == 0  # the scaler's own skip, not a guard's
+    assert trainer.scaler_g.get_scale() == trainer.scaler_d.get_scale() == 2.0**59
+    assert math.isfinite(rows[-1]["loss_d"]) and math.isfinite(rows[-1]["loss_g"])
+    for before, net in zip(weights, nets, strict=True):  # (spectral norm's buffers do move)
+        assert all(torch.equal(before[k], v) for k, v in net.named_parameters())
+
+
+@pytest.fixture
+def cuda_memory_cap():
+    """Sets this process's CUDA allocator cap for a test; the whole device again after it."""
+    yield torch.cuda.set_per_process_memory_fraction
+    torch.cuda.set_per_process_memory_fraction(1.0)
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+def test_a_real_cuda_out_of_memory_batch_is_skipped_and_counted(tmp_path, corpus, cuda_memory_cap):
+    trainer = _trainer(tmp_path, corpus, device="cuda", segment_size=8192, batch_size=8)
+    trainer._train_step()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    cuda_memory_cap((torch.cuda.memory_allocated() + 8 * 2**20) / total)  # 8 MiB to spare
+    step = trainer.step
+    trainer._train_step()  # the allocator refuses this batch's activations
+    assert trainer.counters.oom_skips == 1 and trainer.step == step + 1
+    cuda_memory_cap(1.0)
+    trainer._train_step()
+    trainer.recipe.close()
+    assert trainer.counters.oom_skips == 1 and trainer.counters.consecutive_oom == 0

@@ -120,7 +120,7 @@ def panels(steps: pd.DataFrame, evals: pd.DataFrame, objective: str, window: int
         Panel("learning rates", _lines(steps, "lr_g", "lr_d"), log_y=True),
         Panel(
             "skipped updates (cumulative)",
-            _lines(steps, "nonfinite_skips", "oom_skips", "threshold_skips"),
+            _lines(steps, "nonfinite_skips", "oom_skips", "scaler_skips", "threshold_skips"),
         ),
     ]
     return [p for p in out if p.traces]
