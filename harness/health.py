@@ -60,6 +60,9 @@ class HealthConfig:
     loss_ok: float = 0.5  # (loss_low 0: D loss not judged, as for an LSGAN D that wins healthily)
     grad_low: float = 0.01  # adversarial gradient at or below this share of its peak "vanished"
     grad_ok: float = 0.1
+    # what the adversarial gradient is measured against: "peak" (its own peak so far) or
+    # "reconstruction" (the reconstruction loss's gradient on the same generated batch)
+    grad_against: str = "peak"
     # collapse: the generator's outputs stopped spreading like the data
     coverage_low: float = 0.5  # toy: share of modes covered at or below this is collapse
     diversity_low: float = 0.05  # conditional: diversity ratio at or below this is collapse
@@ -84,6 +87,10 @@ class HealthConfig:
                 raise HealthError(f"{key}: must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.warmup < 1:
             raise HealthError(f"warmup: must be in [0, 1), got {self.warmup}")
+        if self.grad_against not in ("peak", "reconstruction"):
+            raise HealthError(
+                f"grad_against: must be 'peak' or 'reconstruction', got {self.grad_against!r}"
+            )
         if not 0 < self.hold <= 1:
             raise HealthError(f"hold: must be in (0, 1], got {self.hold}")
         for low, ok in (("loss_low", "loss_ok"), ("grad_low", "grad_ok")):
@@ -269,9 +276,8 @@ def diverge_score(row: Mapping[str, Any], cfg: HealthConfig) -> float | None:
 
 
 def _overpower(row: Mapping[str, Any], cfg: HealthConfig) -> float | None:
-    return overpower_score(
-        row.get("d_acc"), row.get("d_loss_share"), row.get("adv_grad_share"), cfg
-    )
+    grad = row.get("adv_grad_share" if cfg.grad_against == "peak" else "adv_recon_ratio")
+    return overpower_score(row.get("d_acc"), row.get("d_loss_share"), grad, cfg)
 
 
 @dataclass(frozen=True)

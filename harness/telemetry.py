@@ -78,6 +78,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("grad_norm_g", _F, "L2 norm", "generator global gradient norm, before clipping"),
     Column("grad_norm_d", _F, "L2 norm", "discriminator global gradient norm, before clipping"),
     Column("adv_grad_norm", _F, "L2 norm", "norm of dL_adv / d(generated batch): D's signal to G"),
+    Column("recon_grad_norm", _F, "L2 norm", "norm of dL_recon / d(generated batch)"),
+    Column("adv_recon_ratio", _F, "ratio", "adv_grad_norm / recon_grad_norm (same batch)"),
     Column("lr_g", _F, "", "generator learning rate"),
     Column("lr_d", _F, "", "discriminator learning rate"),
     Column("r1_penalty", _F, "", "R1 gradient penalty on real data (unweighted)"),

@@ -136,19 +136,29 @@ def r1_penalty(recipe: Recipe, discriminator: nn.Module, batch: Any) -> Tensor:
     return grad.float().pow(2).flatten(1).sum(1).mean()
 
 
-def adversarial_grad_norm(out: GeneratorLoss, fake: Tensor, loss_scale: float) -> float | None:
-    """‖∂L_adv/∂x̂‖₂ over the generated batch: the signal G actually receives from D.
+def gradient_norm_on(term: Tensor, fake: Tensor, loss_scale: float) -> float | None:
+    """‖∂term/∂x̂‖₂ over the generated batch; None where ``term`` does not depend on it.
 
     ``loss_scale`` (fp16's GradScaler scale, else 1) keeps the gradient representable and is
     divided out again; G's graph is kept for its update.
     """
-    term = out.adversarial if out.adversarial_only is None else out.adversarial_only
     if not (term.requires_grad and fake.requires_grad):
         return None
     (grad,) = torch.autograd.grad(
         term.float() * loss_scale, fake, retain_graph=True, allow_unused=True
     )
     return 0.0 if grad is None else float(grad.float().norm()) / loss_scale
+
+
+def generator_gradients(out: GeneratorLoss, recon: Tensor, fake: Tensor, scale: float) -> dict:
+    """What G is told, measured on its output: the adversarial term's gradient (the signal G
+    actually receives from D), the reconstruction mean's, and their ratio (scale-free: both are
+    gradients on the same batch)."""
+    term = out.adversarial if out.adversarial_only is None else out.adversarial_only
+    adv = gradient_norm_on(term, fake, scale)
+    rec = gradient_norm_on(recon.mean(), fake, scale)
+    ratio = adv / rec if adv is not None and rec else None
+    return {"adv_grad_norm": adv, "recon_grad_norm": rec, "adv_recon_ratio": ratio}
 
 
 def compile_seconds() -> float:
@@ -337,7 +347,7 @@ class Trainer:
             self.monitor.note_recon(float(recon.detach().mean()))
         if self._logging and adversarial:
             scale = self.scaler_g.get_scale()  # 1.0 unless fp16
-            self.interval.add(adv_grad_norm=adversarial_grad_norm(out, fake, scale))
+            self.interval.add(**generator_gradients(out, recon, fake, scale))
         norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss, self.cfg.clip_grad_g)
         if norm is not None:  # the weights changed
             self.recipe.after_generator_step(self.G)

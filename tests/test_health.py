@@ -350,3 +350,18 @@ def test_hifigan_smoke_health(tmp_path, recipe_cls):
         assert steps[-1]["flag_collapse"]
     else:
         assert not any(r["flag_collapse"] or r["flag_overpower"] for _, r in rows)
+
+
+def test_against_the_reconstruction_a_d_that_starves_g_scores_where_its_own_peak_hides_it():
+    """A rig's D gives G a tenth of the L1 term's gradient from its first rows on: against its
+    own (small) peak that looks like a healthy run's share, against the L1 term it does not."""
+    starving = {"d_acc": 1.0, "loss_d": 0.01, "adv_grad_norm": 0.03, "adv_recon_ratio": 0.1}
+    teaching = {"d_acc": 1.0, "loss_d": 0.01, "adv_grad_norm": 1.0, "adv_recon_ratio": 3.0}
+    enhancer = {"loss_low": 0.0, "grad_low": 0.3, "grad_ok": 0.6, "warmup": 0.0}
+    for row, against_peak, against_recon in ((starving, 0.0, 1.0), (teaching, 0.0, 0.0)):
+        peak = HealthMonitor(HealthConfig(**enhancer), total_steps=100)
+        recon = HealthMonitor(HealthConfig(**enhancer, grad_against="reconstruction"), 100)
+        assert peak.update({"step": 10, **row})["overpower_score"] == against_peak
+        assert recon.update({"step": 10, **row})["overpower_score"] == against_recon
+    with pytest.raises(HealthError, match="grad_against"):
+        HealthConfig(grad_against="median")

@@ -137,3 +137,21 @@ def test_search_space_starts_at_the_paper_and_optimises_pesq():
     assert {"d_steps", "lr_g", "lr_d", "lambda_l1", "label_smoothing"} <= set(space.swept)
     paper = resolve_config("segan", "paper").flat()
     assert space.points[0] == {key: paper[key] for key in space.swept}
+
+
+def test_step_rows_weigh_ds_gradient_against_the_l1_terms(tmp_path, corpus):
+    """G's L1 term is lambda_l1 x mean |x_hat - x|: its gradient on the generated batch has norm
+    lambda_l1 / sqrt(B x T) wherever no sample is exactly right, whatever the networks."""
+    from harness.build import make_recipe
+    from harness.trainer import Trainer
+
+    rows: list[dict] = []
+    cfg = tiny_config(corpus, log_every=1)
+    trainer = Trainer(make_recipe(cfg), cfg.trainer, tmp_path, lambda k, row, c: rows.append(row))
+    for _ in range(2):
+        trainer._train_step()
+    trainer.recipe.close()
+    expected = 100.0 / (TINY["batch_size"] * TINY["segment_size"]) ** 0.5
+    for row in rows:
+        assert row["recon_grad_norm"] == pytest.approx(expected, rel=1e-4)
+        assert row["adv_recon_ratio"] == pytest.approx(row["adv_grad_norm"] / expected, rel=1e-4)
