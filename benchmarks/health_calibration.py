@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -279,6 +280,7 @@ SIGNALS = (
     ("d_acc", max, "max d_acc"),
     ("d_loss_share", min, "min D loss / L0"),
     ("adv_grad_share", min, "min adv grad share"),
+    ("adv_recon_ratio", statistics.median, "median adv / recon grad"),
     ("diversity_ratio", min, "min diversity"),
     ("energy_ratio", min, "min level ratio"),
     ("energy_ratio", max, "max level ratio"),
