@@ -20,6 +20,8 @@ D), and each optimizer step.
     uv run python benchmarks/train_step.py --write            # also update benchmarks/README.md
     uv run python benchmarks/train_step.py --compare 6bfb109 --budgets paper --batch 2 \
         --threads 2 --arm fused_optimizer=false --write
+    uv run python benchmarks/train_step.py --compare ref/ --budgets paper --precisions fp32 \
+        --arm precision=bf16                  # REF exported beforehand: git archive 6bfb109
 """
 
 from __future__ import annotations
@@ -231,7 +233,9 @@ class Worker:
     """A :func:`serve` process importing the harness under ``root``."""
 
     def __init__(self, root: Path, spec: dict[str, Any]) -> None:
-        env = {**os.environ, "PYTHONPATH": str(root)}
+        # the tree's harness first, then whatever the caller's path adds (e.g. carried packages)
+        paths = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         threads = spec["overrides"].get("threads")
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -277,7 +281,9 @@ def compare(args: argparse.Namespace, budget: str, precision: str) -> dict[str, 
         extra = dict(pair.split("=", 1) for pair in arm.split(","))
         arms.append((f"after, {arm}", REPO, {**base, **extra}))
     with tempfile.TemporaryDirectory() as tmp:
-        ref_root = export_commit(args.compare, Path(tmp) / "ref")
+        ref_root = Path(args.compare)  # a tree exported beforehand, where git is not at hand
+        if not ref_root.is_dir():
+            ref_root = export_commit(args.compare, Path(tmp) / "ref")
         workers = [
             Worker(root or ref_root, {"budget": budget, "overrides": overrides})
             for _, root, overrides in arms
@@ -369,7 +375,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--compare", metavar="REF", help="time commit REF against this tree")
+    parser.add_argument(
+        "--compare",
+        metavar="REF",
+        help="time commit REF (or a tree exported from it) against this tree",
+    )
     parser.add_argument(
         "--arm", action="append", default=[], help="with --compare: this tree with KEY=VALUE,..."
     )
