@@ -28,6 +28,7 @@ from harness.health import (
 from harness.recipes.base import Adversary
 from harness.recipes.hifigan import HifiganRecipe
 from harness.recipes.ring import RingRecipe, mode_means
+from harness.recipes.segan import SeganRecipe
 from harness.trainer import Trainer
 from harness.trial import resolve_config
 
@@ -365,3 +366,24 @@ def test_against_the_reconstruction_a_d_that_starves_g_scores_where_its_own_peak
         assert recon.update({"step": 10, **row})["overpower_score"] == against_recon
     with pytest.raises(HealthError, match="grad_against"):
         HealthConfig(grad_against="median")
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("rigged", [False, True])
+def test_segan_smoke_overpowering(tmp_path, rigged):
+    """The paper configuration (seed 0) raises nothing on the smoke budget; a D at 20x the
+    learning rate and 3 steps per G step (seed 1) is flagged as overpowering, which judged
+    against its own peak gradient it was not (5-row mean 0.73; docs/diagnostics.md)."""
+    overrides = {"lr_d": 4e-3, "d_steps": 3, "seed": 1} if rigged else {}
+    cfg = resolve_config("segan", "smoke", overrides=overrides)
+    recipe = SeganRecipe(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)
+    rows: list[dict] = []
+    trainer = Trainer(recipe, cfg.trainer, tmp_path, lambda k, r, c: rows.append(r))
+    try:
+        trainer.fit()
+    finally:
+        recipe.close()
+    last = rows[-1]
+    assert last["flag_overpower"] == rigged and not last["flag_collapse"]
+    if rigged:
+        assert last["overpower_since"] <= 70
