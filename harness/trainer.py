@@ -150,7 +150,9 @@ def gradient_norm_on(term: Tensor, fake: Tensor, loss_scale: float) -> float | N
     return 0.0 if grad is None else float(grad.float().norm()) / loss_scale
 
 
-def generator_gradients(out: GeneratorLoss, recon: Tensor, fake: Tensor, scale: float) -> dict:
+def generator_gradients(
+    out: GeneratorLoss, recon: Tensor, fake: Tensor, scale: float
+) -> dict[str, float | None]:
     """What G is told, measured on its output: the adversarial term's gradient (the signal G
     actually receives from D), the reconstruction mean's, and their ratio (scale-free: both are
     gradients on the same batch)."""

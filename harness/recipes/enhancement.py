@@ -63,9 +63,10 @@ class EnhancementRecipe(Recipe):
     # judged, and the adversarial gradient against its own peak did not separate the classes
     # (held-out healthy seed 7 reached 0.75 where rigs reached 0.27-1.0).  Against the L1 term's
     # gradient on the same batch it does: after the warm-up the paper configuration's D gives G
-    # 0.5-6 x the reconstruction's gradient, a D at 10-50 x its learning rate 0.01-0.3 x from
-    # its first rows (calibration seeds 0-4 and rigs 10x/3, 50x/5).  Hold 0.8, the vocoder's:
-    # single rows spike (a rig's ratio jumps to 0.5-1 for one row in ten).
+    # 1.5-6.4 x the reconstruction's gradient (medians over 15 seeds), a D at 10-50 x its
+    # learning rate 0.15-0.29 x, low from its first rows on (thresholds read off seeds 0-4 and
+    # rigs 10x/3, 50x/5).  Hold 0.8, the vocoder's: single rows spike (a rig's ratio jumps to
+    # 0.5-1 for one row in ten).
     health_config: ClassVar[HealthConfig] = HealthConfig(
         energy_db=50.0,
         energy_ok_db=40.0,
