@@ -25,7 +25,8 @@ import tomllib
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from git_tree import REPO, export_commit
+
 OUT = REPO / ".whl"
 BASELINE = "6bfb109"
 # missing from the image's package list (/work/.library/device/KINDS.md, read 2026-11-17)
@@ -93,11 +94,7 @@ def baseline_tree() -> Path:
     dest = REPO / f".ref{BASELINE}"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir()
-    tar = subprocess.run(["git", "archive", BASELINE, "harness"], cwd=REPO, capture_output=True,
-                         check=True)  # fmt: skip
-    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
-        archive.extractall(dest, filter="data")
-    return dest
+    return export_commit(BASELINE, dest, "harness")
 
 
 def main() -> None:

@@ -27,14 +27,12 @@ D), and each optimizer step.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections import defaultdict
@@ -43,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from git_tree import export_commit
 
 from harness.build import make_recipe
 from harness.telemetry import DiagnosticsWriter
@@ -262,14 +261,6 @@ class Worker:
         if self.proc.stdin:
             self.proc.stdin.close()
         self.proc.wait()
-
-
-def export_commit(ref: str, dest: Path) -> Path:
-    """The tree of commit ``ref`` of this repository, written under ``dest``."""
-    tar = subprocess.run(["git", "archive", ref], cwd=REPO, capture_output=True, check=True)
-    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
-        archive.extractall(dest, filter="data")
-    return dest
 
 
 def compare(args: argparse.Namespace, budget: str, precision: str) -> dict[str, Any]:
