@@ -12,9 +12,10 @@ the trainer runs) and prints runs x detectors: the step a flag was raised at, th
 and the highest mean score over W rows (what a flag compares with ``hold``), so thresholds can
 be changed and re-judged without training again.
 
-    uv run python benchmarks/health_calibration.py train --jobs 2     # 42 runs, ~60 min on 2 cores
+    uv run python benchmarks/health_calibration.py train --jobs 2     # 68 runs, about an hour on 2 cores
     uv run python benchmarks/health_calibration.py table              # seconds
     uv run python benchmarks/health_calibration.py table --write      # also into the docs
+    uv run python benchmarks/health_calibration.py effect --write     # runs against their twins
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from harness.health import DETECTORS, HealthConfig, HealthMonitor
 from harness.recipes import RECIPES, recipe_class
@@ -39,7 +42,8 @@ from harness.trial import resolve_config, run_trial
 
 ROOT = Path("results/health_calibration")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "diagnostics.md"
-BEGIN, END = "<!-- health_calibration:begin -->", "<!-- health_calibration:end -->"
+TABLE_MARKERS = ("<!-- health_calibration:begin -->", "<!-- health_calibration:end -->")
+EFFECT_MARKERS = ("<!-- adversarial_effect:begin -->", "<!-- adversarial_effect:end -->")
 
 
 def constant(base: type[Recipe]) -> type[Recipe]:
@@ -170,14 +174,40 @@ RUNS: dict[str, Run] = {
     "segan/constant": Run(rigged("segan", "constant"), ("collapse",)),
     "segan/input_free": Run(rigged("segan", "input_free"), ("collapse",)),
     "segan/diverging_lr": Run("segan", ("diverge",), {"lr_g": 5e-2, "lr_d": 5e-2}),
+    # the fourth part, registered with its prediction before it was trained: SEGAN with the
+    # adversarial term off (L1 only, D still trains), flagged by overpower (D's gradient to G is
+    # zero while D wins)
+    "segan/mel_only": Run(rigged("segan", "mel_only"), ("oversmooth", "overpower")),
     **healthy("metricgan"),
     "metricgan/mask_floor": Run(rigged("metricgan", "mask_floor"), ("collapse",)),
     "metricgan/input_free": Run(rigged("metricgan", "input_free"), ("collapse",)),
 }
 
 
-def train_one(name: str, threads: int | None) -> str:
+def adversarial_off(name: str) -> tuple[str, Run]:
+    """The twin of labelled run ``name``: the same recipe, seed and overrides with G's
+    adversarial terms off (D still trains, on the same batches), so comparing the two runs'
+    outputs shows what D's gradient did to G over the whole run."""
     run = RUNS[name]
+    recipe, rest = name.split("/", 1)
+    return f"{recipe}/adv_off/{rest}", Run(rigged(run.recipe, "mel_only"), (), run.overrides)
+
+
+# Whether a rig's D stopped teaching G, tested by intervention rather than by the detector's
+# signal: each run against its adversarial-off twin (`effect`).  Registered with these
+# predictions before any twin was trained: each of the five SEGAN overpowering rigs the
+# detector flags changes G's output less, at its last validation (60-100 G updates), than any
+# paper-configuration seed's D does after 100 G updates; the 5x / 4-step rig's D, which the
+# detector does not flag, changes it at least as much as the least of those seeds' does.
+TWINNED = [f"segan/healthy_seed{s}" for s in range(5)] + [
+    name for name in RUNS if name.startswith("segan/overpower_")
+]
+TWINS: dict[str, Run] = dict(adversarial_off(name) for name in TWINNED)
+TRAINABLE = {**RUNS, **TWINS}
+
+
+def train_one(name: str, threads: int | None) -> str:
+    run = TRAINABLE[name]
     out = ROOT / name
     if (out / "result.json").is_file():
         return f"{name}: already trained"
@@ -299,6 +329,44 @@ def extremes(name: str, judged: list[dict[str, Any]], warmup: int) -> dict[str, 
     return line
 
 
+def sample_step(name: str, at_most: int | None) -> int:
+    """The last validation step of ``name`` whose sample WAVs were kept, at or before
+    ``at_most`` when given."""
+    steps = sorted(int(d.name.split("_")[1]) for d in (ROOT / name / "samples").glob("step_*"))
+    kept = [s for s in steps if at_most is None or s <= at_most]
+    if not kept:
+        raise SystemExit(f"{ROOT / name / 'samples'}: no validation samples at or before {at_most}")
+    return kept[-1]
+
+
+def samples(name: str, step: int) -> np.ndarray:
+    """The validation samples ``name`` generated at ``step``, concatenated in name order."""
+    files = sorted((ROOT / name / "samples" / f"step_{step:08d}").glob("*.wav"))
+    return np.concatenate([sf.read(f, dtype="float64")[0] for f in files])
+
+
+def adversarial_effect(name: str, at_most: int | None = None) -> dict[str, Any]:
+    """How much D's gradient changed G: ||y - y_off|| / ||y_off|| between the validation samples
+    of ``name`` and of its adversarial-off twin at the same step (the last kept one, at or
+    before ``at_most`` G updates).  Near 0, G came out as it would have without D."""
+    twin, _ = adversarial_off(name)
+    step = sample_step(name, at_most)
+    with_d, without = samples(name, step), samples(twin, step)
+    effect = np.linalg.norm(with_d - without) / np.linalg.norm(without)
+    return {"run": name, "G updates": step, "D's effect on G's output": f"{effect:.3f}"}
+
+
+def effects() -> str:
+    """The adversarial-effect table: paper-configuration seeds after 100 G updates (as many as
+    the rigs get, or more), each rig at its last validation."""
+    lines = [
+        adversarial_effect(name, 100 if "healthy" in name else None)
+        for name in TWINNED
+        if (ROOT / adversarial_off(name)[0] / "samples").is_dir()
+    ]
+    return markdown(lines)
+
+
 def markdown(lines: list[dict[str, Any]]) -> str:
     frame = pd.DataFrame(lines)
     header = "| " + " | ".join(frame.columns) + " |"
@@ -321,24 +389,29 @@ def table(names: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("train", "table"))
-    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated run names")
+    parser.add_argument("action", choices=("train", "table", "effect"))
+    parser.add_argument(
+        "--runs", help="comma-separated run names (default: every run; table: the labelled ones)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
-    parser.add_argument("--write", action="store_true", help="table: update docs/diagnostics.md")
+    parser.add_argument("--write", action="store_true", help="update docs/diagnostics.md")
     args = parser.parse_args(argv)
-    names = [n for n in args.runs.split(",") if n]
-    unknown = [n for n in names if n not in RUNS]
+    known = TRAINABLE if args.action == "train" else RUNS
+    names = [n for n in args.runs.split(",") if n] if args.runs else list(known)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        print(f"--runs: unknown run {unknown[0]!r}; valid: {', '.join(RUNS)}", file=sys.stderr)
+        print(f"--runs: unknown run {unknown[0]!r}; valid: {', '.join(known)}", file=sys.stderr)
         return 2
     if args.action == "train":
         train(names, args.jobs)
         return 0
-    text = table(names)
+    text, (begin, end) = (
+        (table(names), TABLE_MARKERS) if args.action == "table" else (effects(), EFFECT_MARKERS)
+    )
     print(text)
     if args.write:
-        pre, rest = DOCS.read_text().split(BEGIN, 1)
-        DOCS.write_text(f"{pre}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
+        pre, rest = DOCS.read_text().split(begin, 1)
+        DOCS.write_text(f"{pre}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
     return 0
 
 
