@@ -178,6 +178,25 @@ RUNS: dict[str, Run] = {
     # adversarial term off (L1 only, D still trains), flagged by overpower (D's gradient to G is
     # zero while D wins)
     "segan/mel_only": Run(rigged("segan", "mel_only"), ("oversmooth", "overpower")),
+    # the fifth part, at 1600 batches instead of the smoke budget's 300, registered with these
+    # predictions before any of it was trained (a 1200-batch probe of the 5x / 4-step rig and of
+    # seed 2 had been seen: the rig's D gave G 6x the L1 term's gradient until G update 120, 0.5x
+    # by update 290): no paper-configuration seed flagged; every 5x / 4-step rig flagged by
+    # overpower after batch 900, none before batch 300.  If both hold, the 300-batch
+    # segan/overpower_lr5_d4 counts as a rig whose failure begins after its budget (expected
+    # unflagged there) and this part is the evidence that the detector catches it
+    **{
+        f"segan/long/{name.split('/')[1]}": replace(run, overrides={**run.overrides, "steps": 1600})
+        for name, run in {
+            **healthy("segan"),
+            **{
+                f"segan/overpower_lr5_d4_seed{s}": Run(
+                    "segan", ("overpower",), {"lr_d": 1e-3, "d_steps": 4, "seed": s}
+                )
+                for s in (2, 5, 6)
+            },
+        }.items()
+    },
     **healthy("metricgan"),
     "metricgan/mask_floor": Run(rigged("metricgan", "mask_floor"), ("collapse",)),
     "metricgan/input_free": Run(rigged("metricgan", "input_free"), ("collapse",)),
