@@ -200,6 +200,8 @@ RUNS: dict[str, Run] = {
     **healthy("metricgan"),
     "metricgan/mask_floor": Run(rigged("metricgan", "mask_floor"), ("collapse",)),
     "metricgan/input_free": Run(rigged("metricgan", "input_free"), ("collapse",)),
+    # registered with its prediction before it was trained: flagged by collapse (the level)
+    "metricgan/constant": Run(rigged("metricgan", "constant"), ("collapse",)),
 }
 
 
