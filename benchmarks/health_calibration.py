@@ -325,7 +325,7 @@ def judge(name: str, judged: list[dict[str, Any]], window: int, warmup: int) -> 
         peak = judged[-1].get(f"{det}_peak") if judged else None
         mark = f"step {first['step']}" if first else "-"
         mean = highest_window_mean(judged, det, window, warmup)
-        line[det] = mark + (f" ({peak:.2f}; {mean:.2f})" if peak is not None else "")
+        line[det] = mark + (f" ({peak:.2f}; {mean:.3f})" if peak is not None else "")
         if first:
             flagged.append(det)
     line["flagged"] = ",".join(flagged) or "none"
