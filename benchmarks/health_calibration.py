@@ -229,7 +229,8 @@ def adversarial_off(name: str) -> tuple[str, Run]:
 # paper-configuration seed's D does after 100 G updates; the 5x / 4-step rig's D, which the
 # detector does not flag, changes it at least as much as the least of those seeds' does.
 TWINNED = [f"segan/healthy_seed{s}" for s in range(5)] + [
-    name for name in RUNS if name.startswith("segan/overpower_")
+    f"segan/overpower_{rig}"
+    for rig in ("lr10_d3", "lr50_d5", "lr20_d3", "lr5_d4", "lr15_d3", "lr30_d4")
 ]
 TWINS: dict[str, Run] = dict(adversarial_off(name) for name in TWINNED)
 TRAINABLE = {**RUNS, **TWINS}
