@@ -12,7 +12,7 @@ the trainer runs) and prints runs x detectors: the step a flag was raised at, th
 and the highest mean score over W rows (what a flag compares with ``hold``), so thresholds can
 be changed and re-judged without training again.
 
-    uv run python benchmarks/health_calibration.py train --jobs 2     # 68 runs, about an hour on 2 cores
+    uv run python benchmarks/health_calibration.py train --jobs 2     # 79 runs, about 80 min on 2 cores
     uv run python benchmarks/health_calibration.py table              # seconds
     uv run python benchmarks/health_calibration.py table --write      # also into the docs
     uv run python benchmarks/health_calibration.py effect --write     # runs against their twins
