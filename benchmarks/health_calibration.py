@@ -214,13 +214,18 @@ RUNS: dict[str, Run] = {
 }
 
 
-def adversarial_off(name: str) -> tuple[str, Run]:
+def twin_name(name: str) -> str:
+    """Where the adversarial-off twin of labelled run ``name`` is trained."""
+    recipe, rest = name.split("/", 1)
+    return f"{recipe}/adv_off/{rest}"
+
+
+def adversarial_off(name: str) -> Run:
     """The twin of labelled run ``name``: the same recipe, seed and overrides with G's
     adversarial terms off (D still trains, on the same batches), so comparing the two runs'
     outputs shows what D's gradient did to G over the whole run."""
     run = RUNS[name]
-    recipe, rest = name.split("/", 1)
-    return f"{recipe}/adv_off/{rest}", Run(rigged(run.recipe, "mel_only"), (), run.overrides)
+    return Run(rigged(run.recipe, "mel_only"), (), run.overrides)
 
 
 # Whether a rig's D stopped teaching G, tested by intervention rather than by the detector's
@@ -233,7 +238,7 @@ TWINNED = [f"segan/healthy_seed{s}" for s in range(5)] + [
     f"segan/overpower_{rig}"
     for rig in ("lr10_d3", "lr50_d5", "lr20_d3", "lr5_d4", "lr15_d3", "lr30_d4")
 ]
-TWINS: dict[str, Run] = dict(adversarial_off(name) for name in TWINNED)
+TWINS: dict[str, Run] = {twin_name(name): adversarial_off(name) for name in TWINNED}
 TRAINABLE = {**RUNS, **TWINS}
 
 
@@ -380,9 +385,8 @@ def adversarial_effect(name: str, at_most: int | None = None) -> dict[str, Any]:
     """How much D's gradient changed G: ||y - y_off|| / ||y_off|| between the validation samples
     of ``name`` and of its adversarial-off twin at the same step (the last kept one, at or
     before ``at_most`` G updates).  Near 0, G came out as it would have without D."""
-    twin, _ = adversarial_off(name)
     step = sample_step(name, at_most)
-    with_d, without = samples(name, step), samples(twin, step)
+    with_d, without = samples(name, step), samples(twin_name(name), step)
     effect = np.linalg.norm(with_d - without) / np.linalg.norm(without)
     return {"run": name, "G updates": step, "D's effect on G's output": f"{effect:.4f}"}
 
@@ -393,7 +397,7 @@ def effects() -> str:
     lines = [
         adversarial_effect(name, 100 if "healthy" in name else None)
         for name in TWINNED
-        if (ROOT / adversarial_off(name)[0] / "samples").is_dir()
+        if (ROOT / twin_name(name) / "samples").is_dir()
     ]
     return markdown(lines)
 
