@@ -100,12 +100,14 @@ RIGS_BY_RECIPE = {"metricgan": {**RIGS, "mask_floor": mask_floor}}
 
 
 def rigged(recipe: str, rig: str) -> str:
-    """Register ``recipe`` with ``rig`` applied as a recipe of its own; its name."""
+    """Register ``recipe`` with ``rig`` applied as a recipe of its own (once: the adversarial-off
+    twins share one class); its name."""
     name = f"{recipe}_{rig}"
-    cls = RIGS_BY_RECIPE.get(recipe, RIGS)[rig](recipe_class(recipe))
-    cls.__name__ = cls.__qualname__ = name
-    globals()[name] = cls
-    RECIPES.setdefault(name, f"{__name__}:{name}")
+    if name not in globals():
+        cls = RIGS_BY_RECIPE.get(recipe, RIGS)[rig](recipe_class(recipe))
+        cls.__name__ = cls.__qualname__ = name
+        globals()[name] = cls
+        RECIPES.setdefault(name, f"{__name__}:{name}")
     return name
 
 
