@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -114,10 +114,13 @@ def link_in_place_of(source: Path, copy: Path) -> bool:
     return True
 
 
-def remove_stale_temps(folder: Path) -> None:
-    """Delete temp files a writer killed mid-write left in ``folder``."""
-    for stale in Path(folder).glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+def remove_stale_temps(folder: Path, names: Iterable[str] | None = None) -> None:
+    """Delete temp files a writer killed mid-write left in ``folder``: all of them, or only those
+    of the files ``names`` (where other processes may be writing the folder's other files)."""
+    patterns = [f".{name}.*.tmp" for name in names] if names is not None else [".*.tmp"]
+    for pattern in patterns:
+        for stale in Path(folder).glob(pattern):
+            stale.unlink(missing_ok=True)
 
 
 def unwritable_reason(folder: Path | str) -> str | None:

@@ -120,6 +120,17 @@ class SearchFolder:
     def finished(self) -> bool:
         return self.summary.is_file()
 
+    def search_writes(self) -> tuple[Path, ...]:
+        """The files in this folder that only the search holding :attr:`lock` writes (a
+        leaderboard run beside it writes ``report.html``)."""
+        return (
+            self.config,
+            self.trials_table,
+            self.summary,
+            self.importances,
+            self.confirmation_table,
+        )
+
     def last_change(self) -> float:
         """Seconds since the epoch of the newest table or config write (for "most recent")."""
         stamps = [p.stat().st_mtime for p in (self.trials_table, self.config) if p.exists()]

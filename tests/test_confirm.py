@@ -18,6 +18,7 @@ from conftest import TINY_RING, run_cli
 
 from harness.cli import main
 from harness.confirmation import read_confirmation
+from harness.files import exclusive_lock
 from harness.results import SearchFolder, read_trials
 
 SLOW, WORKING = 3e-5, 1e-3
@@ -78,8 +79,15 @@ def test_confirm_again_resumes_and_refuses_another_request(confirmed):
     root = str(folder.path.parent)
     before = read_confirmation(folder)
     trial_dirs = sorted(p.name for p in folder.confirm_dir.joinpath("trials").iterdir())
+    # what a kill in the middle of writing the table leaves, and a leaderboard's write in flight
+    cut_short = folder.path / f".{folder.confirmation_table.name}.0badc0de.tmp"
+    in_flight = folder.path / ".report.html.0badc0de.tmp"
+    for temp in (cut_short, in_flight):
+        temp.write_bytes(b"half")
     code, out = run_cli("confirm", "c", "--results", root, "--top", "1", "--seeds", "4")
     assert code == 0, out
+    assert not cut_short.exists() and in_flight.exists()  # only the search's own writes cleared
+    in_flight.unlink()
     assert read_confirmation(folder).equals(before)
     assert sorted(p.name for p in folder.confirm_dir.joinpath("trials").iterdir()) == trial_dirs
     err = io.StringIO()
@@ -87,6 +95,20 @@ def test_confirm_again_resumes_and_refuses_another_request(confirmed):
         code = main(["confirm", "c", "--results", root, "--top", "1", "--seeds", "3"])
     assert code == 2
     assert "a confirmation of other configurations or seeds is on record" in err.getvalue()
+
+
+def test_confirm_is_refused_while_the_search_holds_its_folder(confirmed):
+    """One process at a time runs a search's trials: `confirm` beside a running `search
+    --confirm` of the same name would train the same confirmation twice."""
+    folder, _, _ = confirmed
+    err = io.StringIO()
+    with exclusive_lock(folder.lock, "held by the test"), contextlib.redirect_stderr(err):
+        code = main(["confirm", "c", "--results", str(folder.path.parent)])
+    assert code == 2
+    assert err.getvalue().splitlines() == [
+        f"error: search 'c' is already running in another process (it holds {folder.lock}); "
+        "wait for it to end"
+    ]
 
 
 def test_a_run_the_health_stopper_ended_counts_as_stopped_not_completed(tmp_path):

@@ -221,6 +221,8 @@ def test_driver_killed_resumes_with_every_trial_accounted_for(tmp_path, kill_at)
         ((interrupted, status),) = untold(folder).items()
         assert interrupted in before and recorded_status(folder, interrupted) == status
 
+    # a kill in the middle of writing the trials table leaves its temp file (CI hit it by timing)
+    (folder.path / f".{folder.trials_table.name}.0badc0de.tmp").write_bytes(b"half")
     second = run(argv)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert_search_complete(folder, TRIALS)

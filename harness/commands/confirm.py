@@ -43,17 +43,19 @@ def run(args: argparse.Namespace) -> int:
         )
     plan = SearchPlan.load(folder)
     space = parse_space(plan.space, plan.recipe, plan.space_file)
+    from harness.commands.search import held
     from harness.search.confirm import run_confirmation
 
-    run_confirmation(
-        plan,
-        space,
-        folder,
-        top=args.top,
-        seeds=args.seeds,
-        address=args.address or Resources.load(folder).address,
-        echo=print_line,
-    )
+    with held(folder):
+        run_confirmation(
+            plan,
+            space,
+            folder,
+            top=args.top,
+            seeds=args.seeds,
+            address=args.address or Resources.load(folder).address,
+            echo=print_line,
+        )
     print_line("")
     print_line(render(folder, "table"))
     from harness.commands.report import write_search_report

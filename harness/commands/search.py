@@ -6,6 +6,8 @@ import argparse
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,7 +114,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.files import exclusive_lock, unwritable_reason
+    from harness.files import unwritable_reason
     from harness.leaderboard import render
     from harness.results import Resources, SearchFolder, SearchPlan, results_root
     from harness.space import parse_space
@@ -142,12 +144,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         plan, space = make_plan(args, name, budget)
         address = args.address or os.environ.get("RAY_ADDRESS") or None
-    busy = (
-        f"search {name!r} is already running in another process (it holds {folder.lock}); "
-        "wait for it to end, or pick another --name"
-    )
-    with exclusive_lock(folder.lock, busy):  # released by the kernel if this process dies
+    with held(folder, "pick another --name"):
         return execute(args, plan, space, folder, address)
+
+
+@contextmanager
+def held(folder: SearchFolder, advice: str = "") -> Iterator[None]:
+    """Hold the search's lock for the block, one search or confirmation per folder at a time;
+    a one-line error (ending in ``advice``, if given) if another process holds it.  The kernel releases
+    it if this process dies; the temp file of a write that death cut short is cleared here."""
+    from harness.files import exclusive_lock, remove_stale_temps
+
+    busy = (
+        f"search {folder.name!r} is already running in another process (it holds "
+        f"{folder.lock}); wait for it to end" + (f", or {advice}" if advice else "")
+    )
+    with exclusive_lock(folder.lock, busy):
+        remove_stale_temps(folder.path, [path.name for path in folder.search_writes()])
+        yield
 
 
 def execute(
