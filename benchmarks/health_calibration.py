@@ -16,6 +16,7 @@ be changed and re-judged without training again.
     uv run python benchmarks/health_calibration.py table              # seconds
     uv run python benchmarks/health_calibration.py table --write      # also into the docs
     uv run python benchmarks/health_calibration.py effect --write     # runs against their twins
+    uv run python benchmarks/health_calibration.py states --write     # SEGAN's D, early and late
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ ROOT = Path("results/health_calibration")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "diagnostics.md"
 TABLE_MARKERS = ("<!-- health_calibration:begin -->", "<!-- health_calibration:end -->")
 EFFECT_MARKERS = ("<!-- adversarial_effect:begin -->", "<!-- adversarial_effect:end -->")
+STATE_MARKERS = ("<!-- segan_states:begin -->", "<!-- segan_states:end -->")
 
 
 def constant(base: type[Recipe]) -> type[Recipe]:
@@ -404,6 +406,35 @@ def effects() -> str:
     return markdown(lines)
 
 
+# What D and G's signal look like in SEGAN's smoke runs, early (G updates 41-60, which every
+# rig reaches) and over the second half of each run's G updates: D outputs, D loss and D's
+# gradient to G against the L1 term's (medians of the step rows)
+STATE_SIGNALS = (
+    ("d_real_mean", "D(real)"),
+    ("d_fake_mean", "D(fake)"),
+    ("loss_d", "D loss"),
+    ("adv_recon_ratio", "adv / L1 grad"),
+)
+EARLY = (41, 60)
+
+
+def state(name: str) -> dict[str, Any]:
+    rows = read_diagnostics(ROOT / name / "diagnostics", kind="step")
+    last = int(rows["step"].max())
+    line: dict[str, Any] = {"run": name, "G updates": last}
+    for label, (lo, hi) in (("early", EARLY), ("second half", (last // 2 + 1, last))):
+        window = rows[rows["step"].between(lo, hi)]
+        for column, heading in STATE_SIGNALS:
+            line[f"{heading}, {label}"] = f"{window[column].median():.3g}"
+    return line
+
+
+def states() -> str:
+    """The state table: SEGAN's paper-configuration seeds and overpowering rigs at smoke."""
+    names = [n for n in RUNS if n.startswith(("segan/healthy", "segan/overpower"))]
+    return markdown([state(name) for name in sorted(names, key=lambda n: "healthy" not in n)])
+
+
 def markdown(lines: list[dict[str, Any]]) -> str:
     frame = pd.DataFrame(lines)
     header = "| " + " | ".join(frame.columns) + " |"
@@ -426,7 +457,7 @@ def table(names: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("train", "table", "effect"))
+    parser.add_argument("action", choices=("train", "table", "effect", "states"))
     parser.add_argument(
         "--runs", help="comma-separated run names (default: every run; table: the labelled ones)"
     )
@@ -442,9 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "train":
         train(names, args.jobs)
         return 0
-    text, (begin, end) = (
-        (table(names), TABLE_MARKERS) if args.action == "table" else (effects(), EFFECT_MARKERS)
-    )
+    text, (begin, end) = {
+        "table": lambda: (table(names), TABLE_MARKERS),
+        "effect": lambda: (effects(), EFFECT_MARKERS),
+        "states": lambda: (states(), STATE_MARKERS),
+    }[args.action]()
     print(text)
     if args.write:
         pre, rest = DOCS.read_text().split(begin, 1)
