@@ -151,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
 @contextmanager
 def held(folder: SearchFolder, advice: str = "") -> Iterator[None]:
     """Hold the search's lock for the block, one search or confirmation per folder at a time;
-    a one-line error (ending in ``advice``, if given) if another process holds it.  The kernel releases
-    it if this process dies; the temp file of a write that death cut short is cleared here."""
+    a one-line error (ending in ``advice``, if given) if another process holds it.  The kernel
+    releases it if this process dies; the temp file of a write that death cut short is cleared
+    here."""
     from harness.files import exclusive_lock, remove_stale_temps
 
     busy = (
