@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.recipes.hifigan import DNSMOS_AND_PITCH, SCORED
-from harness.trial import resolve_config, run_trial
+from harness.runs.resolve import resolve_config
+from harness.runs.trial import run_trial
 
 SHOWN = ("mel_l1", "stoi", "pesq", "dnsmos_ovrl", "pitch_rmse_cents", "periodicity_rmse", "vuv_f1")
 

@@ -19,8 +19,8 @@ import argparse
 import csv
 from pathlib import Path
 
-from harness.results import SearchFolder
-from harness.telemetry import read_diagnostics
+from harness.diagnostics.telemetry import read_diagnostics
+from harness.results.folder import SearchFolder
 
 
 def utilisation(smi_csv: Path) -> dict[str, float]:

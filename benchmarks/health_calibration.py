@@ -1,13 +1,13 @@
 """The labelled health set: rigged and healthy smoke runs of each speech recipe, and each
 detector's verdict on them.
 
-Every run is a `run.py train`-equivalent trial (harness.trial.run_trial) on the built-in corpus at
+Every run is a `run.py train`-equivalent trial (harness.runs.trial.run_trial) on the built-in corpus at
 the recipe's smoke budget, labelled before it is trained: the paper configuration with several
 seeds is the healthy class; each rig forces one failure a vocoder or enhancement user meets (D
 overpowering, collapse to a constant or to an input-independent output, a MetricGAN+ mask stuck
 at its floor, over-smoothing, divergence).  `train` trains the runs that have no result yet
 (their diagnostics go to results/health_calibration/<recipe>/<run>/); `table` replays every run's
-stored step rows through its recipe family's detectors (harness.health.HealthMonitor, the code
+stored step rows through its recipe family's detectors (harness.diagnostics.health.HealthMonitor, the code
 the trainer runs) and prints runs x detectors: the step a flag was raised at, the peak score
 and the highest mean score over W rows (what a flag compares with ``hold``), so thresholds can
 be changed and re-judged without training again.
@@ -34,12 +34,13 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from harness.health import DETECTORS, HealthConfig, HealthMonitor
+from harness.diagnostics.health import DETECTORS, HealthConfig, HealthMonitor
+from harness.diagnostics.telemetry import read_diagnostics
 from harness.recipes import RECIPES, recipe_class
-from harness.recipes.base import Recipe
-from harness.results import read_result
-from harness.telemetry import read_diagnostics
-from harness.trial import resolve_config, run_trial
+from harness.results.folder import read_result
+from harness.runs.resolve import resolve_config
+from harness.runs.trial import run_trial
+from harness.training.recipe import Recipe
 
 ROOT = Path("results/health_calibration")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "diagnostics.md"

@@ -20,9 +20,9 @@ import torch
 
 from harness.recipes import metric_targets
 from harness.recipes.metricgan import MetricganRecipe
-from harness.scoring import score_pair
-from harness.trainer import Trainer
-from harness.trial import resolve_config
+from harness.runs.resolve import resolve_config
+from harness.scoring.speech import score_pair
+from harness.training.trainer import Trainer
 
 _waited = [0.0]
 _original_resolve = metric_targets.ScoringPipeline._resolve

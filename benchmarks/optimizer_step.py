@@ -1,6 +1,6 @@
 """AdamW's step on the HiFi-GAN V1 generator's and full discriminator's parameters: torch's
 default (the for-loop on a CPU), ``foreach`` and ``fused``, and how far each lands from the
-default after the same steps (harness/build.py make_optimizer picks from this).
+default after the same steps (harness/training/setup.py make_optimizer picks from this).
 
     uv run python benchmarks/optimizer_step.py --threads 2 --steps 8
 """

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from harness.cli import main as cli
-from harness.results import Resources, SearchFolder, SearchPlan, read_trials
-from harness.telemetry import read_diagnostics
+from harness.diagnostics.telemetry import read_diagnostics
+from harness.results.folder import Resources, SearchFolder, SearchPlan, read_trials
 
 
 def useful_seconds(folder: SearchFolder) -> tuple[float, float]:

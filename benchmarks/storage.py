@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from harness.build import build_networks, make_optimizer, make_recipe
-from harness.trial import resolve_config
+from harness.runs.resolve import make_recipe, resolve_config
+from harness.training.setup import build_networks, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("checkpoints", "samples", "diagnostics", "other")

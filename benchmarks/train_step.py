@@ -43,10 +43,9 @@ from typing import Any
 import torch
 from git_tree import export_commit
 
-from harness.build import make_recipe
-from harness.telemetry import DiagnosticsWriter
-from harness.trainer import Trainer
-from harness.trial import resolve_config
+from harness.diagnostics.telemetry import DiagnosticsWriter
+from harness.runs.resolve import make_recipe, resolve_config
+from harness.training.trainer import Trainer
 
 README = Path(__file__).with_name("README.md")
 REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +70,9 @@ def _overrides(args: argparse.Namespace, precision: str, **more: Any) -> dict[st
 def time_iterations(
     budget: str, overrides: dict[str, Any], repeats: int, warmup: int
 ) -> dict[str, Any]:
-    from harness.trainer import compile_seconds  # not in older commits, which --compare imports
+    from harness.training.trainer import (
+        compile_seconds,  # not in older commits, which --compare imports
+    )
 
     cfg = resolve_config("hifigan", budget, overrides=overrides)
     recipe = make_recipe(cfg)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from harness.results import SearchFolder
+from harness.results.folder import SearchFolder
 
 torch.set_num_threads(1)
 

@@ -1,17 +1,17 @@
-"""The one set-up path (harness/build.py) and the settings the trainer takes from its config."""
+"""The one set-up path (harness/training/setup.py) and the settings the trainer takes from its config."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from harness import losses
-from harness.build import build_networks, make_recipe, set_threads
-from harness.config import ConfigError
-from harness.health import HealthConfig
+from harness.diagnostics.health import HealthConfig
 from harness.recipes.ring import RingRecipe
-from harness.trainer import Trainer
-from harness.trial import resolve_config
+from harness.runs.resolve import make_recipe, resolve_config
+from harness.training import losses
+from harness.training.config import ConfigError
+from harness.training.setup import build_networks, set_threads
+from harness.training.trainer import Trainer
 
 SMALL = {"batch_size": 32, "g_hidden": 16, "g_layers": 2, "d_hidden": 16, "eval_samples": 200}
 

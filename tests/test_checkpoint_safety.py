@@ -9,7 +9,7 @@ import pytest
 import torch
 from hostile import WritesAFile
 
-from harness.trainer import CheckpointError, load_checkpoint
+from harness.training.trainer import CheckpointError, load_checkpoint
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(
@@ -37,7 +37,8 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path: Path) -> None:
 
 
 def test_the_trainers_own_checkpoint_needs_no_allow_list(tmp_path: Path) -> None:
-    from harness.trial import resolve_config, run_trial
+    from harness.runs.resolve import resolve_config
+    from harness.runs.trial import run_trial
 
     settings = {"steps": 40, "eval_every": 20, "log_every": 20, "eval_samples": 200}
     result = run_trial(resolve_config("ring", "smoke", overrides=settings), tmp_path)
@@ -46,9 +47,9 @@ def test_the_trainers_own_checkpoint_needs_no_allow_list(tmp_path: Path) -> None
 
 
 def test_a_save_cut_short_leaves_no_temp_file_once_the_trial_runs_again(tmp_path: Path) -> None:
-    from harness.build import make_recipe
-    from harness.trainer import Trainer
-    from harness.trial import resolve_config, run_trial
+    from harness.runs.resolve import make_recipe, resolve_config
+    from harness.runs.trial import run_trial
+    from harness.training.trainer import Trainer
 
     settings = {"steps": 20, "eval_every": 20, "log_every": 20, "eval_samples": 200}
     cfg = resolve_config("ring", "smoke", overrides=settings)

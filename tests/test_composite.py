@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from harness.composite import (
+from harness.scoring.composite import (
     composite_scores,
     log_likelihood_ratio,
     segmental_snr,
     weighted_spectral_slope,
 )
-from harness.scoring import score_pair
+from harness.scoring.speech import score_pair
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "pesq-reference"
 PESQ_WB = 1.0832337141036987

@@ -17,9 +17,9 @@ import yaml
 from conftest import TINY_RING, run_cli
 
 from harness.cli import main
-from harness.confirmation import read_confirmation
 from harness.files import exclusive_lock
-from harness.results import SearchFolder, read_trials
+from harness.results.confirmation import read_confirmation
+from harness.results.folder import SearchFolder, read_trials
 
 SLOW, WORKING = 3e-5, 1e-3
 

@@ -27,12 +27,13 @@ import torch
 import yaml
 from conftest import TINY_RING, flaky_recipe, run_cli
 
+from harness.diagnostics.telemetry import read_diagnostics
 from harness.faults import FAULT_ENV, POINTS
-from harness.metrics import SCORES
-from harness.results import SearchFolder, read_trials
+from harness.results.folder import SearchFolder, read_trials
+from harness.runs.resolve import config_from_flat, resolve_config
+from harness.runs.trial import run_trial
+from harness.scoring.registry import SCORES
 from harness.status import TERMINAL, Status
-from harness.telemetry import read_diagnostics
-from harness.trial import config_from_flat, resolve_config, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {
@@ -382,7 +383,7 @@ def test_damaged_checkpoint_falls_back_to_the_newest_intact_one(
     else:
         damage(newest, how)
         damage(previous, how)
-    with caplog.at_level(logging.WARNING, logger="harness.trainer"):
+    with caplog.at_level(logging.WARNING, logger="harness.training.trainer"):
         result = run_trial(
             resolve_config("ring", "smoke", overrides=RING), run_dir, resume=True, checkpoint=given
         )

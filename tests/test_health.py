@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.audio.mel import LogMel, MelConfig
-from harness.health import (
+from harness.diagnostics.health import (
     HealthConfig,
     HealthError,
     HealthMonitor,
@@ -25,12 +25,12 @@ from harness.health import (
     spectral_flatness,
     stop_reason,
 )
-from harness.recipes.base import Adversary
 from harness.recipes.hifigan import HifiganRecipe
 from harness.recipes.ring import RingRecipe, mode_means
 from harness.recipes.segan import SeganRecipe
-from harness.trainer import Trainer
-from harness.trial import resolve_config
+from harness.runs.resolve import resolve_config
+from harness.training.recipe import Adversary
+from harness.training.trainer import Trainer
 
 SR = 16000
 LOG_MEL = LogMel(MelConfig(sample_rate=SR, n_fft=256, hop_length=64, win_length=256, n_mels=20))

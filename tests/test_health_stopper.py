@@ -12,9 +12,9 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from harness.leaderboard import render
-from harness.results import SearchFolder, read_trials
-from harness.telemetry import read_diagnostics
+from harness.diagnostics.telemetry import read_diagnostics
+from harness.results.folder import SearchFolder, read_trials
+from harness.results.leaderboard import render
 
 BATCHES = 1500  # 300 iterations of the rig's 5 D steps; 1,500 iterations of the healthy 1:1
 FIXED = {"steps": BATCHES, "eval_every": 300, "log_every": 20, "lr_decay": 0.01 ** (1 / BATCHES)}

@@ -5,14 +5,6 @@ import math
 import pytest
 import torch
 
-from harness.losses import (
-    bce_d_loss,
-    bce_g_loss,
-    decision_accuracy,
-    feature_matching_loss,
-    lsgan_d_loss,
-    lsgan_g_loss,
-)
 from harness.models.hifigan import (
     GENERATOR_PRESETS,
     Generator,
@@ -22,6 +14,14 @@ from harness.models.hifigan import (
     MultiPeriodDiscriminator,
     MultiScaleDiscriminator,
     generator_preset,
+)
+from harness.training.losses import (
+    bce_d_loss,
+    bce_g_loss,
+    decision_accuracy,
+    feature_matching_loss,
+    lsgan_d_loss,
+    lsgan_g_loss,
 )
 
 

@@ -13,12 +13,12 @@ import torch
 import yaml
 from weights_digest import digests_with_and_without_freezing
 
-from harness.build import make_recipe
 from harness.cli import main
-from harness.config import ConfigError
-from harness.telemetry import read_diagnostics
-from harness.trainer import Trainer
-from harness.trial import config_from_flat, resolve_config, run_trial
+from harness.diagnostics.telemetry import read_diagnostics
+from harness.runs.resolve import config_from_flat, make_recipe, resolve_config
+from harness.runs.trial import run_trial
+from harness.training.config import ConfigError
+from harness.training.trainer import Trainer
 
 SR = 22050
 TINY = {
@@ -108,8 +108,8 @@ def test_training_batches_are_raw_audio_and_mel_is_computed_on_device(corpus):
 
 
 def test_mel_loss_is_per_example_and_weighted(corpus):
-    from harness.recipes.base import Adversary
     from harness.recipes.hifigan import HifiganRecipe
+    from harness.training.recipe import Adversary
 
     cfg = resolve_config("hifigan", "smoke", overrides=TINY, data=str(corpus))
     recipe = HifiganRecipe(cfg.model, str(corpus), 0, 2)

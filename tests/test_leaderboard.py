@@ -10,8 +10,7 @@ import os
 
 import pytest
 
-from harness.leaderboard import LeaderboardError, list_table, pareto_front, rank, render
-from harness.results import (
+from harness.results.folder import (
     ResultsError,
     SearchFolder,
     SearchPlan,
@@ -19,6 +18,7 @@ from harness.results import (
     read_trials,
     write_trials,
 )
+from harness.results.leaderboard import LeaderboardError, list_table, pareto_front, rank, render
 
 NAN = float("nan")
 # mel_l1 (lower is better) vs generator size: a, b, c are the Pareto front, d is dominated by b
@@ -218,7 +218,7 @@ def test_wide_table_keeps_every_column(ring_search):
 def test_an_enhancers_objective_comes_with_its_noisy_baseline_and_gain():
     import pandas as pd
 
-    from harness.leaderboard import narrow_columns
+    from harness.results.leaderboard import narrow_columns
 
     plan = SearchPlan(
         name="mg", recipe="metricgan", budget="smoke", space_file="x.yaml", space={},

@@ -11,9 +11,10 @@ from pair_corpus import write_pair_corpus
 
 from harness.recipes.metric_targets import ReplayBuffer, normalised_pesq
 from harness.recipes.metricgan import MetricganRecipe
-from harness.scoring import score_pair
-from harness.trainer import Trainer
-from harness.trial import resolve_config, run_trial
+from harness.runs.resolve import resolve_config
+from harness.runs.trial import run_trial
+from harness.scoring.speech import score_pair
+from harness.training.trainer import Trainer
 
 TINY = {
     "generator": "tiny",
@@ -226,7 +227,7 @@ def test_resume_with_scores_in_flight_is_exact(tmp_path, corpus):
 
 
 def test_search_space_starts_at_the_paper_and_optimises_pesq():
-    from harness.space import default_space_file, load_space
+    from harness.results.space import default_space_file, load_space
 
     space = load_space(default_space_file("metricgan"), "metricgan")
     assert space.objective == "pesq"

@@ -36,7 +36,8 @@ from harness.audio.noisy import (
     white_noise,
 )
 from harness.audio.pairs import LENGTH_TOLERANCE_S, PairBatches, load_pair, open_pairs
-from harness.trial import resolve_config, run_trial
+from harness.runs.resolve import resolve_config
+from harness.runs.trial import run_trial
 
 N = 20  # clips in the test corpus: 18 train (every noise type 3 times), 2 test
 SR = 16000

@@ -16,9 +16,10 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from harness import dnsmos, pitch, scoring
-from harness.metrics import METRICS, SPEECH
-from harness.scoring import WORST, ScorePair, ScoringPool, resample, score_pair, score_pairs
+from harness.scoring import dnsmos, pitch
+from harness.scoring import speech as scoring
+from harness.scoring.registry import METRICS, SPEECH
+from harness.scoring.speech import WORST, ScorePair, ScoringPool, resample, score_pair, score_pairs
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "pesq-reference"
 DNSMOS = dnsmos.NAMES

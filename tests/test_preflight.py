@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from harness import cli
-from harness.preflight import PreflightError, run_preflight, suggest_range, write_space
 from harness.recipes import RECIPES
 from harness.recipes.ring import RingRecipe
-from harness.space import default_space_file, load_space
-from harness.trial import resolve_config
+from harness.results.space import default_space_file, load_space
+from harness.runs.preflight import PreflightError, run_preflight, suggest_range, write_space
+from harness.runs.resolve import resolve_config
 
 SMALL = {"batch_size": 32, "g_hidden": 32, "g_layers": 2}
 

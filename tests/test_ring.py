@@ -14,10 +14,10 @@ import math
 import pytest
 import torch
 
-from harness.health import HealthConfig, mode_statistics, stop_reason
+from harness.diagnostics.health import HealthConfig, mode_statistics, stop_reason
 from harness.recipes.ring import RingRecipe, mode_means
-from harness.trainer import Trainer
-from harness.trial import resolve_config
+from harness.runs.resolve import resolve_config
+from harness.training.trainer import Trainer
 
 # budgets count batches drawn: 300 iterations of 5 D steps draw 1,500 batches
 OVERPOWER = {

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from harness.commands import score as score_command
-from harness.scoring import (
+from harness.scoring.speech import (
     SI_SNR_CEILING,
     SI_SNR_FLOOR,
     WORST,

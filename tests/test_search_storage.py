@@ -11,9 +11,9 @@ import pytest
 import yaml
 from conftest import TINY_RING, flaky_recipe, run_cli
 
+from harness.diagnostics.telemetry import read_diagnostics
 from harness.files import link_in_place_of
-from harness.results import SearchFolder, read_trials
-from harness.telemetry import read_diagnostics
+from harness.results.folder import SearchFolder, read_trials
 
 WIDE_D = {  # a ring trial whose checkpoint (about 1 MB) outweighs Ray's own files in tune/
     **TINY_RING,

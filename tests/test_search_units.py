@@ -13,12 +13,12 @@ import optuna
 import pytest
 import torch
 
-from harness.results import SearchFolder, SearchPlan, read_outcome
+from harness.results.folder import SearchFolder, SearchPlan, read_outcome
+from harness.results.space import parse_space
 from harness.search import STATUS, SearchError, TrialSetup
 from harness.search.driver import fit_to
 from harness.search.optuna_bridge import make_searcher, trial_seed
 from harness.search.snapshot import KEPT, heal, keep, reads
-from harness.space import parse_space
 from harness.status import Status
 
 SPACE = {
@@ -218,7 +218,7 @@ def test_resources_are_saved_beside_the_plan_and_checked_on_resume(tmp_path):
     """The fitted resources, not the request, are what a resumed search must be given again."""
     from harness.cli import build_parser
     from harness.commands.search import SearchArgsError, check_same_search
-    from harness.results import Resources
+    from harness.results.folder import Resources
 
     folder = SearchFolder(tmp_path / "units")
     folder.path.mkdir()
@@ -239,7 +239,7 @@ def test_resources_are_saved_beside_the_plan_and_checked_on_resume(tmp_path):
 def test_config_written_before_resources_had_a_section_still_reads(tmp_path):
     import yaml
 
-    from harness.results import Resources
+    from harness.results.folder import Resources
 
     folder = SearchFolder(tmp_path / "old")
     folder.path.mkdir()
@@ -385,8 +385,8 @@ def test_an_objective_the_validation_does_not_report_is_refused(tmp_path, capsys
 
 def test_budgets_and_spaces_choose_what_a_validation_reports():
     from harness.commands.search import SearchArgsError, check_reported
-    from harness.config import ConfigError
-    from harness.trial import resolve_config
+    from harness.runs.resolve import resolve_config
+    from harness.training.config import ConfigError
 
     # the small and paper budgets score DNSMOS and pitch; smoke leaves them out for time
     check_reported("dnsmos_ovrl", resolve_config("hifigan", "small"))

@@ -7,9 +7,10 @@ import pytest
 import torch
 from pair_corpus import write_pair_corpus
 
-from harness.recipes.base import Adversary
 from harness.recipes.segan import SeganRecipe, de_emphasis, pre_emphasis
-from harness.trial import resolve_config, run_trial
+from harness.runs.resolve import resolve_config
+from harness.runs.trial import run_trial
+from harness.training.recipe import Adversary
 
 TINY = {
     "width": 1 / 16,
@@ -130,7 +131,7 @@ def test_short_run_and_exact_resume(tmp_path, corpus):
 
 
 def test_search_space_starts_at_the_paper_and_optimises_pesq():
-    from harness.space import default_space_file, load_space
+    from harness.results.space import default_space_file, load_space
 
     space = load_space(default_space_file("segan"), "segan")
     assert space.objective == "pesq"
@@ -142,8 +143,8 @@ def test_search_space_starts_at_the_paper_and_optimises_pesq():
 def test_step_rows_weigh_ds_gradient_against_the_l1_terms(tmp_path, corpus):
     """G's L1 term is lambda_l1 x mean |x_hat - x|: its gradient on the generated batch has norm
     lambda_l1 / sqrt(B x T) wherever no sample is exactly right, whatever the networks."""
-    from harness.build import make_recipe
-    from harness.trainer import Trainer
+    from harness.runs.resolve import make_recipe
+    from harness.training.trainer import Trainer
 
     rows: list[dict] = []
     cfg = tiny_config(corpus, log_every=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.space import SpaceError, default_space_file, load_space, parse_space
+from harness.results.space import SpaceError, default_space_file, load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 

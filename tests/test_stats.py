@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.stats import compare, summarise
+from harness.results.stats import compare, summarise
 
 
 def test_summary_of_known_values():

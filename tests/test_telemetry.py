@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from harness.telemetry import (
+from harness.diagnostics.telemetry import (
     COLUMNS,
     DIAGNOSTICS_SCHEMA,
     FILE_SCHEMA,
@@ -202,7 +202,7 @@ def test_resumed_writer_continues_the_sequence_and_overwrites_nothing(tmp_path: 
 CHILD = """
 import os, sys
 from pathlib import Path
-from harness.telemetry import DiagnosticsWriter
+from harness.diagnostics.telemetry import DiagnosticsWriter
 root, marker = Path(sys.argv[1]), Path(sys.argv[2])
 w = DiagnosticsWriter(root, "demo", "a1b2c_00000", flush_rows=5, flush_seconds=1e9)
 step = 0

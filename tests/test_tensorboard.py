@@ -10,9 +10,10 @@ import pytest
 from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.record_writer import masked_crc32c
 
-from harness.telemetry import read_diagnostics
-from harness.tensorboard import TensorBoardWriter, scalars
-from harness.trial import resolve_config, run_trial
+from harness.diagnostics.telemetry import read_diagnostics
+from harness.diagnostics.tensorboard import TensorBoardWriter, scalars
+from harness.runs.resolve import resolve_config
+from harness.runs.trial import run_trial
 
 TINY = {
     "steps": 300, "eval_every": 100, "log_every": 50, "batch_size": 64, "g_hidden": 32,

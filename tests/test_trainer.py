@@ -9,12 +9,12 @@ import pytest
 import torch
 from weights_digest import digests_with_and_without_freezing
 
-from harness.build import make_optimizer
-from harness.init import apply_init
-from harness.recipes.base import Adversary
 from harness.recipes.ring import RingRecipe
-from harness.trainer import Trainer
-from harness.trial import resolve_config
+from harness.runs.resolve import resolve_config
+from harness.training.recipe import Adversary
+from harness.training.setup import make_optimizer
+from harness.training.trainer import Trainer
+from harness.training.weight_init import apply_init
 
 SMALL = {"g_hidden": 32, "g_layers": 2, "d_hidden": 32, "d_layers": 2, "eval_samples": 200}
 

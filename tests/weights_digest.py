@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from torch import nn
 
-from harness import trainer as trainer_module
+from harness.training import trainer as trainer_module
 
 
 def weights_digest(*nets: nn.Module) -> str:

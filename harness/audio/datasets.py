@@ -25,7 +25,6 @@ from torch import Tensor
 from torchaudio.transforms import Resample
 
 from harness.audio.scan import scan_files
-from harness.batches import BatchSource
 
 
 class DataError(ValueError):
@@ -344,7 +343,7 @@ def load_utterances(
     return [load_audio(f, sample_rate, 0, stop) for f in files]
 
 
-class RandomCrops(BatchSource):
+class RandomCrops:
     """Which items, and where in them, batch ``index`` crops: the schedule shared by the sources.
 
     Batch ``index`` lies in epoch ``index // batches_per_epoch``; each epoch visits the items in

@@ -7,7 +7,7 @@ import argparse
 
 def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:
     """The ``--budget`` and repeatable ``--set KEY=VALUE`` options shared by training commands."""
-    from harness.trial import BUDGETS
+    from harness.runs.resolve import BUDGETS
 
     p.add_argument(
         "--budget", choices=BUDGETS, help="size preset (default: smoke on CPU, small on GPU)"

@@ -29,10 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.leaderboard import render
-    from harness.results import Resources, SearchPlan, find_search, results_root
-    from harness.space import parse_space
-    from harness.trial import print_line
+    from harness.console import print_line
+    from harness.results.folder import Resources, SearchPlan, find_search, results_root
+    from harness.results.leaderboard import render
+    from harness.results.space import parse_space
 
     if args.top < 1 or args.seeds < 2:
         raise ConfirmArgsError(f"--top {args.top} --seeds {args.seeds}: need K >= 1 and N >= 2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.leaderboard import FORMATS
+from harness.results.leaderboard import FORMATS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.leaderboard import LeaderboardError, list_table, render
-    from harness.results import find_search, results_root
+    from harness.results.folder import find_search, results_root
+    from harness.results.leaderboard import LeaderboardError, list_table, render
 
     root = results_root(args.results)
     if args.list:

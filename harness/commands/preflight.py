@@ -49,9 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import preflight
-    from harness.config import parse_overrides
-    from harness.trial import print_line, resolve_config
+    from harness.console import print_line
+    from harness.runs import preflight
+    from harness.runs.resolve import resolve_config
+    from harness.training.config import parse_overrides
 
     cfg = resolve_config(
         args.recipe, args.budget, overrides=parse_overrides(args.overrides), data=args.data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.results import SearchFolder
+from harness.results.folder import SearchFolder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.results import find_search, results_root
+    from harness.results.folder import find_search, results_root
 
     folder = find_search(results_root(args.results), args.name)
     trial_ids = [t.strip() for t in args.trials.split(",") if t.strip()] if args.trials else None
@@ -41,7 +41,7 @@ def write_search_report(
 ) -> Path:
     """The report of the search in ``folder``, with Optuna's plots of its study."""
     from harness.report import DEFAULT_TOP, write_report
-    from harness.results import SearchPlan
+    from harness.results.folder import SearchPlan
     from harness.search.figures import study_figures
 
     figures, numbers = study_figures(folder, SearchPlan.load(folder))

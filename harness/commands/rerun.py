@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.stats import summarise
-from harness.trial import BUDGETS
+from harness.results.stats import summarise
+from harness.runs.resolve import BUDGETS
 
 
 class RerunError(ValueError):
@@ -43,9 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.leaderboard import rank
-    from harness.results import SearchPlan, find_search, read_trials, results_root
-    from harness.trial import print_line
+    from harness.console import print_line
+    from harness.results.folder import SearchPlan, find_search, read_trials, results_root
+    from harness.results.leaderboard import rank
 
     folder = find_search(results_root(args.results), args.name)
     plan = SearchPlan.load(folder)
@@ -108,7 +108,7 @@ def rerun_configs(
     row: dict[str, Any], seeds: int, budget: str | None, steps: int | None, data: str | None
 ) -> list:
     """The trial's resolved config (or its sample under another budget), one per seed."""
-    from harness.trial import config_from_flat, resolve_config
+    from harness.runs.resolve import config_from_flat, resolve_config
 
     flat = json.loads(row["resolved_config"])
     overrides: dict[str, Any] = {}
@@ -138,7 +138,8 @@ def rerun_configs(
 
 def run_seed(cfg: Any, out: Path, search: str, trial_id: str) -> dict[str, Any]:
     """Train one seed; a line per validation, then its final scores."""
-    from harness.trial import print_line, run_trial
+    from harness.console import print_line
+    from harness.runs.trial import run_trial
 
     seed = cfg.trainer.seed
     t0 = time.perf_counter()
@@ -162,7 +163,7 @@ def run_seed(cfg: Any, out: Path, search: str, trial_id: str) -> dict[str, Any]:
 
 
 def _metrics(plan: Any, row: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
-    from harness.metrics import SCORES
+    from harness.scoring.registry import SCORES
 
     found = {k for r in results for k in r["scores"]}
     ordered = [plan.objective] + [m for m in SCORES if m != plan.objective]
@@ -171,7 +172,7 @@ def _metrics(plan: Any, row: dict[str, Any], results: list[dict[str, Any]]) -> l
 
 def recorded_at(folder: Any, trial_id: str, step: int) -> dict[str, float] | None:
     """The trial's validation scores at ``step`` during the search, if it validated there."""
-    from harness.telemetry import read_diagnostics
+    from harness.diagnostics.telemetry import read_diagnostics
 
     evals = read_diagnostics(folder.diagnostics, trial_id=trial_id, kind="eval")
     found = evals[evals["step"] == step]
@@ -216,7 +217,7 @@ def summary_table(
 
 def _score(key: str, value: Any) -> bool:
     from harness.files import finite
-    from harness.metrics import SCORES
+    from harness.scoring.registry import SCORES
 
     return key in SCORES and finite(value)
 

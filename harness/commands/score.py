@@ -14,7 +14,7 @@ from typing import Any
 
 import soundfile as sf
 
-from harness.scoring import (
+from harness.scoring.speech import (
     METRICS,
     MIN_SAMPLE_RATE,
     MODES,

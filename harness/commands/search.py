@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.recipes import RECIPES
-from harness.trial import BUDGETS
+from harness.runs.resolve import BUDGETS
 
 if TYPE_CHECKING:
-    from harness.config import TrialConfig
-    from harness.results import Resources, SearchFolder, SearchPlan
-    from harness.space import SearchSpace
+    from harness.results.folder import Resources, SearchFolder, SearchPlan
+    from harness.results.space import SearchSpace
+    from harness.training.config import TrialConfig
 
 DEFAULT_TRIALS = {"smoke": 8, "small": 32, "paper": 64}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -114,11 +114,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.console import print_line
     from harness.files import unwritable_reason
-    from harness.leaderboard import render
-    from harness.results import Resources, SearchFolder, SearchPlan, results_root
-    from harness.space import parse_space
-    from harness.trial import default_budget, print_line
+    from harness.results.folder import Resources, SearchFolder, SearchPlan, results_root
+    from harness.results.leaderboard import render
+    from harness.results.space import parse_space
+    from harness.runs.resolve import default_budget
 
     if args.confirm < 0 or args.confirm_seeds < 2:
         raise SearchArgsError(
@@ -173,9 +174,9 @@ def execute(
     address: str | None,
 ) -> int:
     """Run (or continue) the search, confirm it if asked, print its leaderboard and report."""
-    from harness.leaderboard import render
+    from harness.console import print_line
+    from harness.results.leaderboard import render
     from harness.search import run_search
-    from harness.trial import print_line
 
     name = plan.name
     print_line(
@@ -253,9 +254,9 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
     """Validate every option and the space before anything starts; the space file is read and
     parsed once here, and the plan keeps its document verbatim."""
     from harness.recipes import recipe_class
-    from harness.results import SearchPlan
-    from harness.space import default_space_file, metric_mode, parse_space, read_space_file
-    from harness.trial import check_data, resolve_config
+    from harness.results.folder import SearchPlan
+    from harness.results.space import default_space_file, metric_mode, parse_space, read_space_file
+    from harness.runs.resolve import check_data, resolve_config
 
     recipe = args.recipe
     if budget not in recipe_class(recipe).budgets:
@@ -304,8 +305,8 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
 def pick_objective(args: argparse.Namespace, space: SearchSpace, space_file: Path) -> str:
     """``--objective`` or the space's; refused when the space sweeps a weight of that very
     loss term (the search would reward weakening the GAN) unless the user insists."""
-    from harness.metrics import SCORES
-    from harness.space import loss_weights_swept
+    from harness.results.space import loss_weights_swept
+    from harness.scoring.registry import SCORES
 
     objective = args.objective or space.objective
     if objective not in SCORES:
@@ -363,7 +364,7 @@ def pick_scheduler(
 ) -> tuple[str, int, int]:
     """(scheduler, grace, max_t): ASHA for single-objective searches unless no validation falls
     between the discriminator's start and the budget."""
-    from harness.trial import print_line
+    from harness.console import print_line
 
     grace, max_t = asha_window(space, recipe, budget)
     scheduler = asked or ("none" if multi else "asha")
@@ -379,7 +380,7 @@ def asha_window(space: SearchSpace, recipe: str, budget: str) -> tuple[int, int]
     """(grace period, max_t) in batches drawn: ASHA may cut a trial only at a validation after
     the discriminator has started, whatever disc_start_step and g_steps the sampler picks
     (before D starts, an iteration draws g_steps batches)."""
-    from harness.trial import resolve_config
+    from harness.runs.resolve import resolve_config
 
     trainer = resolve_config(recipe, budget, sample=space.fixed).trainer
 

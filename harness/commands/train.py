@@ -39,11 +39,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.config import ConfigError, parse_overrides
+    from harness.console import print_line
     from harness.files import unwritable_reason
     from harness.recipes import recipe_class
-    from harness.trainer import resume_candidates
-    from harness.trial import print_line, resolve_config, run_trial
+    from harness.runs.resolve import resolve_config
+    from harness.runs.trial import run_trial
+    from harness.training.config import ConfigError, parse_overrides
+    from harness.training.trainer import resume_candidates
 
     overrides = parse_overrides(args.overrides)
     if args.noise is not None:
@@ -76,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _noise_dir(recipe: str, noise: Path, data: str | None) -> str:
     """``--noise`` as the recipe's ``noise_dir`` key (absolute, so config.yaml reruns anywhere)."""
-    from harness.config import ConfigError, field_types
     from harness.recipes import recipe_class
+    from harness.training.config import ConfigError, field_types
 
     if "noise_dir" not in field_types(recipe_class(recipe).config_cls):
         raise ConfigError(f"--noise: recipe {recipe!r} takes no noise recordings")
@@ -89,7 +91,7 @@ def _noise_dir(recipe: str, noise: Path, data: str | None) -> str:
 
 
 def _first_eval(out: Path) -> dict:
-    from harness.telemetry import read_diagnostics
+    from harness.diagnostics.telemetry import read_diagnostics
 
     evals = read_diagnostics(out / "diagnostics", kind="eval")
     if evals.empty:
@@ -99,6 +101,6 @@ def _first_eval(out: Path) -> dict:
 
 
 def _fmt(metrics: dict) -> str:
-    from harness.metrics import SCORES
+    from harness.scoring.registry import SCORES
 
     return "  ".join(f"{k} {float(metrics[k]):.4g}" for k in SCORES if k in metrics)

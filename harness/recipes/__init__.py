@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from harness.recipes.base import Recipe
+from harness.training.recipe import Recipe
 
 RECIPES: dict[str, str] = {
     "hifigan": "harness.recipes.hifigan:HifiganRecipe",

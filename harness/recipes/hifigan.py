@@ -17,20 +17,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness import health as signals
-from harness import losses, pitch
 from harness.audio.corpus import ensure_corpus
 from harness.audio.datasets import SegmentBatches, drop_short, load_utterances, open_corpus
 from harness.audio.mel import LogMel, MelConfig
 from harness.audio.samples import Sample, save_samples
-from harness.batches import BatchSource
-from harness.config import ConfigError
-from harness.dnsmos import NAMES as DNSMOS_NAMES
-from harness.health import HealthConfig
-from harness.metrics import SPEECH
+from harness.diagnostics import health as signals
+from harness.diagnostics.health import HealthConfig
 from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
-from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss, Recipe
-from harness.scoring import score_pairs
+from harness.scoring import pitch
+from harness.scoring.dnsmos import NAMES as DNSMOS_NAMES
+from harness.scoring.registry import SPEECH
+from harness.scoring.speech import score_pairs
+from harness.training import losses
+from harness.training.config import ConfigError
+from harness.training.recipe import Adversary, BatchSource, DiscriminatorLoss, GeneratorLoss, Recipe
 
 # scored in the process pool at every validation (mel L1 is computed here, on device); DNSMOS and
 # the pitch metrics cost about 3 s of one core per 3 s clip each, so budgets opt into them

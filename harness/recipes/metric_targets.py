@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.scoring import ScoringPool, submit_pairs
+from harness.scoring.speech import ScoringPool, submit_pairs
 
 
 def normalised_pesq(pesq: float) -> float:

@@ -35,11 +35,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.config import ConfigError
 from harness.models.metricgan import EnhancementGenerator, MetricDiscriminator
-from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
 from harness.recipes.metric_targets import ReplayBuffer, ScoredBatch, ScoringPipeline
+from harness.training.config import ConfigError
+from harness.training.recipe import Adversary, DiscriminatorLoss, GeneratorLoss
 
 N_FFT = 512
 HOP = 256

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchaudio.functional import lfilter
 
-from harness import losses
-from harness.config import ConfigError
 from harness.models.segan import SeganDiscriminator, SeganGenerator, scaled_channels
-from harness.recipes.base import Adversary, DiscriminatorLoss, GeneratorLoss
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
+from harness.training import losses
+from harness.training.config import ConfigError
+from harness.training.recipe import Adversary, DiscriminatorLoss, GeneratorLoss
 
 VALIDATION_Z_SEED = 1234  # one fixed latent for every validation, so rounds compare
 

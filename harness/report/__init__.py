@@ -18,16 +18,16 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from harness.diagnostics.health import HealthConfig
+from harness.diagnostics.telemetry import read_diagnostics
 from harness.files import atomic_write
-from harness.health import HealthConfig
-from harness.leaderboard import Ranking, ranking
 from harness.report import page
 from harness.report.course import course_figure, last_rows
 from harness.report.listening import Listened, listening_html
 from harness.report.table import leaderboard_html
 from harness.report.trial_plots import trial_figure
-from harness.results import SearchFolder
-from harness.telemetry import read_diagnostics
+from harness.results.folder import SearchFolder
+from harness.results.leaderboard import Ranking, ranking
 
 DEFAULT_TOP = 3
 REPORT_NAME = "report.html"

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard import Ranking
+from harness.results.leaderboard import Ranking
 
 FAILED = ("stopped", "errored")
 END_STYLE = {"ASHA cut": ("x-thin-open", "#555"), "stopped or errored": ("x", "#d62728")}

@@ -6,8 +6,8 @@ import math
 
 import pandas as pd
 
-from harness.leaderboard import Ranking, display_columns
 from harness.report import page
+from harness.results.leaderboard import Ranking, display_columns
 
 
 def confirmation_cells(ranking: Ranking) -> list[str] | None:

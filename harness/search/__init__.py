@@ -1,6 +1,6 @@
 """Hyperparameter search on Ray Tune with Optuna: the only package that imports ray and optuna.
 
-One search is a Ray Tune experiment whose trials are :func:`harness.trial.run_trial`, the same
+One search is a Ray Tune experiment whose trials are :func:`harness.runs.trial.run_trial`, the same
 code path as ``run.py train`` and ``run.py rerun``.  Optuna's TPE (multivariate, grouped,
 constant liar for parallel trials, seeded) proposes configurations; ASHA cuts weak trials at
 validation rounds after the discriminator has switched on.

@@ -18,7 +18,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from harness.files import link_in_place_of
-from harness.results import SearchFolder
+from harness.results.folder import SearchFolder
 
 KEPT_CHECKPOINTS = 2
 """Checkpoints a search trial keeps, Ray's ``num_to_keep`` and the trainer's

@@ -3,7 +3,7 @@
 Every run is an ordinary trial (:func:`~harness.search.trainable.train_trial`) at the search's
 budget and resources, in ``results/<name>/confirm/`` (its own ``tune/``, ``trials/`` and
 ``diagnostics/``), so an interrupted confirmation resumes like a search: run the same command
-again.  What the runs mean is computed by :mod:`harness.confirmation`, which needs no Ray.
+again.  What the runs mean is computed by :mod:`harness.results.confirmation`, which needs no Ray.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 
-from harness.confirmation import Candidate, confirmation_seeds, pick_candidates
+from harness.diagnostics.telemetry import write_table_atomic
 from harness.files import atomic_write, finite
-from harness.leaderboard import rank
-from harness.results import (
+from harness.results.confirmation import Candidate, confirmation_seeds, pick_candidates
+from harness.results.folder import (
     PROGRESS_KEYS,
     Resources,
     SearchFolder,
@@ -35,6 +35,8 @@ from harness.results import (
     read_trials,
     write_outcome,
 )
+from harness.results.leaderboard import rank
+from harness.results.space import SearchSpace
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.driver import (
     SearchError,
@@ -46,9 +48,7 @@ from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED, scoped_enviro
 from harness.search.optuna_bridge import outcome
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import error_reason
-from harness.space import SearchSpace
 from harness.status import Status
-from harness.telemetry import write_table_atomic
 
 RUN_FILE = "run.json"  # in each confirmation trial's folder: which candidate and seed it is
 UNFINISHED = {"status": Status.ERRORED.value, "reason": "did not finish (see confirm/tune)"}

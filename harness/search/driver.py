@@ -1,6 +1,6 @@
 """The search itself: Ray up, the trials' share of the cluster, the Tuner, and the summary.
 
-Everything lives in ``results/<name>/`` (see harness/results.py).  Running the same search
+Everything lives in ``results/<name>/`` (see harness/results/folder.py).  Running the same search
 again restores the Ray experiment (``Tuner.restore``) and the Optuna study (SQLite): unfinished
 and errored trials resume from their last checkpoint, and a trial whose training had already
 ended before the interruption reports its recorded result instead of training again.
@@ -27,18 +27,18 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
+from harness.diagnostics.health import stop_reason
 from harness.faults import fault_point
 from harness.files import atomic_write
-from harness.health import stop_reason
 from harness.recipes import RECIPES
-from harness.results import Resources, SearchFolder, SearchPlan, read_trials, write_trials
+from harness.results.folder import Resources, SearchFolder, SearchPlan, read_trials, write_trials
+from harness.results.space import SearchSpace
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED, scoped_environ
 from harness.search.optuna_bridge import make_searcher, save_importances
 from harness.search.snapshot import SnapshotKeeper, heal
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import TrialsTable
-from harness.space import SearchSpace
 from harness.status import TERMINAL, Status
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -260,7 +260,7 @@ def trial_setup(plan: SearchPlan, resources: Resources, folder: SearchFolder) ->
 
 
 class HealthStopper(tune.Stopper):
-    """Ends a trial whose reported row raises a health flag (see harness.health)."""
+    """Ends a trial whose reported row raises a health flag (see harness.diagnostics.health)."""
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return stop_reason(result) is not None

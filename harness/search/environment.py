@@ -19,7 +19,7 @@ TUNE_FORCED = {
     # Our rows are heterogeneous by design: a stopped trial's last row has no score.
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
     # Ray's CSV and TensorBoard loggers would copy the validation rows our TensorBoard files
-    # (harness/tensorboard.py) already hold, and its banner would point TensorBoard at a
+    # (harness/diagnostics/tensorboard.py) already hold, and its banner would point TensorBoard at a
     # temporary copy in Ray's session folder; the tuners add back the JSON logger alone (Ray's
     # ResultGrid reads its result.json).
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",

@@ -19,7 +19,7 @@ from optuna import visualization as vis
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.results import SearchFolder, SearchPlan
+from harness.results.folder import SearchFolder, SearchPlan
 from harness.search.optuna_bridge import IMPORTANCE_MINIMUM, load_study
 
 

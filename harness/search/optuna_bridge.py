@@ -27,13 +27,13 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from harness.diagnostics.health import stop_reason
 from harness.faults import fault_point
 from harness.files import atomic_write, finite
-from harness.health import stop_reason
-from harness.results import LOST, SearchFolder, SearchPlan, read_outcome, write_outcome
+from harness.results.folder import LOST, SearchFolder, SearchPlan, read_outcome, write_outcome
+from harness.results.seeds import TRIALS, derive_seed
+from harness.results.space import Param, SearchSpace
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, numbers
-from harness.seeds import TRIALS, derive_seed
-from harness.space import Param, SearchSpace
 from harness.status import Status
 
 OPTUNA_STATE = {

@@ -1,4 +1,4 @@
-"""The Ray trainable: one trial of a search is :func:`harness.trial.run_trial` under Tune.
+"""The Ray trainable: one trial of a search is :func:`harness.runs.trial.run_trial` under Tune.
 
 Every validation is reported to Tune with the trainer's exact checkpoint inside a Ray
 checkpoint, so a trial that raises is retried from its last checkpoint.  A trial whose training
@@ -23,15 +23,16 @@ import torch
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS, DONE, SHOULD_CHECKPOINT
 
-from harness.build import set_threads
-from harness.config import TrialConfig
+from harness.diagnostics.tensorboard import TensorBoardWriter
 from harness.files import finite
 from harness.recipes import RECIPES
-from harness.results import PROGRESS_KEYS, SearchFolder, read_outcome, read_result
+from harness.results.folder import PROGRESS_KEYS, SearchFolder, read_outcome, read_result
+from harness.runs.resolve import resolve_config
+from harness.runs.trial import run_trial
 from harness.search.checkpoints import KEPT_CHECKPOINTS
 from harness.status import Status
-from harness.tensorboard import TensorBoardWriter
-from harness.trial import resolve_config, run_trial
+from harness.training.config import TrialConfig
+from harness.training.setup import set_threads
 
 STATUS = "trial_status"  # in every report: running | completed | stopped | pruned (a replay)
 TUNE_BOOKKEEPING_KEYS = frozenset(

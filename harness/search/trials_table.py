@@ -12,8 +12,8 @@ from ray.tune.experiment import Trial
 
 from harness.faults import fault_point
 from harness.files import finite
-from harness.metrics import SCORES
-from harness.results import SearchFolder, SearchPlan, read_outcome, write_trials
+from harness.results.folder import SearchFolder, SearchPlan, read_outcome, write_trials
+from harness.scoring.registry import SCORES
 from harness.search.optuna_bridge import ENDINGS, outcome
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, TrialSetup
 from harness.status import TERMINAL, Status

@@ -7,12 +7,12 @@ Before ``disc_start_step`` only G trains, on its reconstruction loss.
 
 At log steps only (cheap), the trainer also measures GAN health: the adversarial gradient that
 reaches the generated batch, the recipe's own health signals (:meth:`Recipe.health`), and feeds
-each step row to a :class:`~harness.health.HealthMonitor` whose flags travel in the checkpoint.
+each step row to a :class:`~harness.diagnostics.health.HealthMonitor` whose flags travel in the checkpoint.
 An optional R1 penalty (``TrainerConfig.r1_gamma``) regularises D on real data.
 
 The trainer owns the loop policy (order, ratio, precision, clipping, schedulers, checkpoints;
-the skip rules live in :class:`~harness.guards.Guards`) and reports through a callback; it knows
-nothing of Ray or of any recipe's maths.  Its parts are built by harness/build.py.
+the skip rules live in :class:`~harness.training.guards.Guards`) and reports through a callback; it knows
+nothing of Ray or of any recipe's maths.  Its parts are built by harness/training/setup.py.
 """
 
 from __future__ import annotations
@@ -36,7 +36,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness.build import (
+from harness.diagnostics.health import HealthConfig, HealthMonitor
+from harness.files import atomic_output, remove_stale_temps
+from harness.status import Status
+from harness.training.config import ConfigError, TrainerConfig
+from harness.training.guards import Counters, Guards, StopTraining
+from harness.training.recipe import Adversary, GeneratorLoss, Recipe
+from harness.training.setup import (
     build_networks,
     generator_objective,
     make_optimizer,
@@ -44,12 +50,6 @@ from harness.build import (
     pick_device,
     set_threads,
 )
-from harness.config import ConfigError, TrainerConfig
-from harness.files import atomic_output, remove_stale_temps
-from harness.guards import Counters, Guards, StopTraining
-from harness.health import HealthConfig, HealthMonitor
-from harness.recipes.base import Adversary, GeneratorLoss, Recipe
-from harness.status import Status
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness.config import ConfigError, TrainerConfig, TrialConfig
-from harness.init import apply_init
-from harness.recipes import recipe_class
-from harness.recipes.base import Recipe
+from harness.training.config import ConfigError, TrainerConfig
+from harness.training.weight_init import apply_init
 
 
 def seed_everything(seed: int) -> None:
@@ -51,12 +49,6 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
     elif "OMP_NUM_THREADS" in os.environ:
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
-
-
-def make_recipe(cfg: TrialConfig) -> Recipe:
-    """The trial's recipe, holding its model settings, data folder, seed and batch size."""
-    t = cfg.trainer
-    return recipe_class(cfg.recipe)(cfg.model, cfg.data, t.seed, t.batch_size)
 
 
 def build_networks(cfg: TrainerConfig, *builders: Callable[[], nn.Module]) -> list[nn.Module]:

@@ -30,18 +30,18 @@ from pathlib import Path
 import torch
 import yaml
 
-from harness.build import (
+from harness.files import atomic_write
+from harness.runs.resolve import make_recipe
+from harness.training.config import TrialConfig
+from harness.training.recipe import Adversary, Recipe
+from harness.training.setup import (
     build_networks,
     generator_objective,
     make_optimizer,
-    make_recipe,
     pick_device,
     seed_everything,
     set_threads,
 )
-from harness.config import TrialConfig
-from harness.files import atomic_write
-from harness.recipes.base import Adversary, Recipe
 
 MIN_DROP = 0.1  # a curve must end at least 10 % below its start to count as learning
 BLOWUP_START = 1.1  # ending above 1.1x the start loss is divergence
@@ -237,7 +237,7 @@ def write_space(path: Path, recipe: str, low: float, high: float) -> None:
 
     Comments and other entries are kept; the result is validated before anything is written.
     """
-    from harness.space import SpaceError, default_space_file, parse_space
+    from harness.results.space import SpaceError, default_space_file, parse_space
 
     path = Path(path)
     source = path if path.is_file() else default_space_file(recipe)

@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.confirmation import (
+from harness.diagnostics.health import DETECTORS
+from harness.files import finite
+from harness.results.confirmation import (
     ConfirmationSummary,
     read_confirmation,
     summarise_confirmation,
 )
-from harness.files import finite
-from harness.health import DETECTORS
-from harness.metrics import COSTS, METRICS, SCORES
-from harness.results import SearchFolder, SearchPlan, list_searches, read_trials
+from harness.results.folder import SearchFolder, SearchPlan, list_searches, read_trials
+from harness.scoring.registry import COSTS, METRICS, SCORES
 from harness.status import STATUSES, TERMINAL, Status
 
 FORMATS = ("table", "csv", "json", "markdown")

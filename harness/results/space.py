@@ -28,12 +28,12 @@ from typing import Any
 
 import yaml
 
-from harness import config as config_mod
-from harness.config import ConfigError, TrainerConfig
-from harness.metrics import COSTS, SCORES
 from harness.recipes import recipe_class
+from harness.scoring.registry import COSTS, SCORES
+from harness.training import config as config_mod
+from harness.training.config import ConfigError, TrainerConfig
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 TOP_LEVEL = ("objective", "cost", "space", "points_to_evaluate", "description")

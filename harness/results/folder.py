@@ -15,7 +15,7 @@
       summary.json      written when the search has finished
       reruns/           ``run.py rerun`` output
       confirm/          the confirmation runs (``--confirm K`` / ``run.py confirm``)
-      confirmation.parquet  one row per confirmation run (harness/confirmation.py)
+      confirmation.parquet  one row per confirmation run (harness/results/confirmation.py)
 
 No Ray here: the leaderboard and rerun read these files without starting anything.
 """
@@ -34,9 +34,9 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
+from harness.diagnostics.telemetry import write_table_atomic
 from harness.files import atomic_write
 from harness.status import TERMINAL, Status
-from harness.telemetry import write_table_atomic
 
 RESULTS_ENV = "GAN_HARNESS_RESULTS"
 EMPTY_TABLE = ["trial_id", "status", "reason"]  # the columns of a table with no trial yet

@@ -7,66 +7,21 @@ a rerun is the same code path as the search that found the configuration.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from harness import config as config_mod
-from harness.build import make_recipe, pick_device
-from harness.config import TrialConfig
+from harness.diagnostics.telemetry import DiagnosticsWriter
 from harness.files import atomic_write
-from harness.recipes import recipe_class
-from harness.telemetry import DiagnosticsWriter
-from harness.trainer import (
+from harness.runs.resolve import make_recipe
+from harness.training.config import TrialConfig
+from harness.training.setup import pick_device
+from harness.training.trainer import (
     Reporter,
     Trainer,
     TrainResult,
     resumable_state,
 )
-
-BUDGETS = ("smoke", "small", "paper")
-
-
-def default_budget() -> str:
-    """smoke on a CPU-only machine, small where a GPU is present."""
-    return "small" if torch.cuda.is_available() else "smoke"
-
-
-def resolve_config(
-    recipe: str,
-    budget: str | None = None,
-    sample: dict[str, Any] | None = None,
-    overrides: dict[str, Any] | None = None,
-    data: str | None = None,
-) -> TrialConfig:
-    """Recipe defaults <- budget preset <- search sample <- ``--set`` overrides."""
-    cls = recipe_class(recipe)
-    budget = budget or default_budget()
-    if budget not in cls.budgets:
-        raise config_mod.ConfigError(f"budget {budget!r}: not one of {', '.join(cls.budgets)}")
-    layers = [cls.defaults, cls.budgets[budget], sample or {}, overrides or {}]
-    return config_mod.build(recipe, budget, cls.config_cls, layers, data)
-
-
-def config_from_flat(flat: dict[str, Any]) -> TrialConfig:
-    """Rebuild a config from its flat form (:meth:`TrialConfig.flat`) exactly."""
-    flat = dict(flat)
-    recipe, budget, data = flat.pop("recipe"), flat.pop("budget"), flat.pop("data", None)
-    cls = recipe_class(recipe)
-    return config_mod.build(recipe, budget, cls.config_cls, [flat], data)
-
-
-def check_data(cfg: TrialConfig) -> None:
-    """Open ``cfg``'s training data as a trial would: a corpus with bad files is refused, and
-    clips too short for a training segment are named, before anything starts."""
-    recipe = make_recipe(cfg)
-    try:
-        recipe.train_data()
-    finally:
-        recipe.close()
 
 
 def format_row(kind: str, row: dict[str, Any]) -> str:
@@ -143,7 +98,3 @@ def run_trial(
     }
     atomic_write(out_dir / "result.json", json.dumps(summary, indent=2))
     return result
-
-
-def print_line(line: str) -> None:
-    print(line, file=sys.stdout, flush=True)

@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainerConfig:
-    """The loop policy shared by every recipe (see harness/trainer.py)."""
+    """The loop policy shared by every recipe (see harness/training/trainer.py)."""
 
     seed: int = 0
     # the budget: training batches drawn (one per iteration at D:G 1:1, d_steps + g_steps - 1 per

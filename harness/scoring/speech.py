@@ -1,7 +1,7 @@
 """Objective speech scores of (reference, estimate) pairs.
 
-PESQ, (E)STOI, SI-SNR, mel L1 and MR-STFT here; pitch and periodicity error (harness/pitch.py)
-and DNSMOS P.835 (harness/dnsmos.py) in their own modules, called from here.
+PESQ, (E)STOI, SI-SNR, mel L1 and MR-STFT here; pitch and periodicity error (harness/scoring/pitch.py)
+and DNSMOS P.835 (harness/scoring/dnsmos.py) in their own modules, called from here.
 
 Every pair goes through the same rules, so a number from one trial compares with another's:
 
@@ -41,14 +41,14 @@ import pystoi
 import torch
 import torchaudio.functional as AF
 
-from harness import pitch
-from harness.composite import composite_scores
-from harness.dnsmos import NAMES as DNSMOS_NAMES
-from harness.dnsmos import SAMPLE_RATE as DNSMOS_RATE
-from harness.dnsmos import dnsmos
-from harness.metrics import SPEECH
+from harness.scoring import pitch
+from harness.scoring.composite import composite_scores
+from harness.scoring.dnsmos import NAMES as DNSMOS_NAMES
+from harness.scoring.dnsmos import SAMPLE_RATE as DNSMOS_RATE
+from harness.scoring.dnsmos import dnsmos
+from harness.scoring.registry import SPEECH
 
-METRICS = SPEECH  # every speech metric of the registry (harness/metrics.py) is scored here
+METRICS = SPEECH  # every speech metric of the registry (harness/scoring/registry.py) is scored here
 MODES = ("wb", "nb")
 PESQ_RATE = 16000  # every rate but 8 kHz narrow-band is resampled to this for PESQ
 MIN_SAMPLE_RATE = 8000
@@ -191,7 +191,7 @@ def pesq_score(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str = "
 def composite(
     ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str, pesq: float | None = None
 ) -> dict[str, float]:
-    """CSIG / CBAK / COVL (harness/composite.py) at PESQ's rate, composed with PESQ in ``mode``
+    """CSIG / CBAK / COVL (harness/scoring/composite.py) at PESQ's rate, composed with PESQ in ``mode``
     (``pesq`` if already computed)."""
     if pesq is None:
         pesq = pesq_score(ref, est, sample_rate, mode)

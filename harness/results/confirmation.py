@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness.metrics import SCORES
-from harness.results import SearchFolder, SearchPlan
-from harness.seeds import CONFIRMATION, derive_seed
-from harness.stats import Comparison, SeedSummary, compare, summarise
+from harness.results.folder import SearchFolder, SearchPlan
+from harness.results.seeds import CONFIRMATION, derive_seed
+from harness.results.stats import Comparison, SeedSummary, compare, summarise
+from harness.scoring.registry import SCORES
 from harness.status import Status
 
 DEFAULT_LABEL = "paper default"

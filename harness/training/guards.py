@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.config import TrainerConfig
+from harness.training.config import TrainerConfig
 
 
 class StopTraining(Exception):

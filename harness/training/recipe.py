@@ -1,6 +1,6 @@
 """What a recipe is: the models, losses, data and validation of one GAN, without any loop policy.
 
-The trainer (harness/trainer.py) owns *how* the loop steps; a recipe says *what* is computed.
+The trainer (harness/training/trainer.py) owns *how* the loop steps; a recipe says *what* is computed.
 The trainer calls, per update: :meth:`Recipe.generate`, then :meth:`Recipe.discriminator_loss`
 on the detached generated batch, then :meth:`Recipe.generator_loss` on the same generated batch.
 """
@@ -9,16 +9,29 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from harness.batches import BatchSource
-from harness.health import HealthConfig
+from harness.diagnostics.health import HealthConfig
 
 if TYPE_CHECKING:
-    from harness.scoring import ScoringPool
+    from harness.scoring.speech import ScoringPool
+
+
+class BatchSource(Protocol):
+    """Deterministic training data: batch ``index`` is a pure function of (seed, index).
+
+    That makes the data position a single integer, so resuming from a checkpoint replays the
+    exact batches a straight run would have seen.
+    """
+
+    batches_per_epoch: int
+
+    def batch(self, index: int) -> Any:
+        """The ``index``-th training batch (CPU tensors)."""
+        ...
 
 
 @dataclass
@@ -111,7 +124,7 @@ class Recipe(ABC):
     @classmethod
     @abstractmethod
     def reports(cls, cfg: Any) -> tuple[str, ...]:
-        """The metrics (harness/metrics.py names) a validation with model settings ``cfg``
+        """The metrics (harness/scoring/registry.py names) a validation with model settings ``cfg``
         reports: what a search may optimise."""
 
     @abstractmethod
@@ -143,7 +156,7 @@ class Recipe(ABC):
         """Extra health columns measured on one training batch and its generated output.
 
         Called by the trainer at log steps only, under ``no_grad`` and with the training random
-        state preserved, ``fake`` detached.  Use the signal functions of harness/health.py
+        state preserved, ``fake`` detached.  Use the signal functions of harness/diagnostics/health.py
         (diversity, energy and high-band ratios for conditional generators); the keys must be
         diagnostics columns.  Default: none.
         """
@@ -187,7 +200,7 @@ class Recipe(ABC):
         """The recipe's scoring processes, started on first use (each costs seconds) and kept
         until :meth:`close`: ``score_workers`` of its config, else the torch threads it has."""
         if self._pool is None:
-            from harness.scoring import ScoringPool  # audio code only for recipes that score
+            from harness.scoring.speech import ScoringPool  # audio code only for recipes that score
 
             workers = getattr(self.cfg, "score_workers", 0) or max(1, torch.get_num_threads())
             self._pool = ScoringPool(workers)

@@ -30,9 +30,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from harness.diagnostics.health import DETECTORS
 from harness.files import atomic_output, remove_stale_temps
-from harness.health import DETECTORS
-from harness.metrics import SCORES
+from harness.scoring.registry import SCORES
 
 
 class TelemetryError(ValueError):
@@ -92,7 +92,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("step_s", _F, "s", "mean wall time per training iteration since the last row"),
     Column("samples_per_s", _F, "examples/s", "training examples processed per second"),
     Column("compile_s", _F, "s", "torch.compile time since the last row (compile=true only)"),
-    # evaluation: every score in the metric registry (harness/metrics.py)
+    # evaluation: every score in the metric registry (harness/scoring/registry.py)
     *(
         Column(m.name, _F, m.unit, m.meaning)
         for m in SCORES.values()
@@ -100,7 +100,7 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column("n_valid", _I, "utterances", "validation utterances scored"),
     Column("n_skipped", _I, "utterances", "validation utterances that could not be scored"),
-    # health (see harness/health.py and the "Health columns" section of docs/diagnostics.md)
+    # health (see harness/diagnostics/health.py and the "Health columns" section of docs/diagnostics.md)
     Column("d_loss_roll_mean", _F, "", "mean of loss_d over the last HealthConfig.roll step rows"),
     Column("d_loss_roll_var", _F, "", "variance (ddof 0) of loss_d over the same rows"),
     Column("diversity_ratio", _F, "ratio", "pairwise log-mel distance, generated / real"),

@@ -1,0 +1,2 @@
+"""One run (a trial, a confirmation seed, a rerun): config -> recipe -> trainer -> reports; and the
+generator-only preflight."""
