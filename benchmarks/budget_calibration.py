@@ -28,7 +28,7 @@ def train(seed: int, batches: int, eval_every: int, sample: dict[str, object]) -
     """Eval rows of one smoke-size run of the given configuration and seed."""
     overrides = {
         "seed": seed,
-        "steps": batches,
+        "batches": batches,
         "eval_every": eval_every,
         "eval_metrics": (*SCORED, *DNSMOS_AND_PITCH),
         "threads": 2,

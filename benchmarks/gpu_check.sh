@@ -74,7 +74,7 @@ search() { # search NAME TRIALS GPUS_PER_TRIAL CAP_S
 python3 - "$steps" >"$out/space.yaml" <<'EOF'
 import sys, yaml
 doc = yaml.safe_load(open("search_spaces/hifigan.yaml"))
-doc["space"]["steps"] = int(sys.argv[1])  # the small budget's validation every 500 batches stays
+doc["space"]["batches"] = int(sys.argv[1])  # the small budget's validation every 500 batches stays
 print(yaml.safe_dump(doc, sort_keys=False))
 EOF
 phase "search: 4 small trials at 0.25 GPU each, $steps batches"

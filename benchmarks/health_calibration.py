@@ -138,7 +138,7 @@ def lr5_d4(seed: int) -> Run:
 def longer(runs: dict[str, Run], steps: int) -> dict[str, Run]:
     """``runs`` trained for ``steps`` batches instead of their budget's, as <recipe>/long/<run>."""
     return {
-        name.replace("/", "/long/", 1): replace(run, overrides={**run.overrides, "steps": steps})
+        name.replace("/", "/long/", 1): replace(run, overrides={**run.overrides, "batches": steps})
         for name, run in runs.items()
     }
 

@@ -39,11 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+        args = build_parser().parse_args(argv)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with its user-facing errors as one line and exit status 2."""
     try:
-        with warnings.catch_warnings():
-            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
-            return int(args.func(args) or 0)
+        return int(args.func(args) or 0)
     except ValueError as err:  # every user-facing error class subclasses ValueError
         if type(err) is ValueError:
             raise
@@ -73,10 +78,10 @@ def _show_warning(
     *where: Any,
     **kw: Any,
 ) -> None:
-    """The harness's data warnings as one ``warning: ...`` line; others go on to ``show``."""
-    from harness.audio.datasets import DataWarning
+    """The harness's own warnings as one ``warning: ...`` line; others go on to ``show``."""
+    from harness.console import HarnessWarning
 
-    if issubclass(category, DataWarning):
+    if issubclass(category, HarnessWarning):
         print(f"warning: {message}", file=sys.stderr, flush=True)
     else:
         show(message, category, *where, **kw)

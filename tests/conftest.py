@@ -16,7 +16,7 @@ from harness.results.folder import SearchFolder
 torch.set_num_threads(1)
 
 TINY_RING = {  # a ring trial of 300 steps in about a second
-    "steps": 300,
+    "batches": 300,
     "eval_every": 100,
     "log_every": 50,
     "batch_size": 64,

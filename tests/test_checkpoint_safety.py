@@ -40,7 +40,7 @@ def test_the_trainers_own_checkpoint_needs_no_allow_list(tmp_path: Path) -> None
     from harness.runs.resolve import resolve_config
     from harness.runs.trial import run_trial
 
-    settings = {"steps": 40, "eval_every": 20, "log_every": 20, "eval_samples": 200}
+    settings = {"batches": 40, "eval_every": 20, "log_every": 20, "eval_samples": 200}
     result = run_trial(resolve_config("ring", "smoke", overrides=settings), tmp_path)
     state = load_checkpoint(result.checkpoint)  # weights_only=True, nothing allow-listed
     assert state["step"] == result.step and isinstance(state["rng"]["numpy"]["state"], dict)
@@ -51,7 +51,7 @@ def test_a_save_cut_short_leaves_no_temp_file_once_the_trial_runs_again(tmp_path
     from harness.runs.trial import run_trial
     from harness.training.trainer import Trainer
 
-    settings = {"steps": 20, "eval_every": 20, "log_every": 20, "eval_samples": 200}
+    settings = {"batches": 20, "eval_every": 20, "log_every": 20, "eval_samples": 200}
     cfg = resolve_config("ring", "smoke", overrides=settings)
     result = run_trial(cfg, tmp_path)
     cut_short = result.checkpoint.with_name(f".{result.checkpoint.name}.0123abcd.tmp")
@@ -65,7 +65,7 @@ def test_resume_without_a_checkpoint_says_so(
 ) -> None:
     from harness.cli import main
 
-    settings = ["steps=20", "eval_every=20", "log_every=20", "eval_samples=200"]
+    settings = ["batches=20", "eval_every=20", "log_every=20", "eval_samples=200"]
     argv = ["train", "ring", "--out", str(tmp_path / "out"), "--resume"]
     assert main([*argv, *(f"--set={s}" for s in settings)]) == 0
     err = capsys.readouterr().err

@@ -47,9 +47,9 @@ SPACE = {
 TRIALS = 5
 
 
-def command(root: Path, name: str, trials: int = TRIALS, steps: int = 400) -> list[str]:
+def command(root: Path, name: str, trials: int = TRIALS, batches: int = 400) -> list[str]:
     """`run.py search` on the ring SPACE (written to ``root/space.yaml``), results in ``root``."""
-    space = {**SPACE, "space": {**SPACE["space"], "steps": steps}}
+    space = {**SPACE, "space": {**SPACE["space"], "batches": batches}}
     (root / "space.yaml").write_text(yaml.safe_dump(space))
     return [
         sys.executable, "run.py", "search", "ring", "--space", str(root / "space.yaml"),
@@ -199,7 +199,7 @@ def test_driver_killed_resumes_with_every_trial_accounted_for(tmp_path, kill_at)
     # mid-trial is found by polling: at 400 steps a ring trial trains for under a second on a fast
     # CPU and ASHA cuts most at their first checkpoint, so no trial may be seen past its first
     # checkpoint while another has ended; trials that ASHA keeps then train for seconds
-    argv = command(tmp_path, "killed", steps=3000 if kill_at == "mid_trial" else 400)
+    argv = command(tmp_path, "killed", batches=3000 if kill_at == "mid_trial" else 400)
     if kill_at == "mid_trial":
         first = launch(argv, tmp_path / "first.log")
         try:
@@ -303,7 +303,7 @@ def test_worker_killed_mid_step_resumes_from_its_checkpoint_with_exact_scores(tm
     """SIGKILL the Ray worker training the one trial once it has a checkpoint; Ray retries the
     trial from that checkpoint, and its final scores equal an uninterrupted run's, exactly."""
     folder = SearchFolder(tmp_path / "worker")
-    argv = command(tmp_path, "worker", trials=1, steps=1000)  # long enough to catch training
+    argv = command(tmp_path, "worker", trials=1, batches=1000)  # long enough to catch training
     search = launch(argv, tmp_path / "search.log")
     try:
         wait_until(lambda: registered_checkpoint(folder), search, "a checkpoint Ray holds")
@@ -350,7 +350,7 @@ def same(a: object, b: object) -> bool:
     )
 
 
-RING = {**TINY_RING, "steps": 300, "keep_checkpoints": 2}
+RING = {**TINY_RING, "batches": 300, "keep_checkpoints": 2}
 
 
 @pytest.fixture(scope="module")

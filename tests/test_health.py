@@ -279,7 +279,7 @@ def test_bad_settings_are_one_line_errors():
 
 def ring_trainer(tmp_path, health=None, **settings):
     small = {"g_hidden": 16, "g_layers": 2, "d_hidden": 16, "eval_samples": 200}
-    base = {"steps": 10, "batch_size": 32, "log_every": 5, "eval_every": 10, **small}
+    base = {"batches": 10, "batch_size": 32, "log_every": 5, "eval_every": 10, **small}
     cfg = resolve_config("ring", "smoke", overrides={**base, **settings})
     recipe = RingRecipe(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)
     rows: list[tuple[str, dict]] = []
@@ -288,7 +288,7 @@ def ring_trainer(tmp_path, health=None, **settings):
 
 
 def test_adv_grad_norm_is_the_gradient_reaching_the_generated_batch(tmp_path):
-    trainer, rows = ring_trainer(tmp_path, steps=1, log_every=1)
+    trainer, rows = ring_trainer(tmp_path, batches=1, log_every=1)
     g_before = copy.deepcopy(trainer.G)
     trainer.fit()
     (row,) = [r for k, r in rows if k == "step"]
@@ -299,7 +299,7 @@ def test_adv_grad_norm_is_the_gradient_reaching_the_generated_batch(tmp_path):
     (grad,) = torch.autograd.grad(loss, fake)
     assert row["adv_grad_norm"] == pytest.approx(float(grad.norm()), rel=1e-6)
     assert row["adv_grad_norm"] > 0
-    late, rows = ring_trainer(tmp_path / "late", steps=10, disc_start_step=5)
+    late, rows = ring_trainer(tmp_path / "late", batches=10, disc_start_step=5)
     late.fit()
     assert [r.get("adv_grad_norm") is None for k, r in rows if k == "step"] == [True, False]
 
@@ -311,9 +311,9 @@ def test_r1_penalty_flattens_d_on_real_data(tmp_path):
         (grad,) = torch.autograd.grad(out.sum(), real)
         return float(grad.pow(2).sum(1).mean())
 
-    plain, _ = ring_trainer(tmp_path / "plain", steps=40, lr_d=1e-2)
+    plain, _ = ring_trainer(tmp_path / "plain", batches=40, lr_d=1e-2)
     plain.fit()
-    r1, rows = ring_trainer(tmp_path / "r1", steps=40, lr_d=1e-2, r1_gamma=10.0)
+    r1, rows = ring_trainer(tmp_path / "r1", batches=40, lr_d=1e-2, r1_gamma=10.0)
     r1.fit()
     logged = [r["r1_penalty"] for k, r in rows if k == "step"]
     assert all(math.isfinite(x) and x >= 0 for x in logged)
@@ -333,7 +333,7 @@ def test_hifigan_smoke_health(tmp_path, recipe_cls):
     """A constant generator is flagged as collapsed; the paper configuration raises nothing on
     the smoke budget's seed 0 (whose D won on the default init's DC offset: docs/diagnostics.md)."""
     constant = recipe_cls is ConstantVocoder
-    cfg = resolve_config("hifigan", "smoke", overrides={"steps": 200} if constant else {})
+    cfg = resolve_config("hifigan", "smoke", overrides={"batches": 200} if constant else {})
     recipe = recipe_cls(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)
     rows: list[tuple[str, dict]] = []
     trainer = Trainer(recipe, cfg.trainer, tmp_path, lambda k, r, c: rows.append((k, r)))

@@ -17,7 +17,7 @@ from harness.results.folder import SearchFolder, read_trials
 from harness.results.leaderboard import render
 
 BATCHES = 1500  # 300 iterations of the rig's 5 D steps; 1,500 iterations of the healthy 1:1
-FIXED = {"steps": BATCHES, "eval_every": 300, "log_every": 20, "lr_decay": 0.01 ** (1 / BATCHES)}
+FIXED = {"batches": BATCHES, "eval_every": 300, "log_every": 20, "lr_decay": 0.01 ** (1 / BATCHES)}
 RIGGED = {
     "lr_g": 1e-5,
     "lr_d": 1e-3,

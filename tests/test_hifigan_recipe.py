@@ -67,7 +67,7 @@ def test_short_training_run_writes_everything(tmp_path, corpus):
     cfg = resolve_config(
         "hifigan",
         "smoke",
-        overrides={**TINY, "steps": 4, "eval_every": 2, "log_every": 2},
+        overrides={**TINY, "batches": 4, "eval_every": 2, "log_every": 2},
         data=str(corpus),
     )
     result = run_trial(cfg, tmp_path / "run", search="s", trial_id="t1")

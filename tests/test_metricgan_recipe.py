@@ -50,7 +50,7 @@ def test_paper_budget_is_speechbrains_configuration():
     assert (t.optimizer, t.lr_g, t.lr_d, t.scheduler) == ("adam", 5e-4, 5e-4, "constant")
     assert (t.b1_g, t.b2_g, t.b1_d, t.b2_d) == (0.9, 0.999, 0.9, 0.999)
     assert (t.d_steps, t.g_steps, t.clip_grad_g, t.clip_grad_d) == (2, 1, 5.0, 5.0)
-    assert (t.batch_size, t.steps, t.label_smoothing) == (1, 120_000, 0.0)  # batches drawn
+    assert (t.batch_size, t.batches, t.label_smoothing) == (1, 120_000, 0.0)  # batches drawn
     assert (m.generator, m.d_channels, m.min_mask, m.max_slope) == ("paper", 15, 0.05, 3.5)
     assert (m.replay_ratio, m.pesq_every, m.pesq_lag) == (0.2, 2, 0)
     assert (m.lambda_mse, m.sample_rate) == (0.0, 16000)
@@ -159,7 +159,7 @@ def test_replay_group_is_the_ratio_of_the_batch_drawn_from_earlier_steps(corpus)
 
 
 def test_slopes_are_clamped_and_nan_reset_after_a_generator_step(corpus, tmp_path):
-    cfg = tiny_config(corpus, lr_g=10.0, steps=1, clip_grad_g=0.0)
+    cfg = tiny_config(corpus, lr_g=10.0, batches=1, clip_grad_g=0.0)
     recipe = MetricganRecipe(cfg.model, str(corpus), 0, cfg.trainer.batch_size)
     trainer = Trainer(recipe, cfg.trainer, tmp_path)
     slope = trainer.G.sigmoid.slope.detach()  # a view: follows the parameter
@@ -197,7 +197,7 @@ def test_health_reports_the_share_of_the_mask_at_its_floor(corpus):
 
 def test_short_run_reports_scores_against_the_noisy_input(tmp_path, corpus):
     # budgets count batches drawn: two iterations of the paper's 2 D passes draw 4
-    cfg = tiny_config(corpus, steps=4, eval_every=4, log_every=1, pesq_lag=1)
+    cfg = tiny_config(corpus, batches=4, eval_every=4, log_every=1, pesq_lag=1)
     result = run_trial(cfg, tmp_path / "run", search="s", trial_id="t1")
     assert result.status == "completed" and result.step == 2
     last = result.last_eval

@@ -436,7 +436,7 @@ def test_a_vocoder_and_an_enhancer_train_on_every_format(
     root = write_pair_corpus(
         tmp_path / "pairs", pairs=4, sample_rate=sr, ext=ext, channels=channels, **kwargs
     )
-    tiny = {"batch_size": 2, "steps": 2, "eval_every": 2, "n_valid": 2, "score_workers": 1}
+    tiny = {"batch_size": 2, "batches": 2, "eval_every": 2, "n_valid": 2, "score_workers": 1}
     runs = {
         "hifigan": resolve_config(
             "hifigan",

@@ -26,7 +26,7 @@ OVERPOWER = {
     "d_steps": 5,
     "g_hidden": 16,
     "g_layers": 2,
-    "steps": 1500,
+    "batches": 1500,
     "log_every": 20,
     "eval_every": 500,
     "scheduler": "constant",
@@ -35,7 +35,7 @@ COLLAPSE = {
     "lr_g": 3e-3,
     "lr_d": 3e-4,
     "g_steps": 3,
-    "steps": 1800,  # 600 iterations of 3 G steps
+    "batches": 1800,  # 600 iterations of 3 G steps
     "log_every": 50,
     "eval_every": 150,
     # this collapse is a knife-edge trajectory, pinned with the for-loop Adam it was found with
@@ -43,13 +43,13 @@ COLLAPSE = {
     "fused_optimizer": False,
     "scheduler": "constant",
 }
-HEALTHY = {"steps": 2000, "lr_decay": 0.01 ** (1 / 2000)}  # the smoke budget, shortened
+HEALTHY = {"batches": 2000, "lr_decay": 0.01 ** (1 / 2000)}  # the smoke budget, shortened
 
 
-def train(tmp_path, settings, health=None, steps=None):
+def train(tmp_path, settings, health=None, batches=None):
     cfg = resolve_config("ring", "smoke", overrides=settings)
-    if steps is not None:
-        cfg.trainer.steps = steps
+    if batches is not None:
+        cfg.trainer.batches = batches
     recipe = RingRecipe(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)
     rows: list[tuple[str, dict]] = []
     trainer = Trainer(recipe, cfg.trainer, tmp_path, lambda k, r, c: rows.append((k, r)), health)
@@ -116,9 +116,9 @@ def test_healthy_ring_raises_no_flag(tmp_path):
 
 def test_health_flags_survive_resume(tmp_path):
     health = HealthConfig(warmup=0.0)
-    settings = {**OVERPOWER, "steps": 1400, "eval_every": 400}  # 280 iterations
+    settings = {**OVERPOWER, "batches": 1400, "eval_every": 400}  # 280 iterations
     _, straight = train(tmp_path / "straight", settings, health)
-    train(tmp_path / "split", settings, health, steps=1100)  # 220 iterations, flagged at 200
+    train(tmp_path / "split", settings, health, batches=1100)  # 220 iterations, flagged at 200
     resumed: list[tuple[str, dict]] = []
     cfg = resolve_config("ring", "smoke", overrides=settings)
     recipe = RingRecipe(cfg.model, None, cfg.trainer.seed, cfg.trainer.batch_size)

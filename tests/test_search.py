@@ -188,7 +188,7 @@ def test_rerun_more_seeds_for_fewer_steps(search, monkeypatch):
     folder, _, _ = search
     monkeypatch.setitem(RECIPES, "flaky", "flaky_recipe:FlakyRecipe")
     code, out = run_cli("rerun", "e2e", "--results", str(folder.path.parent), "--rank", "1",
-                        "--seeds", "2", "--steps", "100")  # fmt: skip
+                        "--seeds", "2", "--batches", "100")  # fmt: skip
     assert code == 0, out
     assert out.count("seed ") >= 2 and "mean ± std" in out
     assert "search (step 100)" in out and "search (step 300)" in out

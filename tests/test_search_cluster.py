@@ -23,7 +23,7 @@ SPACE = {
     "space": {
         "lr_g": {"loguniform": [3e-4, 3e-3]},
         "g_hidden": {"choice": [16, 32, 64]},
-        "steps": 200,
+        "batches": 200,
         "eval_every": 100,
         "log_every": 50,
         "batch_size": 64,

@@ -114,7 +114,7 @@ def test_losses_follow_lsgan_with_l1_weight_100(corpus):
 
 def test_short_run_and_exact_resume(tmp_path, corpus):
     def run(out, steps, resume=False):
-        cfg = tiny_config(corpus, steps=steps, eval_every=2, log_every=1)
+        cfg = tiny_config(corpus, batches=steps, eval_every=2, log_every=1)
         result = run_trial(cfg, out, resume=resume)
         return result, torch.load(result.checkpoint, weights_only=True)
 

@@ -161,7 +161,7 @@ def test_asha_grace_waits_for_the_latest_discriminator_start():
         "space": {
             "disc_start_step": {"int": [0, 250]},
             "lr_g": {"loguniform": [1e-4, 1e-2]},
-            "steps": 1000,
+            "batches": 1000,
             "eval_every": 100,
         },
     }
@@ -177,8 +177,37 @@ def test_asha_grace_counts_the_batches_drawn_before_the_discriminator_starts():
         "space": {
             "disc_start_step": {"int": [0, 250]},
             "g_steps": {"int": [1, 2]},  # before D starts an iteration draws g_steps batches
-            "steps": 1000,
+            "batches": 1000,
             "eval_every": 100,
         },
     }
     assert asha_window(parse_space(doc, "ring"), "ring", "smoke") == (600, 1000)
+
+
+def test_the_old_budget_key_steps_is_read_as_batches_with_one_warning():
+    from harness.training.config import DeprecatedKey
+
+    doc = {**with_space(steps=700), "points_to_evaluate": []}
+    with pytest.warns(DeprecatedKey, match="'steps' is now called 'batches'"):
+        space = parse_space(doc, "ring")
+    assert space.fixed["batches"] == 700 and "steps" not in space.fixed
+
+
+def test_the_old_budget_key_steps_is_read_from_set_and_old_configs():
+    from harness.runs.resolve import config_from_flat, resolve_config
+    from harness.training.config import DeprecatedKey
+
+    with pytest.warns(DeprecatedKey):
+        cfg = resolve_config("ring", "smoke", overrides={"steps": "120"})
+    assert cfg.trainer.batches == 120
+    old = {k: v for k, v in cfg.flat().items() if k != "batches"} | {"steps": 120}
+    with pytest.warns(DeprecatedKey):
+        assert config_from_flat(old) == cfg
+
+
+def test_rerun_takes_the_old_option_steps_as_batches(capsys):
+    from harness.cli import build_parser
+
+    with pytest.warns(UserWarning, match="--steps is now called --batches"):
+        args = build_parser().parse_args(["rerun", "some-search", "--steps", "300"])
+    assert args.batches == 300

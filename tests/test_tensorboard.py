@@ -16,7 +16,7 @@ from harness.runs.resolve import resolve_config
 from harness.runs.trial import run_trial
 
 TINY = {
-    "steps": 300, "eval_every": 100, "log_every": 50, "batch_size": 64, "g_hidden": 32,
+    "batches": 300, "eval_every": 100, "log_every": 50, "batch_size": 64, "g_hidden": 32,
     "g_layers": 2, "d_hidden": 32, "d_layers": 2, "eval_samples": 500,
 }  # fmt: skip
 

@@ -21,7 +21,7 @@ SMALL = {"g_hidden": 32, "g_layers": 2, "d_hidden": 32, "d_layers": 2, "eval_sam
 
 def make(tmp_path, recipe_cls=RingRecipe, **overrides):
     settings = {
-        "steps": 20,
+        "batches": 20,
         "batch_size": 32,
         "eval_every": 10,
         "log_every": 5,
@@ -59,12 +59,12 @@ def test_resume_is_bit_exact(tmp_path, reevaluate):
         "reevaluate_d": reevaluate,
     }
     # budgets count batches drawn: 2:1 draws two per iteration, so 40 batches are 20 iterations
-    straight, _ = make(tmp_path / "straight", steps=80, **policy)
+    straight, _ = make(tmp_path / "straight", batches=80, **policy)
     straight.fit()
 
-    first, _ = make(tmp_path / "split", steps=40, **policy)
+    first, _ = make(tmp_path / "split", batches=40, **policy)
     first.fit()
-    second, rows = make(tmp_path / "split", steps=80, **policy)
+    second, rows = make(tmp_path / "split", batches=80, **policy)
     assert second.resume()
     assert second.step == 20 and second.batch_index == 40
     second.fit()
@@ -80,7 +80,7 @@ def test_resume_is_bit_exact(tmp_path, reevaluate):
 @pytest.mark.parametrize("d_steps,g_steps", [(3, 1), (1, 2)])
 def test_d_to_g_ratio(tmp_path, d_steps, g_steps):
     per_iteration = d_steps + g_steps - 1  # the budget counts batches: ten iterations' worth
-    trainer, _ = make(tmp_path, steps=10 * per_iteration, d_steps=d_steps, g_steps=g_steps)
+    trainer, _ = make(tmp_path, batches=10 * per_iteration, d_steps=d_steps, g_steps=g_steps)
     d_calls, g_calls = count_steps(trainer.opt_d), count_steps(trainer.opt_g)
     trainer.fit()
     assert d_calls[0] == 10 * d_steps
@@ -90,16 +90,16 @@ def test_d_to_g_ratio(tmp_path, d_steps, g_steps):
 
 
 def test_disc_start_step_leaves_d_untouched(tmp_path):
-    trainer, rows = make(tmp_path, steps=8, disc_start_step=5, log_every=1)
+    trainer, rows = make(tmp_path, batches=8, disc_start_step=5, log_every=1)
     d_before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
     d_calls = count_steps(trainer.opt_d)
-    trainer.cfg.steps = 5
+    trainer.cfg.batches = 5
     trainer.fit()
     assert d_calls[0] == 0
     for k, v in trainer.D.state_dict().items():
         assert torch.equal(v, d_before[k]), k
     assert not any("loss_d" in r for kind, r in rows if kind == "step")
-    trainer.cfg.steps = 8
+    trainer.cfg.batches = 8
     trainer.fit()
     assert d_calls[0] == 3
     assert any(not torch.equal(v, d_before[k]) for k, v in trainer.D.state_dict().items())
@@ -117,9 +117,11 @@ class TargetSpy(RingRecipe):
 
 @pytest.mark.parametrize("loss", ["bce", "lsgan"])
 def test_label_smoothing_changes_d_target(tmp_path, loss):
-    plain, _ = make(tmp_path / "a", recipe_cls=TargetSpy, steps=3, loss=loss)
+    plain, _ = make(tmp_path / "a", recipe_cls=TargetSpy, batches=3, loss=loss)
     plain.fit()
-    smooth, _ = make(tmp_path / "b", recipe_cls=TargetSpy, steps=3, loss=loss, label_smoothing=0.2)
+    smooth, _ = make(
+        tmp_path / "b", recipe_cls=TargetSpy, batches=3, loss=loss, label_smoothing=0.2
+    )
     smooth.fit()
     assert set(plain.recipe.targets) == {1.0}
     assert smooth.recipe.targets == pytest.approx([0.8] * len(smooth.recipe.targets))
@@ -143,7 +145,7 @@ class NanAt(RingRecipe):
 
 def test_nan_loss_is_skipped_counted_and_training_continues(tmp_path):
     NanAt.nan_calls = {3, 4, 7}
-    trainer, rows = make(tmp_path, recipe_cls=NanAt, steps=12, log_every=1)
+    trainer, rows = make(tmp_path, recipe_cls=NanAt, batches=12, log_every=1)
     snapshots = []
     trainer.opt_g.register_step_post_hook(lambda *a: snapshots.append(trainer.step))
     result = trainer.fit()
@@ -157,7 +159,7 @@ def test_nan_loss_is_skipped_counted_and_training_continues(tmp_path):
 
 def test_too_many_nonfinite_losses_stop_the_trial(tmp_path):
     NanAt.nan_calls = set(range(1, 100))
-    trainer, _ = make(tmp_path, recipe_cls=NanAt, steps=50, max_consecutive_nonfinite=5)
+    trainer, _ = make(tmp_path, recipe_cls=NanAt, batches=50, max_consecutive_nonfinite=5)
     result = trainer.fit()
     assert result.status == "stopped"
     assert "5 consecutive G updates skipped" in result.reason
@@ -178,14 +180,14 @@ class OomAt(RingRecipe):
 
 
 def test_oom_batch_is_skipped_and_counted(tmp_path):
-    trainer, _ = make(tmp_path, recipe_cls=OomAt, steps=8)
+    trainer, _ = make(tmp_path, recipe_cls=OomAt, batches=8)
     result = trainer.fit()
     assert result.status == "completed" and result.step == 8
     assert trainer.counters.oom_skips == 2
 
 
 def test_oom_is_raised_when_skipping_is_off(tmp_path):
-    trainer, _ = make(tmp_path, recipe_cls=OomAt, steps=8, skip_oom=False)
+    trainer, _ = make(tmp_path, recipe_cls=OomAt, batches=8, skip_oom=False)
     with pytest.raises(torch.OutOfMemoryError):
         trainer.fit()
 
@@ -200,12 +202,12 @@ class Reconstructing(RingRecipe):
 
 
 def test_loss_threshold_skips_batches_left_empty(tmp_path):
-    trainer, _ = make(tmp_path, recipe_cls=Reconstructing, steps=4, loss_threshold=1e9)
+    trainer, _ = make(tmp_path, recipe_cls=Reconstructing, batches=4, loss_threshold=1e9)
     g_calls = count_steps(trainer.opt_g)
     trainer.fit()
     assert g_calls[0] == 0
     assert trainer.counters.threshold_skips == 4
-    kept, _ = make(tmp_path / "b", recipe_cls=Reconstructing, steps=4, loss_threshold=1e-9)
+    kept, _ = make(tmp_path / "b", recipe_cls=Reconstructing, batches=4, loss_threshold=1e-9)
     g_calls = count_steps(kept.opt_g)
     kept.fit()
     assert g_calls[0] == 4 and kept.counters.threshold_skips == 0
@@ -214,7 +216,7 @@ def test_loss_threshold_skips_batches_left_empty(tmp_path):
 def test_schedulers_per_step_and_per_epoch(tmp_path):
     per_step, _ = make(
         tmp_path / "a",
-        steps=10,
+        batches=10,
         scheduler="exponential",
         lr_decay=0.5,
         scheduler_interval="per_step",
@@ -225,7 +227,7 @@ def test_schedulers_per_step_and_per_epoch(tmp_path):
     assert per_step.opt_g.param_groups[0]["lr"] == pytest.approx(0.5**10)
     per_epoch, _ = make(
         tmp_path / "b",
-        steps=250,
+        batches=250,
         scheduler="exponential",
         lr_decay=0.5,
         scheduler_interval="per_epoch",
@@ -240,7 +242,7 @@ def test_schedulers_per_step_and_per_epoch(tmp_path):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_runs(tmp_path, precision):
-    trainer, rows = make(tmp_path, steps=6, precision=precision)
+    trainer, rows = make(tmp_path, batches=6, precision=precision)
     assert trainer.scaler_g.is_enabled() == (precision == "fp16")
     assert trainer.scaler_g is not trainer.scaler_d
     result = trainer.fit()
@@ -249,13 +251,13 @@ def test_mixed_precision_runs(tmp_path, precision):
 
 
 def test_gradient_clipping_records_preclip_norm(tmp_path):
-    trainer, rows = make(tmp_path, steps=5, clip_grad_d=1e-6, log_every=1, lr_d=1.0)
+    trainer, rows = make(tmp_path, batches=5, clip_grad_d=1e-6, log_every=1, lr_d=1.0)
     before = trainer.D[0].linear.weight.detach().clone()
     trainer.fit()
     norms = [r["grad_norm_d"] for k, r in rows if k == "step"]
     assert min(norms) > 1e-3  # recorded before clipping
     # clipped to 1e-6 total norm: Adam normalises step size, so compare with an unclipped twin
-    free, _ = make(tmp_path / "free", steps=5, log_every=1, lr_d=1.0)
+    free, _ = make(tmp_path / "free", batches=5, log_every=1, lr_d=1.0)
     free.fit()
     assert not torch.equal(trainer.D[0].linear.weight, free.D[0].linear.weight)
     assert not torch.equal(trainer.D[0].linear.weight, before)
@@ -278,7 +280,7 @@ def test_init_schemes():
 def test_step_rows_come_every_log_every_batches_at_any_d_to_g_ratio(tmp_path):
     """Like evaluations, step rows count batches: a 3:1 run logs as often per batch as a 1:1
     run, so a health window spans the same compute at every ratio."""
-    trainer, rows = make(tmp_path, steps=30, eval_every=30, log_every=5, d_steps=3)
+    trainer, rows = make(tmp_path, batches=30, eval_every=30, log_every=5, d_steps=3)
     trainer.fit()
     step_rows = [r for k, r in rows if k == "step"]
     assert [r["batches"] for r in step_rows] == [6, 12, 15, 21, 27, 30]
@@ -287,7 +289,7 @@ def test_step_rows_come_every_log_every_batches_at_any_d_to_g_ratio(tmp_path):
 
 
 def test_rows_and_evaluations(tmp_path):
-    trainer, rows = make(tmp_path, steps=20, eval_every=10, log_every=5)
+    trainer, rows = make(tmp_path, batches=20, eval_every=10, log_every=5)
     trainer.fit()
     evals = [r["step"] for k, r in rows if k == "eval"]
     steps = [r["step"] for k, r in rows if k == "step"]
@@ -319,7 +321,7 @@ def test_every_ratio_validates_after_the_same_batches_and_stops_at_the_budget(
 ):
     """Equal compute: a 3:1 trial and a 1:1 trial are validated (and ASHA compares them) after
     the same number of batches drawn, and both stop at the same budget."""
-    trainer, rows = make(tmp_path, steps=60, eval_every=20, d_steps=d_steps, g_steps=g_steps)
+    trainer, rows = make(tmp_path, batches=60, eval_every=20, d_steps=d_steps, g_steps=g_steps)
     result = trainer.fit()
     per_iteration = d_steps + g_steps - 1
     evals = [r["batches"] for k, r in rows if k == "eval"]
@@ -331,14 +333,14 @@ def test_every_ratio_validates_after_the_same_batches_and_stops_at_the_budget(
 
 def test_d_schedule_starts_when_d_does_and_epochs_count_examples(tmp_path):
     trainer, _ = make(
-        tmp_path, steps=12, disc_start_step=4, lr_decay=0.5, scheduler_interval="per_step"
+        tmp_path, batches=12, disc_start_step=4, lr_decay=0.5, scheduler_interval="per_step"
     )
     trainer.fit()
     assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(trainer.cfg.lr_g * 0.5**12)
     assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(trainer.cfg.lr_d * 0.5**8)
     # per_epoch with epochs of 64 examples: batch 32 ticks every second batch
     epochs, _ = make(
-        tmp_path / "e", steps=12, lr_decay=0.5, epoch_samples=64, scheduler_interval="per_epoch"
+        tmp_path / "e", batches=12, lr_decay=0.5, epoch_samples=64, scheduler_interval="per_epoch"
     )
     epochs.fit()
     assert epochs.opt_g.param_groups[0]["lr"] == pytest.approx(epochs.cfg.lr_g * 0.5**6)
@@ -350,7 +352,7 @@ def _grads(net: torch.nn.Module) -> list[torch.Tensor | None]:
 
 @pytest.mark.parametrize("reevaluate", [True, False])
 def test_the_g_step_computes_no_d_gradient_yet_trains_g_through_d(tmp_path, reevaluate):
-    trainer, rows = make(tmp_path, steps=4, log_every=1, r1_gamma=1.0, reevaluate_d=reevaluate)
+    trainer, rows = make(tmp_path, batches=4, log_every=1, r1_gamma=1.0, reevaluate_d=reevaluate)
     g_step, seen = trainer._g_step, []
 
     def spy(*args):
@@ -407,7 +409,7 @@ def test_the_fused_optimizer_matches_the_for_loop_but_for_the_last_bits():
 
 @pytest.mark.heavy  # torch.compile's C++ builds take about a minute on 2 cores
 def test_compiled_networks_train_and_their_compile_time_is_reported_apart(tmp_path):
-    trainer, rows = make(tmp_path, steps=6, eval_every=6, log_every=3, compile=True)
+    trainer, rows = make(tmp_path, batches=6, eval_every=6, log_every=3, compile=True)
     result = trainer.fit()
     assert result.status == "completed"
     assert trainer.G_train is not trainer.G and trainer.D_train is not trainer.D

@@ -25,6 +25,7 @@ from torch import Tensor
 from torchaudio.transforms import Resample
 
 from harness.audio.scan import scan_files
+from harness.console import HarnessWarning
 
 
 class DataError(ValueError):
@@ -39,7 +40,7 @@ class DataError(ValueError):
         self.details = list(details)
 
 
-class DataWarning(UserWarning):
+class DataWarning(HarnessWarning):
     """Part of a corpus is left out (of training or validation); one line saying which."""
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import warnings
+from typing import Any
 
 
 def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:
@@ -20,3 +22,19 @@ def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override any config key (repeatable), e.g. --set lr_g=1e-4",
     )
+
+
+def renamed_option(new: str) -> type[argparse.Action]:
+    """An option's old name: stores its value as ``new`` does, with one warning line."""
+
+    class Renamed(argparse.Action):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "help": argparse.SUPPRESS})
+
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            from harness.training.config import DeprecatedKey
+
+            warnings.warn(f"{option} is now called {new}", DeprecatedKey, stacklevel=2)
+            setattr(namespace, self.dest, values)
+
+    return Renamed

@@ -1,7 +1,7 @@
 """`run.py rerun [NAME]`: train a searched configuration again, through the same trial code path.
 
 The trial's stored resolved configuration is run as it was (same seed, same budget), so a CPU
-trial reproduces its recorded scores; ``--seeds`` adds seeds, ``--budget``/``--steps`` train
+trial reproduces its recorded scores; ``--seeds`` adds seeds, ``--budget``/``--batches`` train
 longer, ``--data`` trains on another corpus.  Output: ``results/<name>/reruns/<trial>-<time>/``.
 """
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.commands import renamed_option
 from harness.results.stats import summarise
 from harness.runs.resolve import BUDGETS
 
@@ -36,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pick.add_argument("--trial", help="trial id to rerun")
     p.add_argument("--seeds", type=int, default=1, help="seeds: the trial's own, then +1, +2...")
     p.add_argument("--budget", choices=BUDGETS, help="another budget preset (default: as searched)")
-    p.add_argument("--steps", type=int, help="training steps (default: as searched)")
+    p.add_argument("--batches", type=int, help="training batches (default: as searched)")
+    p.add_argument("--steps", dest="batches", type=int, action=renamed_option("--batches"))
     p.add_argument("--data", help="train on another corpus folder")
     p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
     p.set_defaults(func=run)
@@ -51,15 +53,15 @@ def run(args: argparse.Namespace) -> int:
     plan = SearchPlan.load(folder)
     if args.seeds < 1:
         raise RerunError(f"--seeds {args.seeds}: must be >= 1")
-    if args.steps is not None and args.steps < 1:
-        raise RerunError(f"--steps {args.steps}: must be >= 1")
+    if args.batches is not None and args.batches < 1:
+        raise RerunError(f"--batches {args.batches}: must be >= 1")
     row = pick_trial(rank(read_trials(folder), plan), args.rank, args.trial, folder.name)
-    configs = rerun_configs(row, args.seeds, args.budget, args.steps, args.data)
+    configs = rerun_configs(row, args.seeds, args.budget, args.batches, args.data)
     out = fresh_folder(folder.reruns, f"{row['trial_id']}-{time.strftime('%Y%m%d-%H%M%S')}")
     first = configs[0]
     print_line(
         f"rerun {folder.name}/{row['trial_id']} ({row['status']}, rank {row['rank']}): "
-        f"{first.budget} budget, {first.trainer.steps} steps, seeds "
+        f"{first.budget} budget, {first.trainer.batches} batches, seeds "
         f"{', '.join(str(c.trainer.seed) for c in configs)} -> {out}"
     )
     results = [run_seed(cfg, out, folder.name, row["trial_id"]) for cfg in configs]
@@ -105,15 +107,15 @@ def pick_trial(ranked: Any, rank_k: int, trial_id: str | None, search: str) -> d
 
 
 def rerun_configs(
-    row: dict[str, Any], seeds: int, budget: str | None, steps: int | None, data: str | None
+    row: dict[str, Any], seeds: int, budget: str | None, batches: int | None, data: str | None
 ) -> list:
     """The trial's resolved config (or its sample under another budget), one per seed."""
     from harness.runs.resolve import config_from_flat, resolve_config
 
     flat = json.loads(row["resolved_config"])
     overrides: dict[str, Any] = {}
-    if steps is not None:
-        overrides["steps"] = steps
+    if batches is not None:
+        overrides["batches"] = batches
     if data is not None:
         if not Path(data).is_dir():
             raise RerunError(f"--data {data}: no such folder")

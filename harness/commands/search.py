@@ -393,4 +393,4 @@ def asha_window(space: SearchSpace, recipe: str, budget: str) -> tuple[int, int]
     every = upper("eval_every")
     d_starts = upper("disc_start_step") * upper("g_steps")
     grace = (d_starts // every + 1) * every
-    return grace, upper("steps")
+    return grace, upper("batches")

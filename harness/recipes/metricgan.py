@@ -118,7 +118,7 @@ class MetricganRecipe(EnhancementRecipe):
             "generator": "tiny",
             "segment_size": 16000,
             "batch_size": 2,
-            "steps": 800,  # budgets count batches drawn: 400 iterations of 2 D steps
+            "batches": 800,  # budgets count batches drawn: 400 iterations of 2 D steps
             "eval_every": 200,
             "log_every": 10,
             "n_valid": 6,
@@ -131,7 +131,7 @@ class MetricganRecipe(EnhancementRecipe):
             "generator": "paper",
             "segment_size": 32000,
             "batch_size": 4,
-            "steps": 6000,  # 3000 iterations
+            "batches": 6000,  # 3000 iterations
             "eval_every": 1000,
             "log_every": 25,
             "pesq_lag": 1,
@@ -142,7 +142,7 @@ class MetricganRecipe(EnhancementRecipe):
             "generator": "paper",
             "segment_size": 48000,
             "batch_size": 1,
-            "steps": 120_000,  # 60 k iterations
+            "batches": 120_000,  # 60 k iterations
             "eval_every": 4000,
             "log_every": 100,
             "n_valid": 32,

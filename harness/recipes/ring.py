@@ -125,21 +125,21 @@ class RingRecipe(Recipe):
     # lr_decay per step brings the learning rate to 1 % of its start at the last step
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
-            "steps": 3000,
+            "batches": 3000,
             "batch_size": 256,
             "lr_decay": 0.01 ** (1 / 3000),
             "eval_every": 250,
             "log_every": 50,
         },
         "small": {
-            "steps": 6000,
+            "batches": 6000,
             "batch_size": 256,
             "lr_decay": 0.01 ** (1 / 6000),
             "eval_every": 250,
             "log_every": 50,
         },
         "paper": {  # PacGAN's networks: G 4 x 400 ReLU + BN, D 3 x 200 maxout-5
-            "steps": 20000,
+            "batches": 20000,
             "batch_size": 500,
             "lr_decay": 0.01 ** (1 / 20000),
             "g_hidden": 400,

@@ -165,7 +165,7 @@ class SearchPlan:
     scheduler: str = "asha"
     stop_unhealthy: bool = True  # end flagged trials early (overpowering, collapse)
     grace_period: int = 0  # ASHA: first training step at which a trial may be cut
-    max_t: int = 0  # ASHA: training steps of a full trial
+    max_t: int = 0  # ASHA: batches of a full trial
     storage: str | None = None  # Ray storage URI (default: this folder)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
 

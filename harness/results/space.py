@@ -31,7 +31,7 @@ import yaml
 from harness.recipes import recipe_class
 from harness.scoring.registry import COSTS, SCORES
 from harness.training import config as config_mod
-from harness.training.config import ConfigError, TrainerConfig
+from harness.training.config import ConfigError, TrainerConfig, renamed
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -153,6 +153,7 @@ def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:
     params: dict[str, Param] = {}
     fixed: dict[str, Any] = {}
     for name, spec in entries.items():
+        name = renamed(name, f"{source}: space")
         where = f"space.{name}"
         if name == "seed":
             raise fail(where, "each trial's seed is derived from --seed and its trial number")
@@ -283,6 +284,7 @@ def _check_point(
     where = f"points_to_evaluate[{index}]"
     if not isinstance(point, dict):
         raise fail(where, "expected a mapping of swept key -> value")
+    point = {renamed(key, f"{where}"): value for key, value in point.items()}
     for key in point:
         if key in fixed:
             raise fail(f"{where}.{key}", "is fixed in space, not swept; drop it from the point")

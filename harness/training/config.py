@@ -12,17 +12,35 @@ import contextlib
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.console import HarnessWarning
 from harness.files import atomic_write
+
+RENAMED_KEYS = {"steps": "batches"}
+"""Config keys that were renamed: the old name is read as the new one, with a warning."""
 
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid; the message is one line naming the culprit."""
+
+
+class DeprecatedKey(HarnessWarning):
+    """A renamed config key was given under its old name."""
+
+
+def renamed(key: str, where: str = "config") -> str:
+    """``key`` under its current name; an old name is mapped, with one warning line."""
+    new = RENAMED_KEYS.get(key)
+    if new is None:
+        return key
+    warnings.warn(f"{where}: {key!r} is now called {new!r}; read as {new!r}", DeprecatedKey, 2)
+    return new
 
 
 @dataclass
@@ -32,7 +50,7 @@ class TrainerConfig:
     seed: int = 0
     # the budget: training batches drawn (one per iteration at D:G 1:1, d_steps + g_steps - 1 per
     # iteration otherwise), so trials of any D:G ratio stop and validate after the same data
-    steps: int = 1000
+    batches: int = 1000
     batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = leave as is
@@ -196,6 +214,7 @@ def build(
     model_kw: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
+            key = renamed(key)
             if key in reserved:
                 if key == "data" and value is not None:
                     data = str(value)
@@ -216,7 +235,7 @@ def build(
 
 def _check_trainer(c: TrainerConfig) -> None:
     positive = (
-        "steps",
+        "batches",
         "batch_size",
         "d_steps",
         "g_steps",

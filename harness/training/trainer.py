@@ -273,7 +273,7 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
 
         health = dataclasses.replace(health or recipe.health_config, window=cfg.health_window)
-        self.monitor = HealthMonitor(health, cfg.steps // (cfg.d_steps + cfg.g_steps - 1))
+        self.monitor = HealthMonitor(health, cfg.batches // (cfg.d_steps + cfg.g_steps - 1))
         self.guards = Guards(cfg)
         self.interval = Interval()
         self.data = recipe.train_data()
@@ -406,12 +406,12 @@ class Trainer:
     def _crosses(self, every: int, before: int, after: int) -> bool:
         """Whether going from ``before`` to ``after`` batches drawn crosses a multiple of
         ``every`` or spends the budget."""
-        return after // every > before // every or after >= self.cfg.steps
+        return after // every > before // every or after >= self.cfg.batches
 
     @property
     def done(self) -> bool:
-        """The budget is spent: ``cfg.steps`` batches drawn."""
-        return self.batch_index >= self.cfg.steps
+        """The budget is spent: ``cfg.batches`` batches drawn."""
+        return self.batch_index >= self.cfg.batches
 
     def _next_batch(self) -> Any:
         batch = self.data.batch(self.batch_index)
@@ -432,7 +432,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> TrainResult:
-        """Train until ``cfg.steps`` batches are drawn; evaluate at step 0, whenever another
+        """Train until ``cfg.batches`` batches are drawn; evaluate at step 0, whenever another
         ``eval_every`` batches are drawn, and at the end."""
         cfg = self.cfg
         last_eval: dict[str, Any] = {}
@@ -462,7 +462,7 @@ class Trainer:
             return TrainResult(
                 Status.STOPPED, str(stop), self.step, last_eval, ckpt, self.compile_s
             )
-        reason = f"reached its budget of {cfg.steps} batches"
+        reason = f"reached its budget of {cfg.batches} batches"
         return TrainResult(Status.COMPLETED, reason, self.step, last_eval, ckpt, self.compile_s)
 
     def _train_step(self) -> None:
