@@ -43,7 +43,7 @@ from harness.runs.trial import run_trial
 from harness.training.recipe import Recipe
 
 ROOT = Path("results/health_calibration")
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "diagnostics.md"
+DOCS = Path(__file__).resolve().parent / "health-calibration.md"
 TABLE_MARKERS = ("<!-- health_calibration:begin -->", "<!-- health_calibration:end -->")
 EFFECT_MARKERS = ("<!-- adversarial_effect:begin -->", "<!-- adversarial_effect:end -->")
 STATE_MARKERS = ("<!-- segan_states:begin -->", "<!-- segan_states:end -->")
@@ -131,7 +131,7 @@ def healthy(recipe: str, seeds: range = range(5)) -> dict[str, Run]:
 
 def lr5_d4(seed: int) -> Run:
     """The SEGAN rig with D at 5x the learning rate and 4 steps per G step, whose D starts
-    starving G at a time that varies with the seed (docs/diagnostics.md)."""
+    starving G at a time that varies with the seed (benchmarks/health-calibration.md)."""
     return Run("segan", ("overpower",), {"lr_d": 1e-3, "d_steps": 4, "seed": seed})
 
 
@@ -145,7 +145,7 @@ def longer(runs: dict[str, Run], steps: int) -> dict[str, Run]:
 
 RUNS: dict[str, Run] = {
     # seeds 5-9 and the two rigs after them were added after the vocoder thresholds were set:
-    # the held-out part of the set (docs/diagnostics.md)
+    # the held-out part of the set (benchmarks/health-calibration.md)
     **healthy("hifigan", range(10)),
     # the issue's "new user" rig: D at 10x the learning rate, 3 D steps per G step
     "hifigan/overpower_lr10_d3": Run("hifigan", ("overpower",), {"lr_d": 2e-3, "d_steps": 3}),
@@ -168,7 +168,7 @@ RUNS: dict[str, Run] = {
     "hifigan/constant": Run(rigged("hifigan", "constant"), ("collapse",)),
     "hifigan/input_free": Run(rigged("hifigan", "input_free"), ("collapse",)),
     # D wins against a G that no longer fights it: at the smoke budget that, not the audio,
-    # is what tells this rig (docs/diagnostics.md)
+    # is what tells this rig (benchmarks/health-calibration.md)
     "hifigan/mel_only": Run(rigged("hifigan", "mel_only"), ("oversmooth", "overpower")),
     "hifigan/diverging_lr": Run("hifigan", ("diverge",), {"lr_g": 5e-2, "lr_d": 5e-2}),
     **healthy("segan"),
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "--runs", help="comma-separated run names (default: every run; table: the labelled ones)"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
-    parser.add_argument("--write", action="store_true", help="update docs/diagnostics.md")
+    parser.add_argument("--write", action="store_true", help="update benchmarks/health-calibration.md")
     args = parser.parse_args(argv)
     known = TRAINABLE if args.action == "train" else RUNS
     names = [n for n in args.runs.split(",") if n] if args.runs else list(known)

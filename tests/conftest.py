@@ -104,3 +104,11 @@ def ring_search(tmp_path_factory) -> tuple[SearchFolder, str]:
         )  # fmt: skip
     assert code == 0, out.getvalue()
     return SearchFolder(root / "ring6"), out.getvalue()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A heavy test is slow too, so the quick tier (``-m "not slow"``, which replaces the default
+    ``-m "not heavy"``) leaves it out as well."""
+    for item in items:
+        if item.get_closest_marker("heavy"):
+            item.add_marker(pytest.mark.slow)
