@@ -33,8 +33,9 @@ from harness.files import atomic_write
 from harness.recipes import RECIPES
 from harness.results.folder import Resources, SearchFolder, SearchPlan, read_trials, write_trials
 from harness.results.space import SearchSpace
+from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
-from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED, scoped_environ
+from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
 from harness.search.optuna_bridge import make_searcher, save_importances
 from harness.search.snapshot import SnapshotKeeper, heal
 from harness.search.trainable import TrialSetup, train_trial
