@@ -26,8 +26,8 @@ from harness.diagnostics.health import HealthConfig
 from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
 from harness.scoring import pitch
 from harness.scoring.dnsmos import NAMES as DNSMOS_NAMES
+from harness.scoring.pairs import score_pairs
 from harness.scoring.registry import SPEECH
-from harness.scoring.speech import score_pairs
 from harness.training import losses
 from harness.training.config import ConfigError
 from harness.training.recipe import Adversary, BatchSource, DiscriminatorLoss, GeneratorLoss, Recipe

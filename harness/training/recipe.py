@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from harness.diagnostics.health import HealthConfig
 
 if TYPE_CHECKING:
-    from harness.scoring.speech import ScoringPool
+    from harness.scoring.pool import ScoringPool
 
 
 class BatchSource(Protocol):
@@ -200,7 +200,7 @@ class Recipe(ABC):
         """The recipe's scoring processes, started on first use (each costs seconds) and kept
         until :meth:`close`: ``score_workers`` of its config, else the torch threads it has."""
         if self._pool is None:
-            from harness.scoring.speech import ScoringPool  # audio code only for recipes that score
+            from harness.scoring.pool import ScoringPool  # workers only for recipes that score
 
             workers = getattr(self.cfg, "score_workers", 0) or max(1, torch.get_num_threads())
             self._pool = ScoringPool(workers)
