@@ -27,7 +27,7 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
-from harness.diagnostics.health import stop_reason
+from harness.diagnostics.detectors import stop_reason
 from harness.faults import fault_point
 from harness.files import atomic_write
 from harness.recipes import RECIPES
@@ -261,7 +261,7 @@ def trial_setup(plan: SearchPlan, resources: Resources, folder: SearchFolder) ->
 
 
 class HealthStopper(tune.Stopper):
-    """Ends a trial whose reported row raises a health flag (see harness.diagnostics.health)."""
+    """Ends a trial whose reported row raises a health flag (see harness.diagnostics.detectors)."""
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return stop_reason(result) is not None

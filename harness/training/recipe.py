@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
-from harness.diagnostics.health import HealthConfig
+from harness.diagnostics.detectors import HealthConfig
 
 if TYPE_CHECKING:
     from harness.scoring.pool import ScoringPool
@@ -156,7 +156,7 @@ class Recipe(ABC):
         """Extra health columns measured on one training batch and its generated output.
 
         Called by the trainer at log steps only, under ``no_grad`` and with the training random
-        state preserved, ``fake`` detached.  Use the signal functions of harness/diagnostics/health.py
+        state preserved, ``fake`` detached.  Use the signal functions of harness/diagnostics/signals.py
         (diversity, energy and high-band ratios for conditional generators); the keys must be
         diagnostics columns.  Default: none.
         """
