@@ -7,7 +7,7 @@ seeds is the healthy class; each rig forces one failure a vocoder or enhancement
 overpowering, collapse to a constant or to an input-independent output, a MetricGAN+ mask stuck
 at its floor, over-smoothing, divergence).  `train` trains the runs that have no result yet
 (their diagnostics go to results/health_calibration/<recipe>/<run>/); `table` replays every run's
-stored step rows through its recipe family's detectors (harness.diagnostics.health.HealthMonitor, the code
+stored step rows through its recipe family's detectors (harness.diagnostics.monitor.HealthMonitor, the code
 the trainer runs) and prints runs x detectors: the step a flag was raised at, the peak score
 and the highest mean score over W rows (what a flag compares with ``hold``), so thresholds can
 be changed and re-judged without training again.
@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from harness.diagnostics.health import DETECTORS, HealthConfig, HealthMonitor
+from harness.diagnostics.detectors import DETECTORS, HealthConfig
+from harness.diagnostics.monitor import HealthMonitor
 from harness.diagnostics.telemetry import read_diagnostics
 from harness.recipes import RECIPES, recipe_class
 from harness.results.folder import read_result

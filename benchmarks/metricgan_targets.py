@@ -21,7 +21,7 @@ import torch
 from harness.recipes import metric_targets
 from harness.recipes.metricgan import MetricganRecipe
 from harness.runs.resolve import resolve_config
-from harness.scoring.speech import score_pair
+from harness.scoring.utterance import score_pair
 from harness.training.trainer import Trainer
 
 _waited = [0.0]

@@ -24,7 +24,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from harness.scoring.speech import ScorePair, ScoringPool, resample, score_pairs  # noqa: E402
+from harness.scoring.pairs import ScorePair, score_pairs  # noqa: E402
+from harness.scoring.pool import ScoringPool  # noqa: E402
+from harness.scoring.speech import resample  # noqa: E402
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "pesq-reference"
 RATE = 22050

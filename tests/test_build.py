@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.diagnostics.health import HealthConfig
+from harness.diagnostics.detectors import HealthConfig
 from harness.recipes.ring import RingRecipe
 from harness.runs.resolve import make_recipe, resolve_config
 from harness.training import losses

@@ -26,7 +26,7 @@ from harness.scoring.composite import (
     segmental_snr,
     weighted_spectral_slope,
 )
-from harness.scoring.speech import score_pair
+from harness.scoring.utterance import score_pair
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "pesq-reference"
 PESQ_WB = 1.0832337141036987

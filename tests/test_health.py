@@ -9,21 +9,23 @@ import pytest
 import torch
 
 from harness.audio.mel import LogMel, MelConfig
-from harness.diagnostics.health import (
+from harness.diagnostics.detectors import (
     HealthConfig,
     HealthError,
-    HealthMonitor,
     collapse_score,
     diverge_score,
+    overpower_score,
+    oversmooth_score,
+    stop_reason,
+)
+from harness.diagnostics.modes import mode_statistics
+from harness.diagnostics.monitor import HealthMonitor
+from harness.diagnostics.signals import (
     diversity_ratio,
     energy_ratio,
     flatness_ratio,
     highband_ratio,
-    mode_statistics,
-    overpower_score,
-    oversmooth_score,
     spectral_flatness,
-    stop_reason,
 )
 from harness.recipes.hifigan import HifiganRecipe
 from harness.recipes.ring import RingRecipe, mode_means

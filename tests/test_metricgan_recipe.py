@@ -13,7 +13,7 @@ from harness.recipes.metric_targets import ReplayBuffer, normalised_pesq
 from harness.recipes.metricgan import MetricganRecipe
 from harness.runs.resolve import resolve_config
 from harness.runs.trial import run_trial
-from harness.scoring.speech import score_pair
+from harness.scoring.utterance import score_pair
 from harness.training.trainer import Trainer
 
 TINY = {

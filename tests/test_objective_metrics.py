@@ -16,10 +16,12 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from harness.scoring import dnsmos, pitch
-from harness.scoring import speech as scoring
+from harness.scoring import dnsmos, pitch, utterance
+from harness.scoring.pairs import ScorePair, score_pairs
+from harness.scoring.pool import ScoringPool
 from harness.scoring.registry import METRICS, SPEECH
-from harness.scoring.speech import WORST, ScorePair, ScoringPool, resample, score_pair, score_pairs
+from harness.scoring.speech import resample
+from harness.scoring.utterance import WORST, score_pair
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "pesq-reference"
 DNSMOS = dnsmos.NAMES
@@ -174,11 +176,11 @@ def test_pitch_at_another_rate_is_resampled_to_16k(clean):
 
 def test_reference_tracks_are_remembered_without_changing_scores(clean):
     ref, est = clean[8000:32000], shifted(clean[8000:32000], 18, 17)
-    scoring._reference_tracks.clear()
+    utterance._reference_tracks.clear()
     first = score_pair(ref, est, 16000, metrics=PITCH)
-    (track,) = scoring._reference_tracks.values()
+    (track,) = utterance._reference_tracks.values()
     assert score_pair(ref, est, 16000, metrics=PITCH) == first
-    (again,) = scoring._reference_tracks.values()
+    (again,) = utterance._reference_tracks.values()
     assert again is track, "the second call used the first one's track"
 
 

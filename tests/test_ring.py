@@ -14,7 +14,8 @@ import math
 import pytest
 import torch
 
-from harness.diagnostics.health import HealthConfig, mode_statistics, stop_reason
+from harness.diagnostics.detectors import HealthConfig, stop_reason
+from harness.diagnostics.modes import mode_statistics
 from harness.recipes.ring import RingRecipe, mode_means
 from harness.runs.resolve import resolve_config
 from harness.training.trainer import Trainer

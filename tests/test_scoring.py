@@ -16,19 +16,11 @@ import soundfile as sf
 import torch
 
 from harness.commands import score as score_command
-from harness.scoring.speech import (
-    SI_SNR_CEILING,
-    SI_SNR_FLOOR,
-    WORST,
-    ScorePair,
-    ScoringError,
-    ScoringPool,
-    as_mono,
-    resample,
-    score_pair,
-    score_pairs,
-    si_snr,
-)
+from harness.scoring.checks import ScoringError, as_mono
+from harness.scoring.pairs import ScorePair, score_pairs
+from harness.scoring.pool import ScoringPool
+from harness.scoring.speech import SI_SNR_CEILING, SI_SNR_FLOOR, resample, si_snr
+from harness.scoring.utterance import WORST, score_pair
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "pesq-reference"
 needs_reference = pytest.mark.skipif(

@@ -251,7 +251,7 @@ def test_config_written_before_resources_had_a_section_still_reads(tmp_path):
 
 
 def test_scoped_environ_restores_and_leaves_user_values_alone(monkeypatch):
-    from harness.search.environment import scoped_environ
+    from harness.scoped import scoped_environ
 
     monkeypatch.setenv("GH_TEST_USER", "mine")
     monkeypatch.delenv("GH_TEST_UNSET", raising=False)

@@ -32,15 +32,13 @@ import math
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 from harness.audio import babble, corpus
 from harness.audio.corpus import CorpusError, build_once, ensure_corpus
@@ -55,6 +53,7 @@ from harness.audio.datasets import (
     read_header,
     stream_rng,
 )
+from harness.scoped import single_threaded_torch
 
 SAMPLE_RATE = 16000
 NOISY_VERSION = 1  # bump when the noises, the plan or the mixing change
@@ -155,24 +154,13 @@ def write_noisy_corpus(
     else:
         babble.speak_talkers(out_dir / BABBLE_FOLDER, seed)
         source = SyntheticNoise(load_talkers(out_dir / BABBLE_FOLDER))
-    with _one_torch_thread():
+    with single_threaded_torch():  # resampled bytes independent of the caller's threads
         rows = _mix_all(out_dir, files, held_out, source, seed)
     _write_csv(out_dir / MANIFEST, MANIFEST_COLUMNS, rows)
     if progress:
         took = time.perf_counter() - began
         print(f"noisy corpus: {len(rows)} clips mixed in {took:.1f} s", file=sys.stderr)
     return rows
-
-
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Resample on one thread, so the bytes cannot depend on the caller's thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _mix_all(

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from harness.diagnostics.health import DETECTORS
+from harness.diagnostics.detectors import DETECTORS
 from harness.files import atomic_output, remove_stale_temps
 from harness.scoring.registry import SCORES
 
@@ -100,7 +100,7 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column("n_valid", _I, "utterances", "validation utterances scored"),
     Column("n_skipped", _I, "utterances", "validation utterances that could not be scored"),
-    # health (see harness/diagnostics/health.py and the "Health columns" section of docs/diagnostics.md)
+    # health (harness/diagnostics/: signals, modes, monitor, detectors; docs/diagnostics.md)
     Column("d_loss_roll_mean", _F, "", "mean of loss_d over the last HealthConfig.roll step rows"),
     Column("d_loss_roll_var", _F, "", "variance (ddof 0) of loss_d over the same rows"),
     Column("diversity_ratio", _F, "ratio", "pairwise log-mel distance, generated / real"),

@@ -3,9 +3,8 @@
 Every number of a row becomes a scalar at the row's training step, under ``<kind>/<column>``
 (``step/loss_d``, ``eval/mel_l1``); health flags become 0/1; the per-group discriminator maps
 become ``d_real/<group>`` and ``d_fake/<group>``, so TensorBoard draws one chart per group.
-Inside a search the files go to the trial's folder under ``results/<name>/tune/``, beside the
-validation points Ray's own TensorBoard logger writes there:
-``tensorboard --logdir results/<name>/tune``.
+Inside a search the files go to the trial's folder under ``results/<name>/tune/`` (Ray's own
+TensorBoard logger is off, so these are the only ones): ``tensorboard --logdir results/<name>/tune``.
 """
 
 from __future__ import annotations

@@ -26,10 +26,10 @@ from harness.audio.datasets import drop_short
 from harness.audio.mel import LogMel, MelConfig
 from harness.audio.pairs import Pair, PairBatches, load_pair, open_pairs
 from harness.audio.samples import Sample, save_samples
-from harness.diagnostics import health as signals
-from harness.diagnostics.health import HealthConfig
+from harness.diagnostics import signals
+from harness.diagnostics.detectors import HealthConfig
+from harness.scoring.pairs import ScorePair, score_pairs
 from harness.scoring.registry import ENHANCEMENT_BASE
-from harness.scoring.speech import ScorePair, score_pairs
 from harness.training.recipe import BatchSource, Recipe
 
 SCORED = ENHANCEMENT_BASE  # pesq, stoi, estoi, si_snr, csig, cbak, covl

@@ -21,13 +21,13 @@ from harness.audio.corpus import ensure_corpus
 from harness.audio.datasets import SegmentBatches, drop_short, load_utterances, open_corpus
 from harness.audio.mel import LogMel, MelConfig
 from harness.audio.samples import Sample, save_samples
-from harness.diagnostics import health as signals
-from harness.diagnostics.health import HealthConfig
+from harness.diagnostics import signals
+from harness.diagnostics.detectors import HealthConfig
 from harness.models.hifigan import Generator, HifiganDiscriminator, generator_preset
 from harness.scoring import pitch
 from harness.scoring.dnsmos import NAMES as DNSMOS_NAMES
+from harness.scoring.pairs import score_pairs
 from harness.scoring.registry import SPEECH
-from harness.scoring.speech import score_pairs
 from harness.training import losses
 from harness.training.config import ConfigError
 from harness.training.recipe import Adversary, BatchSource, DiscriminatorLoss, GeneratorLoss, Recipe

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.scoring.speech import ScoringPool, submit_pairs
+from harness.scoring.pairs import submit_pairs
+from harness.scoring.pool import ScoringPool
 
 
 def normalised_pesq(pesq: float) -> float:

@@ -4,7 +4,7 @@
 MLP generator (ReLU + batch norm) and maxout discriminator in the PacGAN style, optionally packed
 (PacGAN-m: D sees m samples at once).  Evaluation on 2,500 samples: modes covered, share of
 high-quality samples (within 3 std of the nearest mode) and the reverse KL of the mode histogram
-against uniform (harness/diagnostics/health.py, :func:`mode_statistics`); they also feed the collapse
+against uniform (harness/diagnostics/modes.py, :func:`mode_statistics`); they also feed the collapse
 detector, so the budgets evaluate often (an evaluation costs milliseconds).
 
 Defaults are tuned for seconds on one CPU core: a deep, narrow generator (12 layers of 32) draws
@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.diagnostics.health import mode_statistics
+from harness.diagnostics.modes import mode_statistics
 from harness.scoring.registry import REGISTRY
 from harness.training import losses
 from harness.training.recipe import Adversary, BatchSource, DiscriminatorLoss, GeneratorLoss, Recipe
@@ -217,7 +217,7 @@ class RingRecipe(Recipe):
 
     @classmethod
     def reports(cls, cfg: Any) -> tuple[str, ...]:
-        """Mode coverage and sample quality (harness/diagnostics/health.py ``mode_statistics``)."""
+        """Mode coverage and sample quality (harness/diagnostics/modes.py ``mode_statistics``)."""
         return tuple(m.name for m in REGISTRY if m.family == "toy")
 
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from harness.diagnostics.health import HealthConfig
+from harness.diagnostics.detectors import HealthConfig
 from harness.diagnostics.telemetry import read_diagnostics
 from harness.files import atomic_write
 from harness.report import page

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.diagnostics.health import HealthConfig
+from harness.diagnostics.detectors import HealthConfig
 
 MAX_POINTS = 2000
 PANEL_HEIGHT = 170  # pixels per panel

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.diagnostics.health import DETECTORS
+from harness.diagnostics.detectors import DETECTORS
 from harness.files import finite
 from harness.results.confirmation import (
     ConfirmationSummary,

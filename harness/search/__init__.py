@@ -13,7 +13,8 @@ validation rounds after the discriminator has switched on.
 - ``environment``    the environment variables Ray reads, set only while it reads them
 """
 
-from harness.search.environment import RAY_IMPORT_DEFAULTS, scoped_environ
+from harness.scoped import scoped_environ
+from harness.search.environment import RAY_IMPORT_DEFAULTS
 
 with scoped_environ(defaults=RAY_IMPORT_DEFAULTS):
     import ray  # noqa: F401  (Ray reads RAY_ENABLE_UV_RUN_RUNTIME_ENV once, on this import)

@@ -37,6 +37,7 @@ from harness.results.folder import (
 )
 from harness.results.leaderboard import rank
 from harness.results.space import SearchSpace
+from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.driver import (
     SearchError,
@@ -44,7 +45,7 @@ from harness.search.driver import (
     trial_dirname,
     trial_setup,
 )
-from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED, scoped_environ
+from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
 from harness.search.optuna_bridge import outcome
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import error_reason

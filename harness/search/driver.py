@@ -27,14 +27,15 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
-from harness.diagnostics.health import stop_reason
+from harness.diagnostics.detectors import stop_reason
 from harness.faults import fault_point
 from harness.files import atomic_write
 from harness.recipes import RECIPES
 from harness.results.folder import Resources, SearchFolder, SearchPlan, read_trials, write_trials
 from harness.results.space import SearchSpace
+from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
-from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED, scoped_environ
+from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
 from harness.search.optuna_bridge import make_searcher, save_importances
 from harness.search.snapshot import SnapshotKeeper, heal
 from harness.search.trainable import TrialSetup, train_trial
@@ -260,7 +261,7 @@ def trial_setup(plan: SearchPlan, resources: Resources, folder: SearchFolder) ->
 
 
 class HealthStopper(tune.Stopper):
-    """Ends a trial whose reported row raises a health flag (see harness.diagnostics.health)."""
+    """Ends a trial whose reported row raises a health flag (see harness.diagnostics.detectors)."""
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return stop_reason(result) is not None

@@ -8,10 +8,6 @@ the user exported wins wherever this module only gives a default.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-
 # Under `uv run`, Ray would otherwise ship the working tree to every worker and start each one
 # through `uv run` (slow, and it moves relative paths); RAY_ENABLE_UV_RUN_RUNTIME_ENV=1 has it back.
 RAY_IMPORT_DEFAULTS = {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
@@ -30,22 +26,3 @@ TUNE_DEFAULTS = {
     "TUNE_GLOBAL_CHECKPOINT_S": "2",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
 }
-
-
-@contextmanager
-def scoped_environ(
-    forced: Mapping[str, str] | None = None, defaults: Mapping[str, str] | None = None
-) -> Iterator[None]:
-    """Set ``forced`` and, where the variable is unset, ``defaults`` for the block only."""
-    forced, defaults = dict(forced or {}), dict(defaults or {})
-    saved = {name: os.environ.get(name) for name in {**defaults, **forced}}
-    os.environ.update({k: v for k, v in defaults.items() if k not in os.environ})
-    os.environ.update(forced)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from harness.diagnostics.health import stop_reason
+from harness.diagnostics.detectors import stop_reason
 from harness.faults import fault_point
 from harness.files import atomic_write, finite
 from harness.results.folder import LOST, SearchFolder, SearchPlan, read_outcome, write_outcome

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
-from harness.diagnostics.health import HealthConfig
+from harness.diagnostics.detectors import HealthConfig
 
 if TYPE_CHECKING:
-    from harness.scoring.speech import ScoringPool
+    from harness.scoring.pool import ScoringPool
 
 
 class BatchSource(Protocol):
@@ -156,7 +156,7 @@ class Recipe(ABC):
         """Extra health columns measured on one training batch and its generated output.
 
         Called by the trainer at log steps only, under ``no_grad`` and with the training random
-        state preserved, ``fake`` detached.  Use the signal functions of harness/diagnostics/health.py
+        state preserved, ``fake`` detached.  Use the signal functions of harness/diagnostics/signals.py
         (diversity, energy and high-band ratios for conditional generators); the keys must be
         diagnostics columns.  Default: none.
         """
@@ -200,7 +200,7 @@ class Recipe(ABC):
         """The recipe's scoring processes, started on first use (each costs seconds) and kept
         until :meth:`close`: ``score_workers`` of its config, else the torch threads it has."""
         if self._pool is None:
-            from harness.scoring.speech import ScoringPool  # audio code only for recipes that score
+            from harness.scoring.pool import ScoringPool  # workers only for recipes that score
 
             workers = getattr(self.cfg, "score_workers", 0) or max(1, torch.get_num_threads())
             self._pool = ScoringPool(workers)

@@ -7,7 +7,7 @@ Before ``disc_start_step`` only G trains, on its reconstruction loss.
 
 At log steps only (cheap), the trainer also measures GAN health: the adversarial gradient that
 reaches the generated batch, the recipe's own health signals (:meth:`Recipe.health`), and feeds
-each step row to a :class:`~harness.diagnostics.health.HealthMonitor` whose flags travel in the checkpoint.
+each step row to a :class:`~harness.diagnostics.monitor.HealthMonitor` whose flags travel in the checkpoint.
 An optional R1 penalty (``TrainerConfig.r1_gamma``) regularises D on real data.
 
 The trainer owns the loop policy (order, ratio, precision, clipping, schedulers, checkpoints;
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness.diagnostics.health import HealthConfig, HealthMonitor
+from harness.diagnostics.detectors import HealthConfig
+from harness.diagnostics.monitor import HealthMonitor
 from harness.files import atomic_output, remove_stale_temps
 from harness.status import Status
 from harness.training.config import ConfigError, TrainerConfig
