@@ -70,9 +70,8 @@ def _overrides(args: argparse.Namespace, precision: str, **more: Any) -> dict[st
 def time_iterations(
     budget: str, overrides: dict[str, Any], repeats: int, warmup: int
 ) -> dict[str, Any]:
-    from harness.training.trainer import (
-        compile_seconds,  # not in older commits, which --compare imports
-    )
+    # imported here: a --compare worker imports this file under REF's harness, which may lack it
+    from harness.training.measuring import compile_seconds
 
     cfg = resolve_config("hifigan", budget, overrides=overrides)
     recipe = make_recipe(cfg)

@@ -19,29 +19,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import math
-import pickle
-import random
-import re
 import time
-import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from harness.diagnostics.health import HealthConfig, HealthMonitor
-from harness.files import atomic_output, remove_stale_temps
+from harness.files import remove_stale_temps
 from harness.status import Status
+from harness.training.checkpoints import resumable_state, write_checkpoint
 from harness.training.config import ConfigError, TrainerConfig
+from harness.training.gradients import frozen, generator_gradients, r1_penalty
 from harness.training.guards import Counters, Guards, StopTraining
-from harness.training.recipe import Adversary, GeneratorLoss, Recipe
+from harness.training.measuring import Interval, compile_seconds
+from harness.training.recipe import Adversary, Recipe
+from harness.training.rng import capture_rng, preserved_rng, restore_rng
 from harness.training.setup import (
     build_networks,
     generator_objective,
@@ -50,8 +48,6 @@ from harness.training.setup import (
     pick_device,
     set_threads,
 )
-
-log = logging.getLogger(__name__)
 
 Reporter = Callable[[str, dict[str, Any], Path | None], None]
 """``report(kind, row, checkpoint)``: kind is "step" or "eval"; checkpoint is set on evals."""
@@ -67,158 +63,6 @@ class TrainResult:
     last_eval: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
     compile_s: float = 0.0  # torch.compile's time (``cfg.compile``), left out of ``step_s``
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded, or must not be (it would run code); one line."""
-
-
-class UnsafeCheckpoint(CheckpointError):
-    """A checkpoint that would run code when loaded: refused, never passed over for an older
-    one, because a planted file is an attack to report, not damage to recover from."""
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every global random stream, as tensors and plain values (``weights_only`` loads them)."""
-    numpy_state = np.random.get_state(legacy=False)
-    key = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
-    state = {
-        "python": random.getstate(),
-        "numpy": {**numpy_state, "state": {**numpy_state["state"], "key": key}},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    key = numpy_state["state"]["key"].numpy().astype(np.uint32)
-    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Run a block (validation) without disturbing the training random streams."""
-    state = _rng_state()
-    try:
-        yield
-    finally:
-        _set_rng_state(state)
-
-
-@contextmanager
-def frozen(net: nn.Module) -> Iterator[None]:
-    """Hold ``net``'s trainable parameters out of autograd inside the block (as Lightning's
-    ``toggle_optimizer`` does for the other network): the G update then computes no gradient for
-    D's weights, which nothing reads, while gradients still flow through D to its input."""
-    params = [p for p in net.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def r1_penalty(recipe: Recipe, discriminator: nn.Module, batch: Any) -> Tensor:
-    """Mean over real examples of ‖∇ₓ Σ D(x)‖², differentiable (Mescheder et al. 2018)."""
-    real = recipe.real_input(batch).detach().requires_grad_(True)
-    outputs = recipe.discriminator_outputs(discriminator, real)
-    total = sum(o.float().sum() for o in outputs)
-    (grad,) = torch.autograd.grad(total, real, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1).mean()
-
-
-def gradient_norm_on(term: Tensor, fake: Tensor, loss_scale: float) -> float | None:
-    """‖∂term/∂x̂‖₂ over the generated batch; None where ``term`` does not depend on it.
-
-    ``loss_scale`` (fp16's GradScaler scale, else 1) keeps the gradient representable and is
-    divided out again; G's graph is kept for its update.
-    """
-    if not (term.requires_grad and fake.requires_grad):
-        return None
-    (grad,) = torch.autograd.grad(
-        term.float() * loss_scale, fake, retain_graph=True, allow_unused=True
-    )
-    return 0.0 if grad is None else float(grad.float().norm()) / loss_scale
-
-
-def generator_gradients(
-    out: GeneratorLoss, recon: Tensor, fake: Tensor, scale: float
-) -> dict[str, float | None]:
-    """What G is told, measured on its output: the adversarial term's gradient (the signal G
-    actually receives from D), the reconstruction mean's, and their ratio (scale-free: both are
-    gradients on the same batch)."""
-    term = out.adversarial if out.adversarial_only is None else out.adversarial_only
-    adv = gradient_norm_on(term, fake, scale)
-    rec = gradient_norm_on(recon.mean(), fake, scale)
-    ratio = adv / rec if adv is not None and rec else None
-    return {"adv_grad_norm": adv, "recon_grad_norm": rec, "adv_recon_ratio": ratio}
-
-
-def compile_seconds() -> float:
-    """Wall seconds torch.compile has spent in this process so far (capture and compilation of
-    forward and backward graphs, recompilations included)."""
-    from torch._dynamo.utils import calculate_time_spent
-
-    return calculate_time_spent()["total_wall_time"]
-
-
-def _group_means(scores: dict[str, list[float]]) -> tuple[float, dict[str, float]]:
-    """Each group's mean over the interval, and the mean of those over the groups."""
-    by_group = {group: float(np.mean(values)) for group, values in scores.items()}
-    return float(np.mean(list(by_group.values()))), by_group
-
-
-class Interval:
-    """What the loop measured since the last step row: values per column, D's mean outputs per
-    discriminator group, and the iterations run and their wall time."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, list[float]] = {}
-        self.d_real: dict[str, list[float]] = {}
-        self.d_fake: dict[str, list[float]] = {}
-        self.iterations = 0
-        self.start = time.perf_counter()
-
-    def add(self, **values: Tensor | float | None) -> None:
-        """Record scalar values by column name; None (not measured) is left out."""
-        for key, value in values.items():
-            if value is not None:
-                number = float(value.detach()) if isinstance(value, Tensor) else float(value)
-                self.values.setdefault(key, []).append(number)
-
-    def add_scores(self, real: dict[str, float], fake: dict[str, float]) -> None:
-        """Record D's mean output on real and generated inputs, per discriminator group."""
-        for group, value in real.items():
-            self.d_real.setdefault(group, []).append(value)
-        for group, value in fake.items():
-            self.d_fake.setdefault(group, []).append(value)
-
-    def restart_clock(self) -> None:
-        """Time from now on (keeps evaluation and checkpoint I/O out of ``step_s``)."""
-        self.start = time.perf_counter()
-
-    def close(self, excluded_s: float = 0.0) -> tuple[dict[str, Any], float]:
-        """The interval's means, and its seconds per iteration without ``excluded_s`` (time spent
-        compiling); starts the next interval."""
-        now = time.perf_counter()
-        row: dict[str, Any] = {k: float(np.mean(v)) for k, v in self.values.items()}
-        if self.d_real:
-            row["d_real_mean"], row["d_real_by_group"] = _group_means(self.d_real)
-        if self.d_fake:
-            row["d_fake_mean"], row["d_fake_by_group"] = _group_means(self.d_fake)
-        step_s = (now - self.start - excluded_s) / self.iterations
-        self.values, self.d_real, self.d_fake = {}, {}, {}
-        self.iterations, self.start = 0, now
-        return row, step_s
 
 
 class Trainer:
@@ -560,7 +404,7 @@ class Trainer:
             "batch_index": self.batch_index,
             "epoch": self.epoch,
             "counters": dataclasses.asdict(self.counters),
-            "rng": _rng_state(),
+            "rng": capture_rng(),
             "noise_gen": self.noise_gen.get_state(),
             "wall_s": self.wall_s(),
             "health": self.monitor.state_dict(),
@@ -574,7 +418,7 @@ class Trainer:
         self.step = state["step"]
         self.batch_index = state["batch_index"]
         self.guards.counters = Counters(**state["counters"])
-        _set_rng_state(state["rng"])
+        restore_rng(state["rng"])
         self.noise_gen.set_state(state["noise_gen"])
         self.monitor.load_state_dict(state["health"])
         self.recipe.load_state_dict(state.get("recipe", {}))
@@ -583,12 +427,9 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step_XXXXXXXX.pt`` atomically; prune old ones."""
-        path = self.ckpt_dir / f"step_{self.step:08d}.pt"
-        with atomic_output(path) as handle:
-            torch.save(self.state_dict(), handle)
-        for old in sorted(self.ckpt_dir.glob("step_*.pt"))[: -max(1, self.cfg.keep_checkpoints)]:
-            old.unlink()
-        return path
+        return write_checkpoint(
+            self.state_dict(), self.ckpt_dir, self.step, self.cfg.keep_checkpoints
+        )
 
     def resume(self, path: Path | None = None) -> bool:
         """Load ``path`` or the newest checkpoint in ``out_dir`` (see :func:`resumable_state`);
@@ -597,71 +438,3 @@ class Trainer:
         if state is not None:
             self.load_state_dict(state)
         return state is not None
-
-
-def resumable_state(
-    ckpt_dir: Path, path: Path | None = None, device: torch.device | str = "cpu"
-) -> dict[str, Any] | None:
-    """The state to resume from: ``path`` (default: the newest checkpoint in ``ckpt_dir``), or
-    the next older intact one.
-
-    A checkpoint that cannot be read (truncated, corrupted) is passed over with a one-line
-    warning; with none intact, None (training starts over), so a damaged file never makes a
-    retried trial crash again and again.  One that would run code is refused
-    (:class:`UnsafeCheckpoint`).
-    """
-    candidates = resume_candidates(ckpt_dir, path)
-    for candidate in candidates:
-        try:
-            state = load_checkpoint(candidate, device)
-        except UnsafeCheckpoint:
-            raise
-        except CheckpointError as err:
-            log.warning("%s; trying an older checkpoint", err)
-            continue
-        if candidate != candidates[0]:
-            log.warning("resuming from %s, the newest intact checkpoint", candidate)
-        return state
-    if candidates:
-        log.warning("no intact checkpoint in %s; training starts over", ckpt_dir)
-    return None
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A checkpoint's state, unpickled with ``weights_only=True``: tensors and plain values only.
-
-    A checkpoint from a shared results folder must not run code on whoever loads it; everything
-    the trainer saves is tensors and plain values, so nothing needs allow-listing.  Every zip
-    member's CRC-32 is checked first: ``torch.load`` alone reads flipped tensor bytes without
-    complaint.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from None
-    if damaged is not None:
-        raise CheckpointError(f"{path}: unreadable checkpoint (CRC-32 mismatch in {damaged})")
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        text = str(err)
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if found:
-            raise UnsafeCheckpoint(
-                f"{path}: refused: it would call {found.group(1)} when loaded; a checkpoint "
-                "may hold only tensors and plain values"
-            ) from None
-        # torch wraps the unpickler's own complaint in advice to load unsafely: keep the former
-        inner = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-        reason = inner.group(1) if inner else (text.strip().splitlines() or [repr(err)])[0]
-        raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
-
-
-def resume_candidates(ckpt_dir: Path, path: Path | None = None) -> list[Path]:
-    """``path`` (default: the newest checkpoint in ``ckpt_dir``), then the older checkpoints in
-    ``ckpt_dir``, newest first: where to resume from, in order of preference."""
-    found = sorted(Path(ckpt_dir).glob("step_*.pt"), reverse=True)
-    if path is None:
-        return found
-    return [path, *(p for p in found if p.name <= path.name and p.resolve() != path.resolve())]
