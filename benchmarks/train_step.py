@@ -82,13 +82,13 @@ def time_iterations(
             torch.cuda.reset_peak_memory_stats()
         compiled_before = compile_seconds() if cfg.trainer.compile else 0.0
         for _ in range(warmup):  # a compiled run compiles here
-            trainer._iteration()
+            trainer._iteration(logging=False)
         compile_s = compile_seconds() - compiled_before if cfg.trainer.compile else None
         times = []
         for _ in range(repeats):
             _synchronize(trainer.device)
             start = time.perf_counter()
-            trainer._iteration()
+            trainer._iteration(logging=False)
             _synchronize(trainer.device)
             times.append(time.perf_counter() - start)
         peak_gib = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
@@ -220,7 +220,7 @@ def serve(spec: dict[str, Any]) -> None:
                 break
             clock.seconds.clear()
             start = time.perf_counter()
-            trainer._iteration()
+            trainer._iteration(logging=False)
             _synchronize(trainer.device)
             total = time.perf_counter() - start
             phases = {**clock.seconds, "other": total - sum(clock.seconds.values())}

@@ -124,36 +124,108 @@ class Trainer:
         self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.batch_index = 0
-        self._logging = False  # True during an iteration whose end writes a step row
         self._elapsed_before_resume = 0.0
         self._t0 = time.perf_counter()
 
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> TrainResult:
+        """Train until ``cfg.batches`` batches are drawn; evaluate at step 0, whenever another
+        ``eval_every`` batches are drawn, and at the end."""
+        cfg = self.cfg
+        last_eval: dict[str, Any] = {}
+        ckpt: Path | None = None
+        if self.step == 0:
+            last_eval = self.evaluate()
+            self.report("eval", last_eval, None)
+        self.interval.restart_clock()
+        try:
+            while not self.done:
+                batches_before = self.batch_index
+                self._train_step()
+                evaluating = self._crosses(cfg.eval_every, batches_before, self.batch_index)
+                checkpointing = self._crosses(
+                    cfg.checkpoint_every or cfg.eval_every, batches_before, self.batch_index
+                )
+                if evaluating:  # before the checkpoint, which then holds the health it saw
+                    last_eval = self.evaluate()
+                if checkpointing:
+                    ckpt = self.save_checkpoint()
+                if evaluating:
+                    self.report("eval", last_eval, ckpt)
+                if evaluating or checkpointing:
+                    self.interval.restart_clock()
+        except StopTraining as stop:
+            ckpt = self.save_checkpoint()
+            return TrainResult(
+                Status.STOPPED, str(stop), self.step, last_eval, ckpt, self.compile_s
+            )
+        reason = f"reached its budget of {cfg.batches} batches"
+        return TrainResult(Status.COMPLETED, reason, self.step, last_eval, ckpt, self.compile_s)
+
+    def _train_step(self) -> None:
+        """One iteration, its scheduler ticks and, where it ends a log window, its step row."""
+        cfg = self.cfg
+        batches_before, epoch_before = self.batch_index, self.schedule_epoch
+        d_trained = self.step >= cfg.disc_start_step  # D's schedule starts when D does
+        logging = self._crosses(cfg.log_every, batches_before, batches_before + self._drawn())
+        if not self._guarded_iteration(logging):
+            # out of memory part-way: the window ends only where the batches drawn cross it
+            logging = self._crosses(cfg.log_every, batches_before, self.batch_index)
+        self.step += 1
+        self.interval.iterations += 1
+        ticks = 1 if cfg.scheduler_interval == "per_step" else self.schedule_epoch - epoch_before
+        for _ in range(ticks):
+            self.sched_g.step()
+            if d_trained:
+                self.sched_d.step()
+        if logging:
+            self.report("step", self._step_row(), None)
+
+    def _guarded_iteration(self, logging: bool) -> bool:
+        """One iteration; False where a CUDA out-of-memory error skipped it (counted)."""
+        try:
+            self._iteration(logging)
+        except RuntimeError as err:
+            if not self.guards.skips_oom(err):
+                raise
+        else:
+            self.guards.iteration_done()
+            return True
+        self.opt_g.zero_grad(set_to_none=True)  # outside the except: the error's frames are gone
+        self.opt_d.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.guards.oom_skipped(self.step)
+        return False
+
     # ---------------------------------------------------------------- one iteration
-    def _iteration(self) -> None:
-        """The D phase, then the G phase (D frozen) on the batch D saw last."""
+    def _iteration(self, logging: bool) -> None:
+        """The D phase, then the G phase (D frozen) on the batch D saw last.  ``logging``: the
+        iteration ends a log window, so it also measures what G receives and the recipe's health."""
         cfg = self.cfg
         adversarial = self.step >= cfg.disc_start_step
-        coming = self.batch_index + self._drawn()
-        self._logging = self._crosses(cfg.log_every, self.batch_index, coming)
+        adv = self._adversary()
         batch = fake = None
         if adversarial:
             if self.D_before is not None:
                 self.D_before.load_state_dict(self.D.state_dict())
-            adv = self._adversary()
             for k in range(cfg.d_steps):
                 batch = self._next_batch()
                 last = k == cfg.d_steps - 1  # only the batch G reuses needs G's graph
                 with self._autocast(), torch.set_grad_enabled(last):
                     fake = self.recipe.generate(self.G_train, batch)
                 self._d_step(batch, fake, adv)
+        critic = None
+        if adversarial:
+            critic = self.D_train if self.D_before is None else self.D_before
         with frozen(self.D):
             for j in range(cfg.g_steps):
                 if j > 0 or batch is None:
                     batch = self._next_batch()
                     with self._autocast():
                         fake = self.recipe.generate(self.G_train, batch)
-                self._g_step(batch, fake, adversarial)
-        if self._logging:  # the recipe's own signals, without touching the training RNG
+                self._g_step(batch, fake, critic, adv, logging)
+        if logging:  # the recipe's own signals, without touching the training RNG
             with torch.no_grad(), preserved_rng():
                 self.interval.add(**self.recipe.health(batch, fake.detach()))
 
@@ -173,14 +245,14 @@ class Trainer:
         self.interval.add(**out.terms)
         self.interval.add_scores(out.real_scores, out.fake_scores)
 
-    def _g_step(self, batch: Any, fake: Tensor, adversarial: bool) -> None:
-        """One G update: the adversarial term (once D has started) plus the mean reconstruction
-        loss of the examples ``loss_threshold`` keeps."""
-        critic = None
-        if adversarial:
-            critic = self.D_train if self.D_before is None else self.D_before
+    def _g_step(
+        self, batch: Any, fake: Tensor, critic: nn.Module | None, adv: Adversary, logging: bool
+    ) -> None:
+        """One G update judged by ``critic`` (None before D starts): the adversarial term plus the
+        mean reconstruction loss of the examples ``loss_threshold`` keeps.  When ``logging``, the
+        gradients G receives are measured first."""
         with self._autocast():
-            out = self.recipe.generator_loss(critic, batch, fake, self._adversary())
+            out = self.recipe.generator_loss(critic, batch, fake, adv)
             recon = self.guards.hard_examples(out.reconstruction.float())
             if recon is None:
                 return
@@ -191,7 +263,7 @@ class Trainer:
             return
         if self.monitor.needs_recon:  # the untrained G's loss, one host sync on the first step
             self.monitor.note_recon(float(recon.detach().mean()))
-        if self._logging and adversarial:
+        if logging and critic is not None:
             scale = self.scaler_g.get_scale()  # 1.0 unless fp16
             self.interval.add(**generator_gradients(out, recon, fake, scale))
         norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss, self.cfg.clip_grad_g)
@@ -274,73 +346,7 @@ class Trainer:
             noise *= max(0.0, 1.0 - self.step / cfg.instance_noise_anneal_steps)
         return Adversary(1.0 - cfg.label_smoothing, noise, self.noise_gen)
 
-    # ---------------------------------------------------------------- the loop
-    def fit(self) -> TrainResult:
-        """Train until ``cfg.batches`` batches are drawn; evaluate at step 0, whenever another
-        ``eval_every`` batches are drawn, and at the end."""
-        cfg = self.cfg
-        last_eval: dict[str, Any] = {}
-        ckpt: Path | None = None
-        if self.step == 0:
-            last_eval = self.evaluate()
-            self.report("eval", last_eval, None)
-        self.interval.restart_clock()
-        try:
-            while not self.done:
-                batches_before = self.batch_index
-                self._train_step()
-                evaluating = self._crosses(cfg.eval_every, batches_before, self.batch_index)
-                checkpointing = self._crosses(
-                    cfg.checkpoint_every or cfg.eval_every, batches_before, self.batch_index
-                )
-                if evaluating:  # before the checkpoint, which then holds the health it saw
-                    last_eval = self.evaluate()
-                if checkpointing:
-                    ckpt = self.save_checkpoint()
-                if evaluating:
-                    self.report("eval", last_eval, ckpt)
-                if evaluating or checkpointing:
-                    self.interval.restart_clock()
-        except StopTraining as stop:
-            ckpt = self.save_checkpoint()
-            return TrainResult(
-                Status.STOPPED, str(stop), self.step, last_eval, ckpt, self.compile_s
-            )
-        reason = f"reached its budget of {cfg.batches} batches"
-        return TrainResult(Status.COMPLETED, reason, self.step, last_eval, ckpt, self.compile_s)
-
-    def _train_step(self) -> None:
-        """One iteration, its scheduler ticks and, when due, its step row."""
-        epoch_before, batches_before = self.schedule_epoch, self.batch_index
-        d_trained = self.step >= self.cfg.disc_start_step  # D's schedule starts when D does
-        self._guarded_iteration()
-        self.step += 1
-        self.interval.iterations += 1
-        per_step = self.cfg.scheduler_interval == "per_step"
-        ticks = 1 if per_step else self.schedule_epoch - epoch_before
-        for _ in range(ticks):
-            self.sched_g.step()
-            if d_trained:
-                self.sched_d.step()
-        if self._crosses(self.cfg.log_every, batches_before, self.batch_index):
-            self.report("step", self._step_row(), None)
-
-    def _guarded_iteration(self) -> None:
-        """One iteration; a CUDA out-of-memory error skips the batch and is counted."""
-        try:
-            self._iteration()
-        except RuntimeError as err:
-            if not self.guards.skips_oom(err):
-                raise
-        else:
-            self.guards.iteration_done()
-            return
-        self.opt_g.zero_grad(set_to_none=True)  # outside the except: the error's frames are gone
-        self.opt_d.zero_grad(set_to_none=True)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        self.guards.oom_skipped(self.step)
-
+    # ---------------------------------------------------------------- rows
     def _step_row(self) -> dict[str, Any]:
         """The interval's means, with the loop's position, rates, counters, speed and health."""
         compiling = compile_seconds() - self._compile_s_seen if self.cfg.compile else 0.0
