@@ -77,11 +77,11 @@ def mel_only(base: type[Recipe]) -> type[Recipe]:
     trains), so G learns from its reconstruction loss alone: the over-smoothed output."""
 
     class MelOnly(base):
-        def generator_loss(self, discriminator, batch, fake, adv):
-            out = super().generator_loss(discriminator, batch, fake, adv)
-            out.adversarial = out.adversarial * 0.0
-            if out.adversarial_only is not None:
-                out.adversarial_only = out.adversarial_only * 0.0
+        def generator_loss(self, discriminator, batch, fake, smoothing):
+            out = super().generator_loss(discriminator, batch, fake, smoothing)
+            out.through_d = out.through_d * 0.0
+            if out.adversarial is not None:
+                out.adversarial = out.adversarial * 0.0
             return out
 
     return MelOnly

@@ -26,7 +26,13 @@ from torch import Tensor, nn
 from harness.diagnostics.health import mode_statistics
 from harness.scoring.registry import REGISTRY
 from harness.training import losses
-from harness.training.recipe import Adversary, BatchSource, DiscriminatorLoss, GeneratorLoss, Recipe
+from harness.training.recipe import (
+    BatchSource,
+    DiscriminatorLoss,
+    DiscriminatorSmoothing,
+    GeneratorLoss,
+    Recipe,
+)
 
 # Published anchors (2,500 samples): PacGAN (Lin et al. 2018) Tables 2 and 3.
 ANCHORS = {
@@ -178,20 +184,22 @@ class RingRecipe(Recipe):
     def generate(self, generator: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         return generator(batch[1])
 
-    def _judge(self, discriminator: nn.Module, x: Tensor, adv: Adversary) -> Tensor:
-        packed = adv.perturb(x).reshape(-1, 2 * self.cfg.pack)
+    def _judge(
+        self, discriminator: nn.Module, x: Tensor, smoothing: DiscriminatorSmoothing
+    ) -> Tensor:
+        packed = smoothing.add_noise(x).reshape(-1, 2 * self.cfg.pack)
         return discriminator(packed).squeeze(-1)
 
     def discriminator_outputs(self, discriminator: nn.Module, real: Tensor) -> list[Tensor]:
-        return [self._judge(discriminator, real, Adversary())]
+        return [self._judge(discriminator, real, DiscriminatorSmoothing())]
 
     def discriminator_loss(
-        self, discriminator: nn.Module, batch: Any, fake: Tensor, adv: Adversary
+        self, discriminator: nn.Module, batch: Any, fake: Tensor, smoothing: DiscriminatorSmoothing
     ) -> DiscriminatorLoss:
-        real_logits = self._judge(discriminator, batch[0], adv)
-        fake_logits = self._judge(discriminator, fake, adv)
+        real_logits = self._judge(discriminator, batch[0], smoothing)
+        fake_logits = self._judge(discriminator, fake, smoothing)
         gan = losses.adversarial_loss(self.cfg.loss)
-        loss, real_term, fake_term = gan.d_loss([real_logits], [fake_logits], adv.real_target)
+        loss, real_term, fake_term = gan.d_loss([real_logits], [fake_logits], smoothing.real_target)
         return DiscriminatorLoss(
             loss=loss,
             terms={"loss_d_real": real_term, "loss_d_fake": fake_term},
@@ -201,14 +209,18 @@ class RingRecipe(Recipe):
         )
 
     def generator_loss(
-        self, discriminator: nn.Module | None, batch: Any, fake: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module | None,
+        batch: Any,
+        fake: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> GeneratorLoss:
         recon = fake.new_zeros(fake.shape[0])
         if discriminator is None:
-            return GeneratorLoss(adversarial=fake.new_zeros(()), reconstruction=recon)
-        logits = self._judge(discriminator, fake, adv)
+            return GeneratorLoss(through_d=fake.new_zeros(()), reconstruction=recon)
+        logits = self._judge(discriminator, fake, smoothing)
         g_adv = losses.adversarial_loss(self.cfg.loss).g_loss([logits])
-        return GeneratorLoss(adversarial=g_adv, reconstruction=recon, adversarial_only=g_adv)
+        return GeneratorLoss(through_d=g_adv, reconstruction=recon, adversarial=g_adv)
 
     def sample(self, generator: nn.Module, n: int) -> Tensor:
         """``n`` generated points from latent codes fixed by the seed (same for every trial)."""

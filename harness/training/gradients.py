@@ -57,7 +57,7 @@ def generator_gradients(
     """What G is told, measured on its output: the adversarial term's gradient (the signal G
     actually receives from D), the reconstruction mean's, and their ratio (scale-free: both are
     gradients on the same batch)."""
-    term = out.adversarial if out.adversarial_only is None else out.adversarial_only
+    term = out.through_d if out.adversarial is None else out.adversarial
     adv = gradient_norm_on(term, fake, scale)
     rec = gradient_norm_on(recon.mean(), fake, scale)
     ratio = adv / rec if adv is not None and rec else None

@@ -52,33 +52,27 @@ class DiscriminatorLoss:
 
 @dataclass
 class GeneratorLoss:
-    """The generator's loss, split so the trainer can apply its policies.
+    """The generator's loss in the parts the trainer treats apart: G minimises ``through_d``
+    plus the mean of ``reconstruction``."""
 
-    ``adversarial`` (scalar) holds the weighted adversarial and feature-matching terms; it is zero
-    before the discriminator starts.  ``reconstruction`` holds the weighted reconstruction loss
-    *per example* (shape ``[batch]``) so easy examples can be thresholded out of the mean.
-    ``adversarial_only`` is the bare adversarial term inside ``adversarial`` (no feature matching;
-    None before D starts): logged as ``loss_g_adv``, and the loss whose gradient on the generated
-    batch the trainer reports as ``adv_grad_norm`` (``adversarial`` itself when None).  ``terms``
-    holds further named terms to log (``loss_fm``, ``loss_mel``).
-    """
-
-    adversarial: Tensor
-    reconstruction: Tensor
-    terms: dict[str, Tensor] = field(default_factory=dict)
-    adversarial_only: Tensor | None = None
+    through_d: Tensor  # scalar: the weighted terms computed through D; zero before D starts
+    reconstruction: Tensor  # [batch]: weighted, per example (loss_threshold drops easy ones)
+    terms: dict[str, Tensor] = field(default_factory=dict)  # further columns to log
+    # the bare adversarial term inside through_d (no feature matching), logged as loss_g_adv;
+    # its gradient on the generated batch is adv_grad_norm.  None before D starts
+    adversarial: Tensor | None = None
 
 
 @dataclass
-class Adversary:
-    """Trainer-owned knobs the recipe applies inside its discriminator losses."""
+class DiscriminatorSmoothing:
+    """How the trainer smooths D's task; the recipe applies it inside its losses."""
 
-    real_target: float = 1.0  # one-sided label smoothing lowers this
-    noise_std: float = 0.0  # instance noise added to every D input
-    generator: torch.Generator | None = None
+    real_target: float = 1.0  # what D learns for real inputs: below 1 under label smoothing
+    noise_std: float = 0.0  # Gaussian instance noise added to every input D sees
+    generator: torch.Generator | None = None  # the noise's random stream
 
-    def perturb(self, x: Tensor) -> Tensor:
-        """Add instance noise (if any) to a discriminator input."""
+    def add_noise(self, x: Tensor) -> Tensor:
+        """``x`` with instance noise added (``x`` itself when the noise is off)."""
         if self.noise_std <= 0:
             return x
         noise = torch.randn(x.shape, generator=self.generator, device="cpu", dtype=torch.float32)
@@ -142,13 +136,17 @@ class Recipe(ABC):
 
     @abstractmethod
     def discriminator_loss(
-        self, discriminator: nn.Module, batch: Any, fake: Tensor, adv: Adversary
+        self, discriminator: nn.Module, batch: Any, fake: Tensor, smoothing: DiscriminatorSmoothing
     ) -> DiscriminatorLoss:
         """D's loss on real data and on ``fake`` (already detached by the trainer)."""
 
     @abstractmethod
     def generator_loss(
-        self, discriminator: nn.Module | None, batch: Any, fake: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module | None,
+        batch: Any,
+        fake: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> GeneratorLoss:
         """G's loss; ``discriminator`` is None before the discriminator starts."""
 

@@ -38,7 +38,7 @@ from harness.training.config import ConfigError, TrainerConfig
 from harness.training.gradients import frozen, generator_gradients, r1_penalty
 from harness.training.guards import Counters, Guards, StopTraining
 from harness.training.measuring import Interval, compile_seconds
-from harness.training.recipe import Adversary, Recipe
+from harness.training.recipe import DiscriminatorSmoothing, Recipe
 from harness.training.rng import capture_rng, preserved_rng, restore_rng
 from harness.training.setup import (
     build_networks,
@@ -204,7 +204,7 @@ class Trainer:
         iteration ends a log window, so it also measures what G receives and the recipe's health."""
         cfg = self.cfg
         adversarial = self.step >= cfg.disc_start_step
-        adv = self._adversary()
+        smoothing = self._smoothing()
         batch = fake = None
         if adversarial:
             if self.D_before is not None:
@@ -214,7 +214,7 @@ class Trainer:
                 last = k == cfg.d_steps - 1  # only the batch G reuses needs G's graph
                 with self._autocast(), torch.set_grad_enabled(last):
                     fake = self.recipe.generate(self.G_train, batch)
-                self._d_step(batch, fake, adv)
+                self._d_step(batch, fake, smoothing)
         critic = None
         if adversarial:
             critic = self.D_train if self.D_before is None else self.D_before
@@ -224,16 +224,16 @@ class Trainer:
                     batch = self._next_batch()
                     with self._autocast():
                         fake = self.recipe.generate(self.G_train, batch)
-                self._g_step(batch, fake, critic, adv, logging)
+                self._g_step(batch, fake, critic, smoothing, logging)
         if logging:  # the recipe's own signals, without touching the training RNG
             with torch.no_grad(), preserved_rng():
                 self.interval.add(**self.recipe.health(batch, fake.detach()))
 
-    def _d_step(self, batch: Any, fake: Tensor, adv: Adversary) -> None:
+    def _d_step(self, batch: Any, fake: Tensor, smoothing: DiscriminatorSmoothing) -> None:
         """One D update on real data and the detached generated batch (+ R1 when on)."""
         gamma = self.cfg.r1_gamma
         with self._autocast():
-            out = self.recipe.discriminator_loss(self.D_train, batch, fake.detach(), adv)
+            out = self.recipe.discriminator_loss(self.D_train, batch, fake.detach(), smoothing)
             r1 = r1_penalty(self.recipe, self.D, batch) if gamma > 0 else None
             loss = out.loss if r1 is None else out.loss + 0.5 * gamma * r1
         if not self.guards.loss_ok("d", loss, self.step):
@@ -246,17 +246,22 @@ class Trainer:
         self.interval.add_scores(out.real_scores, out.fake_scores)
 
     def _g_step(
-        self, batch: Any, fake: Tensor, critic: nn.Module | None, adv: Adversary, logging: bool
+        self,
+        batch: Any,
+        fake: Tensor,
+        critic: nn.Module | None,
+        smoothing: DiscriminatorSmoothing,
+        logging: bool,
     ) -> None:
         """One G update judged by ``critic`` (None before D starts): the adversarial term plus the
         mean reconstruction loss of the examples ``loss_threshold`` keeps.  When ``logging``, the
         gradients G receives are measured first."""
         with self._autocast():
-            out = self.recipe.generator_loss(critic, batch, fake, adv)
+            out = self.recipe.generator_loss(critic, batch, fake, smoothing)
             recon = self.guards.hard_examples(out.reconstruction.float())
             if recon is None:
                 return
-            loss = generator_objective(out.adversarial, recon)
+            loss = generator_objective(out.through_d, recon)
         if not loss.requires_grad:  # e.g. a purely adversarial recipe before D starts
             return
         if not self.guards.loss_ok("g", loss, self.step):
@@ -270,7 +275,7 @@ class Trainer:
         if norm is not None:  # the weights changed
             self.recipe.after_generator_step(self.G)
         self.interval.add(loss_g=loss, loss_recon=recon.detach().mean(), grad_norm_g=norm)
-        self.interval.add(loss_g_adv=out.adversarial_only, **out.terms)
+        self.interval.add(loss_g_adv=out.adversarial, **out.terms)
 
     def _update(
         self,
@@ -339,12 +344,12 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _adversary(self) -> Adversary:
+    def _smoothing(self) -> DiscriminatorSmoothing:
         cfg = self.cfg
         noise = cfg.instance_noise
         if noise > 0 and cfg.instance_noise_anneal_steps > 0:
             noise *= max(0.0, 1.0 - self.step / cfg.instance_noise_anneal_steps)
-        return Adversary(1.0 - cfg.label_smoothing, noise, self.noise_gen)
+        return DiscriminatorSmoothing(1.0 - cfg.label_smoothing, noise, self.noise_gen)
 
     # ---------------------------------------------------------------- rows
     def _step_row(self) -> dict[str, Any]:
