@@ -1,16 +1,15 @@
-"""Autograd around the two networks: D held out of it during G's update, the R1 penalty on D,
-and the gradient G receives through D, measured on the generated batch."""
+"""Autograd around the G update: D held out of it, and the gradient G receives through D,
+measured on the generated batch."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from harness.training.recipe import GeneratorLoss, Recipe
+from harness.training.recipe import GeneratorLoss
 
 
 @contextmanager
@@ -26,15 +25,6 @@ def frozen(net: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def r1_penalty(recipe: Recipe, discriminator: nn.Module, batch: Any) -> Tensor:
-    """Mean over real examples of ‖∇ₓ Σ D(x)‖², differentiable (Mescheder et al. 2018)."""
-    real = recipe.real_input(batch).detach().requires_grad_(True)
-    outputs = recipe.discriminator_outputs(discriminator, real)
-    total = sum(o.float().sum() for o in outputs)
-    (grad,) = torch.autograd.grad(total, real, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1).mean()
 
 
 def gradient_norm_on(term: Tensor, fake: Tensor, loss_scale: float) -> float | None:

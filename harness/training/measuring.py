@@ -2,7 +2,7 @@
 
 The trainer adds each update's losses, gradient norms and D outputs to an :class:`Interval` and
 closes it at every step row into means and seconds per iteration; torch.compile's time is kept
-out of those seconds (:func:`compile_seconds`) and reported apart.
+out of those seconds (:class:`CompileClock`) and reported apart.
 """
 
 from __future__ import annotations
@@ -20,6 +20,36 @@ def compile_seconds() -> float:
     from torch._dynamo.utils import calculate_time_spent
 
     return calculate_time_spent()["total_wall_time"]
+
+
+class WallClock:
+    """Wall seconds a run has trained, carried across resumes."""
+
+    def __init__(self, before: float = 0.0) -> None:
+        self.before = before  # seconds trained before this process resumed the run
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+
+class CompileClock:
+    """torch.compile's seconds, read lap by lap so that each step row keeps its own share out of
+    ``step_s``; zero throughout when ``on`` is False (nothing compiles)."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        self.total = 0.0  # seconds compiled since this clock started
+        self._seen = compile_seconds() if on else 0.0
+
+    def lap(self) -> float:
+        """Seconds compiled since the previous lap."""
+        if not self.on:
+            return 0.0
+        lap = compile_seconds() - self._seen
+        self._seen += lap
+        self.total += lap
+        return lap
 
 
 def _group_means(scores: dict[str, list[float]]) -> tuple[float, dict[str, float]]:

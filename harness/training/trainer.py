@@ -1,18 +1,12 @@
 """The one alternating G/D training loop every recipe runs through.
 
-Per iteration (HiFi-GAN order): ``d_steps`` discriminator updates, each on its own batch and on
-that batch's generated output *detached*; then ``g_steps`` generator updates, the first on the
-same generated batch D just saw (not a second draw), with D re-evaluated after its update.
-Before ``disc_start_step`` only G trains, on its reconstruction loss.
-
-At log steps only (cheap), the trainer also measures GAN health: the adversarial gradient that
-reaches the generated batch, the recipe's own health signals (:meth:`Recipe.health`), and feeds
-each step row to a :class:`~harness.diagnostics.health.HealthMonitor` whose flags travel in the checkpoint.
-An optional R1 penalty (``TrainerConfig.r1_gamma``) regularises D on real data.
-
-The trainer owns the loop policy (order, ratio, precision, clipping, schedulers, checkpoints;
-the skip rules live in :class:`~harness.training.guards.Guards`) and reports through a callback; it knows
-nothing of Ray or of any recipe's maths.  Its parts are built by harness/training/setup.py.
+An iteration (HiFi-GAN's order): ``d_steps`` D updates, each on its own batch and that batch's
+generated output detached; then ``g_steps`` G updates with D frozen, the first on the batch D saw
+last, judged by D after its update (``reevaluate_d``) or before it; before ``disc_start_step``
+only G trains.  An iteration that ends a log window also measures what G receives through D and
+the recipe's health signals.  The trainer owns this policy; the recipe says what is computed
+(harness/training/recipe.py), the guards what is skipped (harness/training/guards.py).  It
+reports through a callback and knows nothing of Ray.
 """
 
 from __future__ import annotations
@@ -20,9 +14,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +26,14 @@ from torch import Tensor, nn
 from harness.diagnostics.health import HealthConfig, HealthMonitor
 from harness.files import remove_stale_temps
 from harness.status import Status
+from harness.training.budget import Budget
 from harness.training.checkpoints import resumable_state, write_checkpoint
 from harness.training.config import ConfigError, TrainerConfig
-from harness.training.gradients import frozen, generator_gradients, r1_penalty
+from harness.training.gradients import frozen, generator_gradients
 from harness.training.guards import Counters, Guards, StopTraining
-from harness.training.measuring import Interval, compile_seconds
+from harness.training.measuring import CompileClock, Interval, WallClock
 from harness.training.recipe import DiscriminatorSmoothing, Recipe
+from harness.training.regularisation import r1_penalty, smoothing_at
 from harness.training.rng import capture_rng, preserved_rng, restore_rng
 from harness.training.setup import (
     build_networks,
@@ -69,8 +64,7 @@ class Trainer:
     """Trains one recipe under one :class:`TrainerConfig`, writing checkpoints to ``out_dir``.
 
     ``health`` sets the detectors' thresholds (default: the recipe's ``health_config``, its
-    family's calibrated detectors); their window is
-    ``cfg.health_window`` and the R1 weight ``cfg.r1_gamma``, whatever ``health`` says.
+    family's calibrated detectors); their window is ``cfg.health_window`` whatever it says.
     """
 
     def __init__(
@@ -103,8 +97,7 @@ class Trainer:
         self.G_train, self.D_train = self.G, self.D
         if cfg.compile:
             self.G_train, self.D_train = torch.compile(self.G), torch.compile(self.D)
-        self.compile_s = 0.0  # torch.compile's seconds in this trainer so far
-        self._compile_s_seen = compile_seconds() if cfg.compile else 0.0
+        self.compile_clock = CompileClock(cfg.compile)
         # D as it was before this iteration's updates, for the non-re-evaluating G loss
         self.D_before = None if cfg.reevaluate_d else copy.deepcopy(self.D).requires_grad_(False)
         self.opt_g = make_optimizer(self.G, cfg, cfg.lr_g, (cfg.b1_g, cfg.b2_g))
@@ -115,17 +108,16 @@ class Trainer:
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-
+        self.data = recipe.train_data()
+        self.budget = Budget(cfg, self.data.batches_per_epoch)
         health = dataclasses.replace(health or recipe.health_config, window=cfg.health_window)
-        self.monitor = HealthMonitor(health, cfg.batches // (cfg.d_steps + cfg.g_steps - 1))
+        self.monitor = HealthMonitor(health, cfg.batches // self.budget.per_iteration)
         self.guards = Guards(cfg)
         self.interval = Interval()
-        self.data = recipe.train_data()
         self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.batch_index = 0
-        self._elapsed_before_resume = 0.0
-        self._t0 = time.perf_counter()
+        self.wall = WallClock()
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> TrainResult:
@@ -139,13 +131,12 @@ class Trainer:
             self.report("eval", last_eval, None)
         self.interval.restart_clock()
         try:
-            while not self.done:
-                batches_before = self.batch_index
+            while not self.budget.spent(self.batch_index):
+                before = self.batch_index
                 self._train_step()
-                evaluating = self._crosses(cfg.eval_every, batches_before, self.batch_index)
-                checkpointing = self._crosses(
-                    cfg.checkpoint_every or cfg.eval_every, batches_before, self.batch_index
-                )
+                evaluating = self.budget.crosses(cfg.eval_every, before, self.batch_index)
+                every = cfg.checkpoint_every or cfg.eval_every
+                checkpointing = self.budget.crosses(every, before, self.batch_index)
                 if evaluating:  # before the checkpoint, which then holds the health it saw
                     last_eval = self.evaluate()
                 if checkpointing:
@@ -155,25 +146,23 @@ class Trainer:
                 if evaluating or checkpointing:
                     self.interval.restart_clock()
         except StopTraining as stop:
-            ckpt = self.save_checkpoint()
-            return TrainResult(
-                Status.STOPPED, str(stop), self.step, last_eval, ckpt, self.compile_s
-            )
-        reason = f"reached its budget of {cfg.batches} batches"
-        return TrainResult(Status.COMPLETED, reason, self.step, last_eval, ckpt, self.compile_s)
+            status, reason, ckpt = Status.STOPPED, str(stop), self.save_checkpoint()
+        else:
+            status, reason = Status.COMPLETED, f"reached its budget of {cfg.batches} batches"
+        return TrainResult(status, reason, self.step, last_eval, ckpt, self.compile_clock.total)
 
     def _train_step(self) -> None:
         """One iteration, its scheduler ticks and, where it ends a log window, its step row."""
-        cfg = self.cfg
-        batches_before, epoch_before = self.batch_index, self.schedule_epoch
+        cfg, budget, before = self.cfg, self.budget, self.batch_index
         d_trained = self.step >= cfg.disc_start_step  # D's schedule starts when D does
-        logging = self._crosses(cfg.log_every, batches_before, batches_before + self._drawn())
+        logging = budget.crosses(cfg.log_every, before, before + budget.drawn(self.step))
         if not self._guarded_iteration(logging):
             # out of memory part-way: the window ends only where the batches drawn cross it
-            logging = self._crosses(cfg.log_every, batches_before, self.batch_index)
+            logging = budget.crosses(cfg.log_every, before, self.batch_index)
         self.step += 1
         self.interval.iterations += 1
-        ticks = 1 if cfg.scheduler_interval == "per_step" else self.schedule_epoch - epoch_before
+        epochs = budget.schedule_epoch(self.batch_index) - budget.schedule_epoch(before)
+        ticks = 1 if cfg.scheduler_interval == "per_step" else epochs
         for _ in range(ticks):
             self.sched_g.step()
             if d_trained:
@@ -204,7 +193,7 @@ class Trainer:
         iteration ends a log window, so it also measures what G receives and the recipe's health."""
         cfg = self.cfg
         adversarial = self.step >= cfg.disc_start_step
-        smoothing = self._smoothing()
+        smoothing = smoothing_at(cfg, self.step, self.noise_gen)
         batch = fake = None
         if adversarial:
             if self.D_before is not None:
@@ -253,8 +242,8 @@ class Trainer:
         smoothing: DiscriminatorSmoothing,
         logging: bool,
     ) -> None:
-        """One G update judged by ``critic`` (None before D starts): the adversarial term plus the
-        mean reconstruction loss of the examples ``loss_threshold`` keeps.  When ``logging``, the
+        """One G update, judged by ``critic`` (None before D starts), on its terms through D plus
+        the mean reconstruction of the examples ``loss_threshold`` keeps; ``logging``: the
         gradients G receives are measured first."""
         with self._autocast():
             out = self.recipe.generator_loss(critic, batch, fake, smoothing)
@@ -305,82 +294,44 @@ class Trainer:
     # ---------------------------------------------------------------- small policies
     @property
     def epoch(self) -> int:
-        return self.batch_index // self.data.batches_per_epoch
-
-    @property
-    def schedule_epoch(self) -> int:
-        """Epochs of ``cfg.epoch_samples`` examples drawn: the per_epoch schedule's clock, the
-        same on a 300-clip corpus as on the 13k clips a paper's schedule was tuned on."""
-        examples = self.cfg.epoch_samples or self.data.batches_per_epoch * self.cfg.batch_size
-        return self.batch_index * self.cfg.batch_size // examples
+        return self.budget.epoch(self.batch_index)
 
     @property
     def counters(self) -> Counters:
         """The cumulative skip counters (kept by :attr:`guards`)."""
         return self.guards.counters
 
-    def _drawn(self) -> int:
-        """Batches the coming iteration draws."""
-        cfg = self.cfg
-        return cfg.d_steps + cfg.g_steps - 1 if self.step >= cfg.disc_start_step else cfg.g_steps
-
-    def _crosses(self, every: int, before: int, after: int) -> bool:
-        """Whether going from ``before`` to ``after`` batches drawn crosses a multiple of
-        ``every`` or spends the budget."""
-        return after // every > before // every or after >= self.cfg.batches
-
-    @property
-    def done(self) -> bool:
-        """The budget is spent: ``cfg.batches`` batches drawn."""
-        return self.batch_index >= self.cfg.batches
-
     def _next_batch(self) -> Any:
         batch = self.data.batch(self.batch_index)
         self.batch_index += 1
         return self.recipe.batch_to(batch, self.device)
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def _smoothing(self) -> DiscriminatorSmoothing:
-        cfg = self.cfg
-        noise = cfg.instance_noise
-        if noise > 0 and cfg.instance_noise_anneal_steps > 0:
-            noise *= max(0.0, 1.0 - self.step / cfg.instance_noise_anneal_steps)
-        return DiscriminatorSmoothing(1.0 - cfg.label_smoothing, noise, self.noise_gen)
+    def _autocast(self) -> AbstractContextManager:
+        """Mixed precision for the forward passes (``cfg.precision``), or nothing for fp32."""
+        dtype = self.autocast_dtype
+        return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 
     # ---------------------------------------------------------------- rows
     def _step_row(self) -> dict[str, Any]:
         """The interval's means, with the loop's position, rates, counters, speed and health."""
-        compiling = compile_seconds() - self._compile_s_seen if self.cfg.compile else 0.0
-        self._compile_s_seen += compiling
-        self.compile_s += compiling
+        compiling = self.compile_clock.lap()
         row, step_s = self.interval.close(excluded_s=compiling)
-        batches = self.cfg.d_steps + self.cfg.g_steps - 1
-        c = self.counters
         if self.cfg.compile:
             row["compile_s"] = compiling
+        samples = self.cfg.batch_size * self.budget.per_iteration
         row.update(
             step=self.step,
             batches=self.batch_index,
             epoch=self.epoch,
-            wall_s=self.wall_s(),
+            wall_s=self.wall.seconds(),
             lr_g=self.opt_g.param_groups[0]["lr"],
             lr_d=self.opt_d.param_groups[0]["lr"],
-            nonfinite_skips=c.nonfinite_skips,
-            oom_skips=c.oom_skips,
-            scaler_skips=c.scaler_skips,
-            threshold_skips=c.threshold_skips,
+            **self.counters.skips(),
             step_s=step_s,
-            samples_per_s=self.cfg.batch_size * batches / step_s if step_s > 0 else None,
+            samples_per_s=samples / step_s if step_s > 0 else None,
         )
         row.update(self.monitor.update(row))
         return row
-
-    def wall_s(self) -> float:
-        return self._elapsed_before_resume + time.perf_counter() - self._t0
 
     def evaluate(self) -> dict[str, Any]:
         """Validate G on the recipe's fixed held-out set without touching training RNG."""
@@ -391,7 +342,7 @@ class Trainer:
         finally:
             self.G.train()
         row = {"step": self.step, "batches": self.batch_index, "epoch": self.epoch}
-        row = {**row, "wall_s": self.wall_s(), **metrics}
+        row = {**row, "wall_s": self.wall.seconds(), **metrics}
         return {**row, **self.monitor.update(row)}
 
     # ---------------------------------------------------------------- checkpoints
@@ -417,7 +368,7 @@ class Trainer:
             "counters": dataclasses.asdict(self.counters),
             "rng": capture_rng(),
             "noise_gen": self.noise_gen.get_state(),
-            "wall_s": self.wall_s(),
+            "wall_s": self.wall.seconds(),
             "health": self.monitor.state_dict(),
             "config": dataclasses.asdict(self.cfg),
             "recipe": self.recipe.state_dict(),
@@ -433,14 +384,12 @@ class Trainer:
         self.noise_gen.set_state(state["noise_gen"])
         self.monitor.load_state_dict(state["health"])
         self.recipe.load_state_dict(state.get("recipe", {}))
-        self._elapsed_before_resume = state["wall_s"]
-        self._t0 = time.perf_counter()
+        self.wall = WallClock(before=state["wall_s"])
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step_XXXXXXXX.pt`` atomically; prune old ones."""
-        return write_checkpoint(
-            self.state_dict(), self.ckpt_dir, self.step, self.cfg.keep_checkpoints
-        )
+        state, keep = self.state_dict(), self.cfg.keep_checkpoints
+        return write_checkpoint(state, self.ckpt_dir, self.step, keep)
 
     def resume(self, path: Path | None = None) -> bool:
         """Load ``path`` or the newest checkpoint in ``out_dir`` (see :func:`resumable_state`);
