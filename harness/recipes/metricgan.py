@@ -112,8 +112,8 @@ class MetricganRecipe(EnhancementRecipe):
         "d_steps": 2,
     }
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
-        # tiny G, 1 s crops, 2 per batch: about 400 x 0.5 s on 2 idle CPU cores; one torch thread
-        # and the PESQ of the previous scored batch in the pool (pesq_lag 1) at the same time
+        # tiny G, 1 s crops, 2 per batch: minutes on 2 CPU cores, one torch thread training
+        # while the pool scores the previous batch's PESQ (pesq_lag 1)
         "smoke": {
             "generator": "tiny",
             "segment_size": 16000,

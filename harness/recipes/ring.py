@@ -4,14 +4,13 @@
 MLP generator (ReLU + batch norm) and maxout discriminator in the PacGAN style, optionally packed
 (PacGAN-m: D sees m samples at once).  Evaluation on 2,500 samples: modes covered, share of
 high-quality samples (within 3 std of the nearest mode) and the reverse KL of the mode histogram
-against uniform (harness/diagnostics/health.py, :func:`mode_statistics`); they also feed the collapse
-detector, so the budgets evaluate often (an evaluation costs milliseconds).
+against uniform (harness/diagnostics/health.py, :func:`mode_statistics`); they also feed the
+collapse detector, so the budgets evaluate often (an evaluation costs milliseconds).
 
 Defaults are tuned for seconds on one CPU core: a deep, narrow generator (12 layers of 32) draws
-sharper boundaries between modes than PacGAN's 4 x 400, so fewer samples land between modes
-(measured: 95-98 % high quality, 8/8 modes, seeds 0-3 of the smoke budget); the learning rate
-decays 100x over the run so the modes tighten to their 0.01 std.  The ``paper`` budget uses
-PacGAN's own architecture.
+sharper boundaries between modes than PacGAN's 4 x 400, so fewer samples land between modes; the
+learning rate decays 100x over the run so the modes tighten to their 0.01 std.  The ``paper``
+budget uses PacGAN's own architecture.
 """
 
 from __future__ import annotations
@@ -238,11 +237,8 @@ class RingRecipe(Recipe):
 
 
 class GridRecipe(RingRecipe):
-    """25 modes need a stronger critic: LSGAN, 2 D steps per G step, D of 3 x 128 maxout.
-
-    Measured on the smoke budget (seed 0): 25/25 modes, high_quality 0.69; with the ring's
-    settings 15-19 modes.
-    """
+    """25 modes need a stronger critic than the ring's, which leaves modes uncovered: LSGAN, 2 D
+    steps per G step, D of 3 x 128 maxout."""
 
     name = "grid"
     defaults: ClassVar[dict[str, Any]] = {

@@ -70,7 +70,7 @@ class SeganRecipe(EnhancementRecipe):
         "scheduler": "constant",
     }
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
-        # networks at 1/8 width (1.1 M / 0.4 M parameters): about 300 x 0.4 s on 2 idle CPU cores
+        # networks at 1/8 width (1.1 M / 0.4 M parameters): minutes on 2 CPU cores
         "smoke": {
             "width": 0.125,
             "segment_size": 16384,

@@ -1,8 +1,9 @@
 """What a recipe is: the models, losses, data and validation of one GAN, without any loop policy.
 
-The trainer (harness/training/trainer.py) owns *how* the loop steps; a recipe says *what* is computed.
-The trainer calls, per update: :meth:`Recipe.generate`, then :meth:`Recipe.discriminator_loss`
-on the detached generated batch, then :meth:`Recipe.generator_loss` on the same generated batch.
+The trainer (harness/training/trainer.py) owns *how* the loop steps; a recipe says *what* is
+computed.  The trainer calls, per update: :meth:`Recipe.generate`, then
+:meth:`Recipe.discriminator_loss` on the detached generated batch, then
+:meth:`Recipe.generator_loss` on the same generated batch.
 """
 
 from __future__ import annotations
@@ -153,10 +154,10 @@ class Recipe(ABC):
     def health(self, batch: Any, fake: Tensor) -> dict[str, float | None]:
         """Extra health columns measured on one training batch and its generated output.
 
-        Called by the trainer at log steps only, under ``no_grad`` and with the training random
-        state preserved, ``fake`` detached.  Use the signal functions of harness/diagnostics/health.py
-        (diversity, energy and high-band ratios for conditional generators); the keys must be
-        diagnostics columns.  Default: none.
+        Called by the trainer at the end of each log window only, under ``no_grad`` and with the
+        training random state preserved, ``fake`` detached.  Use the signal functions of
+        harness/diagnostics/health.py (diversity, energy and high-band ratios for conditional
+        generators); the keys must be diagnostics columns.  Default: none.
         """
         return {}
 
