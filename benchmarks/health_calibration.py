@@ -78,11 +78,11 @@ def mel_only(base: type[Recipe]) -> type[Recipe]:
     trains), so G learns from its reconstruction loss alone: the over-smoothed output."""
 
     class MelOnly(base):
-        def generator_loss(self, discriminator, batch, fake, adv):
-            out = super().generator_loss(discriminator, batch, fake, adv)
-            out.adversarial = out.adversarial * 0.0
-            if out.adversarial_only is not None:
-                out.adversarial_only = out.adversarial_only * 0.0
+        def generator_loss(self, discriminator, batch, fake, smoothing):
+            out = super().generator_loss(discriminator, batch, fake, smoothing)
+            out.through_d = out.through_d * 0.0
+            if out.adversarial is not None:
+                out.adversarial = out.adversarial * 0.0
             return out
 
     return MelOnly
@@ -464,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         "--runs", help="comma-separated run names (default: every run; table: the labelled ones)"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
-    parser.add_argument("--write", action="store_true", help="update benchmarks/health-calibration.md")
+    parser.add_argument(
+        "--write", action="store_true", help="update benchmarks/health-calibration.md"
+    )
     args = parser.parse_args(argv)
     known = TRAINABLE if args.action == "train" else RUNS
     names = [n for n in args.runs.split(",") if n] if args.runs else list(known)

@@ -74,11 +74,11 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as out:
                 trainer = Trainer(recipe, t, Path(out))
                 for _ in range(args.warmup):
-                    trainer._iteration()
+                    trainer._iteration(logging=False)
                 _waited[0] = 0.0
                 began = time.perf_counter()
                 for _ in range(args.iters):
-                    trainer._iteration()
+                    trainer._iteration(logging=False)
                 wall = (time.perf_counter() - began) / args.iters
         finally:
             recipe.close()

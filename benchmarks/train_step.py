@@ -70,9 +70,8 @@ def _overrides(args: argparse.Namespace, precision: str, **more: Any) -> dict[st
 def time_iterations(
     budget: str, overrides: dict[str, Any], repeats: int, warmup: int
 ) -> dict[str, Any]:
-    from harness.training.trainer import (
-        compile_seconds,  # not in older commits, which --compare imports
-    )
+    # imported here: a --compare worker imports this file under REF's harness, which may lack it
+    from harness.training.measuring import compile_seconds
 
     cfg = resolve_config("hifigan", budget, overrides=overrides)
     recipe = make_recipe(cfg)
@@ -83,13 +82,13 @@ def time_iterations(
             torch.cuda.reset_peak_memory_stats()
         compiled_before = compile_seconds() if cfg.trainer.compile else 0.0
         for _ in range(warmup):  # a compiled run compiles here
-            trainer._iteration()
+            trainer._iteration(logging=False)
         compile_s = compile_seconds() - compiled_before if cfg.trainer.compile else None
         times = []
         for _ in range(repeats):
             _synchronize(trainer.device)
             start = time.perf_counter()
-            trainer._iteration()
+            trainer._iteration(logging=False)
             _synchronize(trainer.device)
             times.append(time.perf_counter() - start)
         peak_gib = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
@@ -221,7 +220,7 @@ def serve(spec: dict[str, Any]) -> None:
                 break
             clock.seconds.clear()
             start = time.perf_counter()
-            trainer._iteration()
+            trainer._iteration(logging=False)
             _synchronize(trainer.device)
             total = time.perf_counter() - start
             phases = {**clock.seconds, "other": total - sum(clock.seconds.values())}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hostile import WritesAFile
 
-from harness.training.trainer import CheckpointError, load_checkpoint
+from harness.training.checkpoints import CheckpointError, load_checkpoint
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(

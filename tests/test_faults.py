@@ -383,7 +383,7 @@ def test_damaged_checkpoint_falls_back_to_the_newest_intact_one(
     else:
         damage(newest, how)
         damage(previous, how)
-    with caplog.at_level(logging.WARNING, logger="harness.training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="harness.training.checkpoints"):
         result = run_trial(
             resolve_config("ring", "smoke", overrides=RING), run_dir, resume=True, checkpoint=given
         )

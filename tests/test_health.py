@@ -31,7 +31,7 @@ from harness.recipes.hifigan import HifiganRecipe
 from harness.recipes.ring import RingRecipe, mode_means
 from harness.recipes.segan import SeganRecipe
 from harness.runs.resolve import resolve_config
-from harness.training.recipe import Adversary
+from harness.training.recipe import DiscriminatorSmoothing
 from harness.training.trainer import Trainer
 
 SR = 16000
@@ -297,7 +297,7 @@ def test_adv_grad_norm_is_the_gradient_reaching_the_generated_batch(tmp_path):
     # by hand: G as it was, D after its update (HiFi-GAN order), the same batch
     batch = trainer.data.batch(0)
     fake = trainer.recipe.generate(g_before, batch)
-    loss = trainer.recipe.generator_loss(trainer.D, batch, fake, Adversary()).adversarial
+    loss = trainer.recipe.generator_loss(trainer.D, batch, fake, DiscriminatorSmoothing()).through_d
     (grad,) = torch.autograd.grad(loss, fake)
     assert row["adv_grad_norm"] == pytest.approx(float(grad.norm()), rel=1e-6)
     assert row["adv_grad_norm"] > 0

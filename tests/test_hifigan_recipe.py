@@ -109,15 +109,17 @@ def test_training_batches_are_raw_audio_and_mel_is_computed_on_device(corpus):
 
 def test_mel_loss_is_per_example_and_weighted(corpus):
     from harness.recipes.hifigan import HifiganRecipe
-    from harness.training.recipe import Adversary
+    from harness.training.recipe import DiscriminatorSmoothing
 
     cfg = resolve_config("hifigan", "smoke", overrides=TINY, data=str(corpus))
     recipe = HifiganRecipe(cfg.model, str(corpus), 0, 2)
     batch = recipe.train_data().batch(0)
-    out = recipe.generator_loss(None, batch, batch[0].unsqueeze(1).clone(), Adversary())
+    out = recipe.generator_loss(
+        None, batch, batch[0].unsqueeze(1).clone(), DiscriminatorSmoothing()
+    )
     assert out.reconstruction.shape == (2,)
     assert torch.allclose(out.reconstruction, torch.zeros(2), atol=1e-6)  # perfect estimate
-    assert float(out.adversarial) == 0.0
+    assert float(out.through_d) == 0.0
 
 
 def test_eval_metrics_choose_what_a_validation_scores(corpus):

@@ -21,8 +21,8 @@ SMALL = {"batch_size": 32, "g_hidden": 32, "g_layers": 2}
 class FitRing(RingRecipe):
     """The ring with a reconstruction loss: G must map each latent code onto its real sample."""
 
-    def generator_loss(self, discriminator, batch, fake, adv):
-        out = super().generator_loss(discriminator, batch, fake, adv)
+    def generator_loss(self, discriminator, batch, fake, smoothing):
+        out = super().generator_loss(discriminator, batch, fake, smoothing)
         out.reconstruction = (fake - batch[0]).pow(2).sum(-1)
         return out
 

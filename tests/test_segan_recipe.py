@@ -10,7 +10,7 @@ from pair_corpus import write_pair_corpus
 from harness.recipes.segan import SeganRecipe, de_emphasis, pre_emphasis
 from harness.runs.resolve import resolve_config
 from harness.runs.trial import run_trial
-from harness.training.recipe import Adversary
+from harness.training.recipe import DiscriminatorSmoothing
 
 TINY = {
     "width": 1 / 16,
@@ -100,13 +100,13 @@ def test_losses_follow_lsgan_with_l1_weight_100(corpus):
     batch = recipe.batch_to(recipe.train_data().batch(0), torch.device("cpu"))
     perfect = batch[0].unsqueeze(1).clone()
     d = recipe.build_discriminator()
-    out = recipe.generator_loss(d, batch, perfect, Adversary())
+    out = recipe.generator_loss(d, batch, perfect, DiscriminatorSmoothing())
     assert torch.allclose(out.reconstruction, torch.zeros(2))
-    noisy_out = recipe.generator_loss(None, batch, batch[1].unsqueeze(1), Adversary())
+    noisy_out = recipe.generator_loss(None, batch, batch[1].unsqueeze(1), DiscriminatorSmoothing())
     l1 = (batch[1] - batch[0]).abs().mean(dim=1)
     assert torch.allclose(noisy_out.reconstruction, 100 * l1)
     real, fake = d(recipe._pair(batch[0], batch[1]), recipe._pair(perfect, batch[1]))
-    loss = recipe.discriminator_loss(d, batch, perfect, Adversary()).loss
+    loss = recipe.discriminator_loss(d, batch, perfect, DiscriminatorSmoothing()).loss
     assert float(loss) == pytest.approx(float(((real - 1) ** 2).mean() + (fake**2).mean()))
     # a perfect output is the real batch, its own reference: D cannot tell them apart
     assert torch.allclose(real, fake, atol=1e-5)

@@ -11,7 +11,7 @@ from weights_digest import digests_with_and_without_freezing
 
 from harness.recipes.ring import RingRecipe
 from harness.runs.resolve import resolve_config
-from harness.training.recipe import Adversary
+from harness.training.recipe import DiscriminatorSmoothing
 from harness.training.setup import make_optimizer
 from harness.training.trainer import Trainer
 from harness.training.weight_init import apply_init
@@ -110,9 +110,9 @@ class TargetSpy(RingRecipe):
 
     targets: list[float]
 
-    def discriminator_loss(self, discriminator, batch, fake, adv: Adversary):
-        self.targets = [*getattr(self, "targets", []), adv.real_target]
-        return super().discriminator_loss(discriminator, batch, fake, adv)
+    def discriminator_loss(self, discriminator, batch, fake, smoothing: DiscriminatorSmoothing):
+        self.targets = [*getattr(self, "targets", []), smoothing.real_target]
+        return super().discriminator_loss(discriminator, batch, fake, smoothing)
 
 
 @pytest.mark.parametrize("loss", ["bce", "lsgan"])
@@ -135,11 +135,11 @@ class NanAt(RingRecipe):
     nan_calls: set[int] = set()
     calls = 0
 
-    def generator_loss(self, discriminator, batch, fake, adv):
-        out = super().generator_loss(discriminator, batch, fake, adv)
+    def generator_loss(self, discriminator, batch, fake, smoothing):
+        out = super().generator_loss(discriminator, batch, fake, smoothing)
         self.calls += 1
         if self.calls in self.nan_calls:
-            out.adversarial = out.adversarial * float("nan")
+            out.through_d = out.through_d * float("nan")
         return out
 
 
@@ -195,8 +195,8 @@ def test_oom_is_raised_when_skipping_is_off(tmp_path):
 class Reconstructing(RingRecipe):
     """Adds a per-example reconstruction loss (distance to the real sample)."""
 
-    def generator_loss(self, discriminator, batch, fake, adv):
-        out = super().generator_loss(discriminator, batch, fake, adv)
+    def generator_loss(self, discriminator, batch, fake, smoothing):
+        out = super().generator_loss(discriminator, batch, fake, smoothing)
         out.reconstruction = (fake - batch[0]).pow(2).sum(-1)
         return out
 

@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from harness.recipes import recipe_class
     from harness.runs.resolve import resolve_config
     from harness.runs.trial import run_trial
+    from harness.training.checkpoints import resume_candidates
     from harness.training.config import ConfigError, parse_overrides
-    from harness.training.trainer import resume_candidates
 
     overrides = parse_overrides(args.overrides)
     if args.noise is not None:

@@ -55,18 +55,12 @@ class EnhancementRecipe(Recipe):
     """Paired data, validation against the noisy baseline and health for an enhancer."""
 
     cfg: EnhancementConfig
-    # the enhancer family's detectors (docs/diagnostics.md, "Calibration"): SEGAN's paper
-    # configuration starts 30-37 dB below the clean level and climbs, so only 40 -> 50 dB off is
-    # collapse (a silent output is -inf); its L1 loss stays within 1.3 x its best, a diverging run
-    # reaches 39 x; the mask floor (MetricGAN+) as in HealthConfig.  Overpowering: SEGAN's LSGAN D
-    # wins in the paper configuration too (d_acc 1, D loss 1.4 % of L0), so its loss is not
-    # judged, and the adversarial gradient against its own peak did not separate the classes
-    # (held-out healthy seed 7 reached 0.75 where rigs reached 0.27-1.0).  Against the L1 term's
-    # gradient on the same batch it does: after the warm-up the paper configuration's D gives G
-    # 1.5-6.4 x the reconstruction's gradient (medians over 15 seeds), a D at 10-50 x its
-    # learning rate 0.15-0.29 x, low from its first rows on (thresholds read off seeds 0-4 and
-    # rigs 10x/3, 50x/5).  Hold 0.8, the vocoder's: single rows spike (a rig's ratio jumps to
-    # 0.5-1 for one row in ten).
+    # the enhancer family's detectors, calibrated on labelled runs (docs/diagnostics.md,
+    # "Calibration"): collapse is a level 40 -> 50 dB below the clean one (SEGAN starts far below
+    # it and climbs; a silent output is -inf), divergence an L1 loss at 1.5 -> 3 x its best, the
+    # mask floor (MetricGAN+) as in HealthConfig.  D's loss is not judged: SEGAN's LSGAN D wins in
+    # healthy runs too.  Overpowering is the gradient D gives G falling to 0.6 -> 0.3 x the
+    # reconstruction term's on the same batch; hold 0.8, as single rows spike.
     health_config: ClassVar[HealthConfig] = HealthConfig(
         energy_db=50.0,
         energy_ok_db=40.0,

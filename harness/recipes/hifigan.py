@@ -30,7 +30,13 @@ from harness.scoring.pairs import score_pairs
 from harness.scoring.registry import SPEECH
 from harness.training import losses
 from harness.training.config import ConfigError
-from harness.training.recipe import Adversary, BatchSource, DiscriminatorLoss, GeneratorLoss, Recipe
+from harness.training.recipe import (
+    BatchSource,
+    DiscriminatorLoss,
+    DiscriminatorSmoothing,
+    GeneratorLoss,
+    Recipe,
+)
 
 # scored in the process pool at every validation (mel L1 is computed here, on device); DNSMOS and
 # the pitch metrics cost about 3 s of one core per 3 s clip each, so budgets opt into them
@@ -86,11 +92,10 @@ class HifiganRecipe(Recipe):
     }
     # the vocoder family's detectors, set between the healthy and rigged runs of the labelled
     # set (docs/diagnostics.md, "Calibration"); a row counts from score 0.8:
-    # - overpowering: D right on >= 92 % of its calls (all sub-Ds averaged) with its loss at
-    #   <= 10 % of L0; healthy smoke runs peak at d_acc 0.85 and never go below 30 % of L0;
-    # - collapse: diversity ratio 0.04 -> 0.01 (healthy >= 0.036; input-free exactly 0), level
-    #   25 -> 35 dB off (healthy within 20 dB);
-    # - divergence: the mel loss at 1.3 -> 2 x its best (healthy <= 1.15, diverging 3.8)
+    # - overpowering: D right on 85 -> 92 % of its calls (all sub-Ds averaged) with its loss at
+    #   25 -> 10 % of L0;
+    # - collapse: diversity ratio 0.04 -> 0.01, or a level 25 -> 35 dB off;
+    # - divergence: the mel loss at 1.3 -> 2 x its best
     health_config: ClassVar[HealthConfig] = HealthConfig(
         hold=0.8,
         acc_high=0.92,
@@ -192,17 +197,21 @@ class HifiganRecipe(Recipe):
         return generator(self.input_mel(batch[0]))
 
     def discriminator_loss(
-        self, discriminator: nn.Module, batch: tuple[Tensor], fake: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module,
+        batch: tuple[Tensor],
+        fake: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> DiscriminatorLoss:
         real = batch[0].unsqueeze(1)
-        real_out = discriminator(adv.perturb(real))
-        fake_out = discriminator(adv.perturb(fake))
+        real_out = discriminator(smoothing.add_noise(real))
+        fake_out = discriminator(smoothing.add_noise(fake))
         total = real_term = fake_term = 0.0
         real_scores, fake_scores = {}, {}
         all_real, all_fake = [], []
         for group in real_out:
             r_logits, f_logits = real_out[group][0], fake_out[group][0]
-            loss, r_term, f_term = self.gan.d_loss(r_logits, f_logits, adv.real_target)
+            loss, r_term, f_term = self.gan.d_loss(r_logits, f_logits, smoothing.real_target)
             total, real_term, fake_term = total + loss, real_term + r_term, fake_term + f_term
             real_scores[group] = float(
                 torch.stack([t.detach().float().mean() for t in r_logits]).mean()
@@ -221,7 +230,11 @@ class HifiganRecipe(Recipe):
         )
 
     def generator_loss(
-        self, discriminator: nn.Module | None, batch: tuple[Tensor], fake: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module | None,
+        batch: tuple[Tensor],
+        fake: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> GeneratorLoss:
         real = batch[0]
         mel_error = (self.loss_mel(real) - self.loss_mel(fake.squeeze(1).float())).abs()
@@ -230,13 +243,13 @@ class HifiganRecipe(Recipe):
         terms: dict[str, Tensor] = {"loss_mel": mel_per_example.mean()}
         if discriminator is None:
             return GeneratorLoss(fake.new_zeros((), dtype=torch.float32), recon, terms)
-        fake_out = discriminator(adv.perturb(fake))
+        fake_out = discriminator(smoothing.add_noise(fake))
         with torch.no_grad():
-            real_out = discriminator(adv.perturb(real.unsqueeze(1)))
+            real_out = discriminator(smoothing.add_noise(real.unsqueeze(1)))
         g_adv = sum(self.gan.g_loss(fake_out[g][0]) for g in fake_out)
         fm = sum(losses.feature_matching_loss(real_out[g][1], fake_out[g][1]) for g in fake_out)
         terms["loss_fm"] = fm
-        return GeneratorLoss(g_adv + self.cfg.lambda_fm * fm, recon, terms, adversarial_only=g_adv)
+        return GeneratorLoss(g_adv + self.cfg.lambda_fm * fm, recon, terms, adversarial=g_adv)
 
     # ------------------------------------------------------------------ health
     def health(self, batch: tuple[Tensor], fake: Tensor) -> dict[str, float | None]:

@@ -39,7 +39,7 @@ from harness.models.metricgan import EnhancementGenerator, MetricDiscriminator
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
 from harness.recipes.metric_targets import ReplayBuffer, ScoredBatch, ScoringPipeline
 from harness.training.config import ConfigError
-from harness.training.recipe import Adversary, DiscriminatorLoss, GeneratorLoss
+from harness.training.recipe import DiscriminatorLoss, DiscriminatorSmoothing, GeneratorLoss
 
 N_FFT = 512
 HOP = 256
@@ -112,8 +112,8 @@ class MetricganRecipe(EnhancementRecipe):
         "d_steps": 2,
     }
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
-        # tiny G, 1 s crops, 2 per batch: about 400 x 0.5 s on 2 idle CPU cores; one torch thread
-        # and the PESQ of the previous scored batch in the pool (pesq_lag 1) at the same time
+        # tiny G, 1 s crops, 2 per batch: minutes on 2 CPU cores, one torch thread training
+        # while the pool scores the previous batch's PESQ (pesq_lag 1)
         "smoke": {
             "generator": "tiny",
             "segment_size": 16000,
@@ -211,11 +211,15 @@ class MetricganRecipe(EnhancementRecipe):
 
     # ------------------------------------------------------------------ losses
     def _predict(
-        self, discriminator: nn.Module, estimate: Tensor, clean: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module,
+        estimate: Tensor,
+        clean: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> Tensor:
         """D's normalised PESQ for each (estimate, clean) pair of log1p spectra [B, T, F]: [B]."""
         pair = torch.stack([estimate, clean], dim=1)
-        return discriminator(adv.perturb(pair)).squeeze(1).float()
+        return discriminator(smoothing.add_noise(pair)).squeeze(1).float()
 
     def discriminator_batches(
         self, batch: tuple[Tensor, Tensor], fake: Tensor
@@ -256,7 +260,11 @@ class MetricganRecipe(EnhancementRecipe):
         return out
 
     def discriminator_loss(
-        self, discriminator: nn.Module, batch: tuple[Tensor, Tensor], fake: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module,
+        batch: tuple[Tensor, Tensor],
+        fake: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> DiscriminatorLoss:
         real_term = fake_term = torch.zeros((), device=self.device)
         real_scores, fake_scores = {}, {}
@@ -264,8 +272,8 @@ class MetricganRecipe(EnhancementRecipe):
             estimate, clean = (
                 self.spectrogram.features(x.to(self.device)) for x in (estimate, clean)
             )
-            target = target.to(self.device) * (adv.real_target if name == "clean" else 1.0)
-            predicted = self._predict(discriminator, estimate, clean, adv)
+            target = target.to(self.device) * (smoothing.real_target if name == "clean" else 1.0)
+            predicted = self._predict(discriminator, estimate, clean, smoothing)
             error = torch.mean((predicted - target) ** 2)
             if name == "clean":
                 real_term = error
@@ -285,7 +293,7 @@ class MetricganRecipe(EnhancementRecipe):
         discriminator: nn.Module | None,
         batch: tuple[Tensor, Tensor],
         fake: Tensor,
-        adv: Adversary,
+        smoothing: DiscriminatorSmoothing,
     ) -> GeneratorLoss:
         estimate, clean = self.spectrogram.features(fake), self.spectrogram.features(batch[0])
         if self.cfg.lambda_mse > 0:
@@ -294,8 +302,8 @@ class MetricganRecipe(EnhancementRecipe):
             recon = fake.new_zeros(len(fake), dtype=torch.float32)
         if discriminator is None:
             return GeneratorLoss(fake.new_zeros((), dtype=torch.float32), recon)
-        g_adv = torch.mean((self._predict(discriminator, estimate, clean, adv) - 1.0) ** 2)
-        return GeneratorLoss(g_adv, recon, adversarial_only=g_adv)
+        g_adv = torch.mean((self._predict(discriminator, estimate, clean, smoothing) - 1.0) ** 2)
+        return GeneratorLoss(g_adv, recon, adversarial=g_adv)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:

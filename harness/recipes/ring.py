@@ -4,14 +4,13 @@
 MLP generator (ReLU + batch norm) and maxout discriminator in the PacGAN style, optionally packed
 (PacGAN-m: D sees m samples at once).  Evaluation on 2,500 samples: modes covered, share of
 high-quality samples (within 3 std of the nearest mode) and the reverse KL of the mode histogram
-against uniform (harness/diagnostics/modes.py, :func:`mode_statistics`); they also feed the collapse
-detector, so the budgets evaluate often (an evaluation costs milliseconds).
+against uniform (harness/diagnostics/modes.py, :func:`mode_statistics`); they also feed the
+collapse detector, so the budgets evaluate often (an evaluation costs milliseconds).
 
 Defaults are tuned for seconds on one CPU core: a deep, narrow generator (12 layers of 32) draws
-sharper boundaries between modes than PacGAN's 4 x 400, so fewer samples land between modes
-(measured: 95-98 % high quality, 8/8 modes, seeds 0-3 of the smoke budget); the learning rate
-decays 100x over the run so the modes tighten to their 0.01 std.  The ``paper`` budget uses
-PacGAN's own architecture.
+sharper boundaries between modes than PacGAN's 4 x 400, so fewer samples land between modes; the
+learning rate decays 100x over the run so the modes tighten to their 0.01 std.  The ``paper``
+budget uses PacGAN's own architecture.
 """
 
 from __future__ import annotations
@@ -26,7 +25,13 @@ from torch import Tensor, nn
 from harness.diagnostics.modes import mode_statistics
 from harness.scoring.registry import REGISTRY
 from harness.training import losses
-from harness.training.recipe import Adversary, BatchSource, DiscriminatorLoss, GeneratorLoss, Recipe
+from harness.training.recipe import (
+    BatchSource,
+    DiscriminatorLoss,
+    DiscriminatorSmoothing,
+    GeneratorLoss,
+    Recipe,
+)
 
 # Published anchors (2,500 samples): PacGAN (Lin et al. 2018) Tables 2 and 3.
 ANCHORS = {
@@ -178,20 +183,22 @@ class RingRecipe(Recipe):
     def generate(self, generator: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         return generator(batch[1])
 
-    def _judge(self, discriminator: nn.Module, x: Tensor, adv: Adversary) -> Tensor:
-        packed = adv.perturb(x).reshape(-1, 2 * self.cfg.pack)
+    def _judge(
+        self, discriminator: nn.Module, x: Tensor, smoothing: DiscriminatorSmoothing
+    ) -> Tensor:
+        packed = smoothing.add_noise(x).reshape(-1, 2 * self.cfg.pack)
         return discriminator(packed).squeeze(-1)
 
     def discriminator_outputs(self, discriminator: nn.Module, real: Tensor) -> list[Tensor]:
-        return [self._judge(discriminator, real, Adversary())]
+        return [self._judge(discriminator, real, DiscriminatorSmoothing())]
 
     def discriminator_loss(
-        self, discriminator: nn.Module, batch: Any, fake: Tensor, adv: Adversary
+        self, discriminator: nn.Module, batch: Any, fake: Tensor, smoothing: DiscriminatorSmoothing
     ) -> DiscriminatorLoss:
-        real_logits = self._judge(discriminator, batch[0], adv)
-        fake_logits = self._judge(discriminator, fake, adv)
+        real_logits = self._judge(discriminator, batch[0], smoothing)
+        fake_logits = self._judge(discriminator, fake, smoothing)
         gan = losses.adversarial_loss(self.cfg.loss)
-        loss, real_term, fake_term = gan.d_loss([real_logits], [fake_logits], adv.real_target)
+        loss, real_term, fake_term = gan.d_loss([real_logits], [fake_logits], smoothing.real_target)
         return DiscriminatorLoss(
             loss=loss,
             terms={"loss_d_real": real_term, "loss_d_fake": fake_term},
@@ -201,14 +208,18 @@ class RingRecipe(Recipe):
         )
 
     def generator_loss(
-        self, discriminator: nn.Module | None, batch: Any, fake: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module | None,
+        batch: Any,
+        fake: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> GeneratorLoss:
         recon = fake.new_zeros(fake.shape[0])
         if discriminator is None:
-            return GeneratorLoss(adversarial=fake.new_zeros(()), reconstruction=recon)
-        logits = self._judge(discriminator, fake, adv)
+            return GeneratorLoss(through_d=fake.new_zeros(()), reconstruction=recon)
+        logits = self._judge(discriminator, fake, smoothing)
         g_adv = losses.adversarial_loss(self.cfg.loss).g_loss([logits])
-        return GeneratorLoss(adversarial=g_adv, reconstruction=recon, adversarial_only=g_adv)
+        return GeneratorLoss(through_d=g_adv, reconstruction=recon, adversarial=g_adv)
 
     def sample(self, generator: nn.Module, n: int) -> Tensor:
         """``n`` generated points from latent codes fixed by the seed (same for every trial)."""
@@ -226,11 +237,8 @@ class RingRecipe(Recipe):
 
 
 class GridRecipe(RingRecipe):
-    """25 modes need a stronger critic: LSGAN, 2 D steps per G step, D of 3 x 128 maxout.
-
-    Measured on the smoke budget (seed 0): 25/25 modes, high_quality 0.69; with the ring's
-    settings 15-19 modes.
-    """
+    """25 modes need a stronger critic than the ring's, which leaves modes uncovered: LSGAN, 2 D
+    steps per G step, D of 3 x 128 maxout."""
 
     name = "grid"
     defaults: ClassVar[dict[str, Any]] = {

@@ -32,7 +32,7 @@ from harness.models.segan import SeganDiscriminator, SeganGenerator, scaled_chan
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
 from harness.training import losses
 from harness.training.config import ConfigError
-from harness.training.recipe import Adversary, DiscriminatorLoss, GeneratorLoss
+from harness.training.recipe import DiscriminatorLoss, DiscriminatorSmoothing, GeneratorLoss
 
 VALIDATION_Z_SEED = 1234  # one fixed latent for every validation, so rounds compare
 
@@ -70,7 +70,7 @@ class SeganRecipe(EnhancementRecipe):
         "scheduler": "constant",
     }
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
-        # networks at 1/8 width (1.1 M / 0.4 M parameters): about 300 x 0.4 s on 2 idle CPU cores
+        # networks at 1/8 width (1.1 M / 0.4 M parameters): minutes on 2 CPU cores
         "smoke": {
             "width": 0.125,
             "segment_size": 16384,
@@ -147,19 +147,27 @@ class SeganRecipe(EnhancementRecipe):
         return torch.cat([estimate.reshape(noisy.shape).unsqueeze(1), noisy.unsqueeze(1)], dim=1)
 
     def _judge(
-        self, discriminator: nn.Module, batch: tuple[Tensor, Tensor], fake: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module,
+        batch: tuple[Tensor, Tensor],
+        fake: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> tuple[Tensor, Tensor]:
         """D's logits for the real and the generated pairs of one step, the real pairs being
         the generated pairs' virtual-batch-norm reference (harness/models/segan.py)."""
         clean, noisy = batch
         real_pair, fake_pair = self._pair(clean, noisy), self._pair(fake, noisy)
-        return discriminator(adv.perturb(real_pair), adv.perturb(fake_pair))
+        return discriminator(smoothing.add_noise(real_pair), smoothing.add_noise(fake_pair))
 
     def discriminator_loss(
-        self, discriminator: nn.Module, batch: tuple[Tensor, Tensor], fake: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module,
+        batch: tuple[Tensor, Tensor],
+        fake: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> DiscriminatorLoss:
-        real, generated = self._judge(discriminator, batch, fake, adv)
-        loss, real_term, fake_term = losses.lsgan_d_loss([real], [generated], adv.real_target)
+        real, generated = self._judge(discriminator, batch, fake, smoothing)
+        loss, real_term, fake_term = losses.lsgan_d_loss([real], [generated], smoothing.real_target)
         return DiscriminatorLoss(
             loss=loss,
             terms={"loss_d_real": real_term, "loss_d_fake": fake_term},
@@ -173,12 +181,12 @@ class SeganRecipe(EnhancementRecipe):
         discriminator: nn.Module | None,
         batch: tuple[Tensor, Tensor],
         fake: Tensor,
-        adv: Adversary,
+        smoothing: DiscriminatorSmoothing,
     ) -> GeneratorLoss:
         clean = batch[0]
         l1 = (fake.reshape(clean.shape).float() - clean).abs().mean(dim=1)
         recon = self.cfg.lambda_l1 * l1
         if discriminator is None:
             return GeneratorLoss(fake.new_zeros((), dtype=torch.float32), recon)
-        g_adv = losses.lsgan_g_loss([self._judge(discriminator, batch, fake, adv)[1]])
-        return GeneratorLoss(g_adv, recon, adversarial_only=g_adv)
+        g_adv = losses.lsgan_g_loss([self._judge(discriminator, batch, fake, smoothing)[1]])
+        return GeneratorLoss(g_adv, recon, adversarial=g_adv)

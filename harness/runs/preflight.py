@@ -33,7 +33,7 @@ import yaml
 from harness.files import atomic_write
 from harness.runs.resolve import make_recipe
 from harness.training.config import TrialConfig
-from harness.training.recipe import Adversary, Recipe
+from harness.training.recipe import DiscriminatorSmoothing, Recipe
 from harness.training.setup import (
     build_networks,
     generator_objective,
@@ -103,8 +103,10 @@ def default_lrs(lr_g: float) -> list[float]:
 
 def reconstruction_loss(recipe: Recipe, generator: torch.nn.Module, batch: object) -> torch.Tensor:
     """G's loss without a discriminator: its reconstruction terms, as the trainer sums them."""
-    out = recipe.generator_loss(None, batch, recipe.generate(generator, batch), Adversary())
-    return generator_objective(out.adversarial, out.reconstruction)
+    out = recipe.generator_loss(
+        None, batch, recipe.generate(generator, batch), DiscriminatorSmoothing()
+    )
+    return generator_objective(out.through_d, out.reconstruction)
 
 
 def fixed_batch_curve(

@@ -14,14 +14,10 @@ from typing import Any
 from harness.diagnostics.telemetry import DiagnosticsWriter
 from harness.files import atomic_write
 from harness.runs.resolve import make_recipe
+from harness.training.checkpoints import resumable_state
 from harness.training.config import TrialConfig
 from harness.training.setup import pick_device
-from harness.training.trainer import (
-    Reporter,
-    Trainer,
-    TrainResult,
-    resumable_state,
-)
+from harness.training.trainer import Reporter, Trainer, TrainResult
 
 
 def format_row(kind: str, row: dict[str, Any]) -> str:

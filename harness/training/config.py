@@ -23,7 +23,7 @@ from harness.console import HarnessWarning
 from harness.files import atomic_write
 
 RENAMED_KEYS = {"steps": "batches"}
-"""Config keys that were renamed: the old name is read as the new one, with a warning."""
+"""Former names of config keys: each is read as its current name, with a warning."""
 
 
 class ConfigError(ValueError):
@@ -31,11 +31,11 @@ class ConfigError(ValueError):
 
 
 class DeprecatedKey(HarnessWarning):
-    """A renamed config key was given under its old name."""
+    """A config key was given under a former name."""
 
 
 def renamed(key: str, where: str = "config") -> str:
-    """``key`` under its current name; an old name is mapped, with one warning line."""
+    """``key`` under its current name; a former name is mapped, with one warning line."""
     new = RENAMED_KEYS.get(key)
     if new is None:
         return key
@@ -68,8 +68,8 @@ class TrainerConfig:
     b1_d: float = 0.8
     b2_d: float = 0.99
     weight_decay: float = 0.01
-    # torch's fused Adam/AdamW kernel (4x faster per step than its for-loop on a CPU for HiFi-GAN
-    # V1); false = the for-loop, which reproduces runs made before 2026-11-22 bit for bit
+    # torch's fused Adam/AdamW kernel, faster than its for-loop (benchmarks/README.md); false =
+    # the for-loop, the same update up to the last bits
     fused_optimizer: bool = True
     scheduler: str = "exponential"  # exponential | constant
     lr_decay: float = 0.999

@@ -10,6 +10,7 @@ travel in checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -34,6 +35,10 @@ class Counters:
     consecutive_nonfinite_g: int = 0  # per network: a healthy D must not mask a broken G
     consecutive_nonfinite_d: int = 0
     consecutive_oom: int = 0
+
+    def skips(self) -> dict[str, int]:
+        """The cumulative skips, by step-row column (the runs in a row stay the guards' own)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k.endswith("_skips")}
 
 
 def is_oom(err: BaseException) -> bool:

@@ -1,8 +1,9 @@
 """What a recipe is: the models, losses, data and validation of one GAN, without any loop policy.
 
-The trainer (harness/training/trainer.py) owns *how* the loop steps; a recipe says *what* is computed.
-The trainer calls, per update: :meth:`Recipe.generate`, then :meth:`Recipe.discriminator_loss`
-on the detached generated batch, then :meth:`Recipe.generator_loss` on the same generated batch.
+The trainer (harness/training/trainer.py) owns *how* the loop steps; a recipe says *what* is
+computed.  The trainer calls, per update: :meth:`Recipe.generate`, then
+:meth:`Recipe.discriminator_loss` on the detached generated batch, then
+:meth:`Recipe.generator_loss` on the same generated batch.
 """
 
 from __future__ import annotations
@@ -52,33 +53,27 @@ class DiscriminatorLoss:
 
 @dataclass
 class GeneratorLoss:
-    """The generator's loss, split so the trainer can apply its policies.
+    """The generator's loss in the parts the trainer treats apart: G minimises ``through_d``
+    plus the mean of ``reconstruction``."""
 
-    ``adversarial`` (scalar) holds the weighted adversarial and feature-matching terms; it is zero
-    before the discriminator starts.  ``reconstruction`` holds the weighted reconstruction loss
-    *per example* (shape ``[batch]``) so easy examples can be thresholded out of the mean.
-    ``adversarial_only`` is the bare adversarial term inside ``adversarial`` (no feature matching;
-    None before D starts): logged as ``loss_g_adv``, and the loss whose gradient on the generated
-    batch the trainer reports as ``adv_grad_norm`` (``adversarial`` itself when None).  ``terms``
-    holds further named terms to log (``loss_fm``, ``loss_mel``).
-    """
-
-    adversarial: Tensor
-    reconstruction: Tensor
-    terms: dict[str, Tensor] = field(default_factory=dict)
-    adversarial_only: Tensor | None = None
+    through_d: Tensor  # scalar: the weighted terms computed through D; zero before D starts
+    reconstruction: Tensor  # [batch]: weighted, per example (loss_threshold drops easy ones)
+    terms: dict[str, Tensor] = field(default_factory=dict)  # further columns to log
+    # the bare adversarial term inside through_d (no feature matching), logged as loss_g_adv;
+    # its gradient on the generated batch is adv_grad_norm.  None before D starts
+    adversarial: Tensor | None = None
 
 
 @dataclass
-class Adversary:
-    """Trainer-owned knobs the recipe applies inside its discriminator losses."""
+class DiscriminatorSmoothing:
+    """How the trainer smooths D's task; the recipe applies it inside its losses."""
 
-    real_target: float = 1.0  # one-sided label smoothing lowers this
-    noise_std: float = 0.0  # instance noise added to every D input
-    generator: torch.Generator | None = None
+    real_target: float = 1.0  # what D learns for real inputs: below 1 under label smoothing
+    noise_std: float = 0.0  # Gaussian instance noise added to every input D sees
+    generator: torch.Generator | None = None  # the noise's random stream
 
-    def perturb(self, x: Tensor) -> Tensor:
-        """Add instance noise (if any) to a discriminator input."""
+    def add_noise(self, x: Tensor) -> Tensor:
+        """``x`` with instance noise added (``x`` itself when the noise is off)."""
         if self.noise_std <= 0:
             return x
         noise = torch.randn(x.shape, generator=self.generator, device="cpu", dtype=torch.float32)
@@ -142,23 +137,27 @@ class Recipe(ABC):
 
     @abstractmethod
     def discriminator_loss(
-        self, discriminator: nn.Module, batch: Any, fake: Tensor, adv: Adversary
+        self, discriminator: nn.Module, batch: Any, fake: Tensor, smoothing: DiscriminatorSmoothing
     ) -> DiscriminatorLoss:
         """D's loss on real data and on ``fake`` (already detached by the trainer)."""
 
     @abstractmethod
     def generator_loss(
-        self, discriminator: nn.Module | None, batch: Any, fake: Tensor, adv: Adversary
+        self,
+        discriminator: nn.Module | None,
+        batch: Any,
+        fake: Tensor,
+        smoothing: DiscriminatorSmoothing,
     ) -> GeneratorLoss:
         """G's loss; ``discriminator`` is None before the discriminator starts."""
 
     def health(self, batch: Any, fake: Tensor) -> dict[str, float | None]:
         """Extra health columns measured on one training batch and its generated output.
 
-        Called by the trainer at log steps only, under ``no_grad`` and with the training random
-        state preserved, ``fake`` detached.  Use the signal functions of harness/diagnostics/signals.py
-        (diversity, energy and high-band ratios for conditional generators); the keys must be
-        diagnostics columns.  Default: none.
+        Called by the trainer at the end of each log window only, under ``no_grad`` and with the
+        training random state preserved, ``fake`` detached.  Use the signal functions of
+        harness/diagnostics/signals.py (diversity, energy and high-band ratios for conditional
+        generators); the keys must be diagnostics columns.  Default: none.
         """
         return {}
 
@@ -200,7 +199,7 @@ class Recipe(ABC):
         """The recipe's scoring processes, started on first use (each costs seconds) and kept
         until :meth:`close`: ``score_workers`` of its config, else the torch threads it has."""
         if self._pool is None:
-            from harness.scoring.pool import ScoringPool  # workers only for recipes that score
+            from harness.scoring.pool import ScoringPool  # audio code only for recipes that score
 
             workers = getattr(self.cfg, "score_workers", 0) or max(1, torch.get_num_threads())
             self._pool = ScoringPool(workers)

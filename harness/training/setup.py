@@ -90,6 +90,6 @@ def make_scheduler(
     return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
 
 
-def generator_objective(adversarial: Tensor, reconstruction: Tensor) -> Tensor:
-    """What G minimises: the adversarial term plus the mean per-example reconstruction, in fp32."""
-    return adversarial.float() + reconstruction.float().mean()
+def generator_objective(through_d: Tensor, reconstruction: Tensor) -> Tensor:
+    """What G minimises: its terms through D plus the mean per-example reconstruction, in fp32."""
+    return through_d.float() + reconstruction.float().mean()

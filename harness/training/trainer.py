@@ -1,48 +1,41 @@
 """The one alternating G/D training loop every recipe runs through.
 
-Per iteration (HiFi-GAN order): ``d_steps`` discriminator updates, each on its own batch and on
-that batch's generated output *detached*; then ``g_steps`` generator updates, the first on the
-same generated batch D just saw (not a second draw), with D re-evaluated after its update.
-Before ``disc_start_step`` only G trains, on its reconstruction loss.
-
-At log steps only (cheap), the trainer also measures GAN health: the adversarial gradient that
-reaches the generated batch, the recipe's own health signals (:meth:`Recipe.health`), and feeds
-each step row to a :class:`~harness.diagnostics.monitor.HealthMonitor` whose flags travel in the checkpoint.
-An optional R1 penalty (``TrainerConfig.r1_gamma``) regularises D on real data.
-
-The trainer owns the loop policy (order, ratio, precision, clipping, schedulers, checkpoints;
-the skip rules live in :class:`~harness.training.guards.Guards`) and reports through a callback; it knows
-nothing of Ray or of any recipe's maths.  Its parts are built by harness/training/setup.py.
+An iteration (HiFi-GAN's order): ``d_steps`` D updates, each on its own batch and that batch's
+generated output detached; then ``g_steps`` G updates with D frozen, the first on the batch D saw
+last, judged by D after its update (``reevaluate_d``) or before it; before ``disc_start_step``
+only G trains.  An iteration that ends a log window also measures what G receives through D and
+the recipe's health signals.  The trainer owns this policy; the recipe says what is computed
+(harness/training/recipe.py), the guards what is skipped (harness/training/guards.py).  It
+reports through a callback and knows nothing of Ray.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import math
-import pickle
-import random
-import re
-import time
-import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from harness.diagnostics.detectors import HealthConfig
 from harness.diagnostics.monitor import HealthMonitor
-from harness.files import atomic_output, remove_stale_temps
+from harness.files import remove_stale_temps
 from harness.status import Status
+from harness.training.budget import Budget
+from harness.training.checkpoints import resumable_state, write_checkpoint
 from harness.training.config import ConfigError, TrainerConfig
+from harness.training.gradients import frozen, generator_gradients
 from harness.training.guards import Counters, Guards, StopTraining
-from harness.training.recipe import Adversary, GeneratorLoss, Recipe
+from harness.training.measuring import CompileClock, Interval, WallClock
+from harness.training.recipe import DiscriminatorSmoothing, Recipe
+from harness.training.regularisation import r1_penalty, smoothing_at
+from harness.training.rng import capture_rng, preserved_rng, restore_rng
 from harness.training.setup import (
     build_networks,
     generator_objective,
@@ -51,8 +44,6 @@ from harness.training.setup import (
     pick_device,
     set_threads,
 )
-
-log = logging.getLogger(__name__)
 
 Reporter = Callable[[str, dict[str, Any], Path | None], None]
 """``report(kind, row, checkpoint)``: kind is "step" or "eval"; checkpoint is set on evals."""
@@ -70,164 +61,11 @@ class TrainResult:
     compile_s: float = 0.0  # torch.compile's time (``cfg.compile``), left out of ``step_s``
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded, or must not be (it would run code); one line."""
-
-
-class UnsafeCheckpoint(CheckpointError):
-    """A checkpoint that would run code when loaded: refused, never passed over for an older
-    one, because a planted file is an attack to report, not damage to recover from."""
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every global random stream, as tensors and plain values (``weights_only`` loads them)."""
-    numpy_state = np.random.get_state(legacy=False)
-    key = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
-    state = {
-        "python": random.getstate(),
-        "numpy": {**numpy_state, "state": {**numpy_state["state"], "key": key}},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    key = numpy_state["state"]["key"].numpy().astype(np.uint32)
-    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Run a block (validation) without disturbing the training random streams."""
-    state = _rng_state()
-    try:
-        yield
-    finally:
-        _set_rng_state(state)
-
-
-@contextmanager
-def frozen(net: nn.Module) -> Iterator[None]:
-    """Hold ``net``'s trainable parameters out of autograd inside the block (as Lightning's
-    ``toggle_optimizer`` does for the other network): the G update then computes no gradient for
-    D's weights, which nothing reads, while gradients still flow through D to its input."""
-    params = [p for p in net.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def r1_penalty(recipe: Recipe, discriminator: nn.Module, batch: Any) -> Tensor:
-    """Mean over real examples of ‖∇ₓ Σ D(x)‖², differentiable (Mescheder et al. 2018)."""
-    real = recipe.real_input(batch).detach().requires_grad_(True)
-    outputs = recipe.discriminator_outputs(discriminator, real)
-    total = sum(o.float().sum() for o in outputs)
-    (grad,) = torch.autograd.grad(total, real, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1).mean()
-
-
-def gradient_norm_on(term: Tensor, fake: Tensor, loss_scale: float) -> float | None:
-    """‖∂term/∂x̂‖₂ over the generated batch; None where ``term`` does not depend on it.
-
-    ``loss_scale`` (fp16's GradScaler scale, else 1) keeps the gradient representable and is
-    divided out again; G's graph is kept for its update.
-    """
-    if not (term.requires_grad and fake.requires_grad):
-        return None
-    (grad,) = torch.autograd.grad(
-        term.float() * loss_scale, fake, retain_graph=True, allow_unused=True
-    )
-    return 0.0 if grad is None else float(grad.float().norm()) / loss_scale
-
-
-def generator_gradients(
-    out: GeneratorLoss, recon: Tensor, fake: Tensor, scale: float
-) -> dict[str, float | None]:
-    """What G is told, measured on its output: the adversarial term's gradient (the signal G
-    actually receives from D), the reconstruction mean's, and their ratio (scale-free: both are
-    gradients on the same batch)."""
-    term = out.adversarial if out.adversarial_only is None else out.adversarial_only
-    adv = gradient_norm_on(term, fake, scale)
-    rec = gradient_norm_on(recon.mean(), fake, scale)
-    ratio = adv / rec if adv is not None and rec else None
-    return {"adv_grad_norm": adv, "recon_grad_norm": rec, "adv_recon_ratio": ratio}
-
-
-def compile_seconds() -> float:
-    """Wall seconds torch.compile has spent in this process so far (capture and compilation of
-    forward and backward graphs, recompilations included)."""
-    from torch._dynamo.utils import calculate_time_spent
-
-    return calculate_time_spent()["total_wall_time"]
-
-
-def _group_means(scores: dict[str, list[float]]) -> tuple[float, dict[str, float]]:
-    """Each group's mean over the interval, and the mean of those over the groups."""
-    by_group = {group: float(np.mean(values)) for group, values in scores.items()}
-    return float(np.mean(list(by_group.values()))), by_group
-
-
-class Interval:
-    """What the loop measured since the last step row: values per column, D's mean outputs per
-    discriminator group, and the iterations run and their wall time."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, list[float]] = {}
-        self.d_real: dict[str, list[float]] = {}
-        self.d_fake: dict[str, list[float]] = {}
-        self.iterations = 0
-        self.start = time.perf_counter()
-
-    def add(self, **values: Tensor | float | None) -> None:
-        """Record scalar values by column name; None (not measured) is left out."""
-        for key, value in values.items():
-            if value is not None:
-                number = float(value.detach()) if isinstance(value, Tensor) else float(value)
-                self.values.setdefault(key, []).append(number)
-
-    def add_scores(self, real: dict[str, float], fake: dict[str, float]) -> None:
-        """Record D's mean output on real and generated inputs, per discriminator group."""
-        for group, value in real.items():
-            self.d_real.setdefault(group, []).append(value)
-        for group, value in fake.items():
-            self.d_fake.setdefault(group, []).append(value)
-
-    def restart_clock(self) -> None:
-        """Time from now on (keeps evaluation and checkpoint I/O out of ``step_s``)."""
-        self.start = time.perf_counter()
-
-    def close(self, excluded_s: float = 0.0) -> tuple[dict[str, Any], float]:
-        """The interval's means, and its seconds per iteration without ``excluded_s`` (time spent
-        compiling); starts the next interval."""
-        now = time.perf_counter()
-        row: dict[str, Any] = {k: float(np.mean(v)) for k, v in self.values.items()}
-        if self.d_real:
-            row["d_real_mean"], row["d_real_by_group"] = _group_means(self.d_real)
-        if self.d_fake:
-            row["d_fake_mean"], row["d_fake_by_group"] = _group_means(self.d_fake)
-        step_s = (now - self.start - excluded_s) / self.iterations
-        self.values, self.d_real, self.d_fake = {}, {}, {}
-        self.iterations, self.start = 0, now
-        return row, step_s
-
-
 class Trainer:
     """Trains one recipe under one :class:`TrainerConfig`, writing checkpoints to ``out_dir``.
 
     ``health`` sets the detectors' thresholds (default: the recipe's ``health_config``, its
-    family's calibrated detectors); their window is
-    ``cfg.health_window`` and the R1 weight ``cfg.r1_gamma``, whatever ``health`` says.
+    family's calibrated detectors); their window is ``cfg.health_window`` whatever it says.
     """
 
     def __init__(
@@ -260,8 +98,7 @@ class Trainer:
         self.G_train, self.D_train = self.G, self.D
         if cfg.compile:
             self.G_train, self.D_train = torch.compile(self.G), torch.compile(self.D)
-        self.compile_s = 0.0  # torch.compile's seconds in this trainer so far
-        self._compile_s_seen = compile_seconds() if cfg.compile else 0.0
+        self.compile_clock = CompileClock(cfg.compile)
         # D as it was before this iteration's updates, for the non-re-evaluating G loss
         self.D_before = None if cfg.reevaluate_d else copy.deepcopy(self.D).requires_grad_(False)
         self.opt_g = make_optimizer(self.G, cfg, cfg.lr_g, (cfg.b1_g, cfg.b2_g))
@@ -272,53 +109,121 @@ class Trainer:
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-
+        self.data = recipe.train_data()
+        self.budget = Budget(cfg, self.data.batches_per_epoch)
         health = dataclasses.replace(health or recipe.health_config, window=cfg.health_window)
-        self.monitor = HealthMonitor(health, cfg.batches // (cfg.d_steps + cfg.g_steps - 1))
+        self.monitor = HealthMonitor(health, cfg.batches // self.budget.per_iteration)
         self.guards = Guards(cfg)
         self.interval = Interval()
-        self.data = recipe.train_data()
         self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.batch_index = 0
-        self._logging = False  # True during an iteration whose end writes a step row
-        self._elapsed_before_resume = 0.0
-        self._t0 = time.perf_counter()
+        self.wall = WallClock()
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> TrainResult:
+        """Train until ``cfg.batches`` batches are drawn; evaluate at step 0, whenever another
+        ``eval_every`` batches are drawn, and at the end."""
+        cfg = self.cfg
+        last_eval: dict[str, Any] = {}
+        ckpt: Path | None = None
+        if self.step == 0:
+            last_eval = self.evaluate()
+            self.report("eval", last_eval, None)
+        self.interval.restart_clock()
+        try:
+            while not self.budget.spent(self.batch_index):
+                before = self.batch_index
+                self._train_step()
+                evaluating = self.budget.crosses(cfg.eval_every, before, self.batch_index)
+                every = cfg.checkpoint_every or cfg.eval_every
+                checkpointing = self.budget.crosses(every, before, self.batch_index)
+                if evaluating:  # before the checkpoint, which then holds the health it saw
+                    last_eval = self.evaluate()
+                if checkpointing:
+                    ckpt = self.save_checkpoint()
+                if evaluating:
+                    self.report("eval", last_eval, ckpt)
+                if evaluating or checkpointing:
+                    self.interval.restart_clock()
+        except StopTraining as stop:
+            status, reason, ckpt = Status.STOPPED, str(stop), self.save_checkpoint()
+        else:
+            status, reason = Status.COMPLETED, f"reached its budget of {cfg.batches} batches"
+        return TrainResult(status, reason, self.step, last_eval, ckpt, self.compile_clock.total)
+
+    def _train_step(self) -> None:
+        """One iteration, its scheduler ticks and, where it ends a log window, its step row."""
+        cfg, budget, before = self.cfg, self.budget, self.batch_index
+        d_trained = self.step >= cfg.disc_start_step  # D's schedule starts when D does
+        logging = budget.crosses(cfg.log_every, before, before + budget.drawn(self.step))
+        if not self._guarded_iteration(logging):
+            # out of memory part-way: the window ends only where the batches drawn cross it
+            logging = budget.crosses(cfg.log_every, before, self.batch_index)
+        self.step += 1
+        self.interval.iterations += 1
+        epochs = budget.schedule_epoch(self.batch_index) - budget.schedule_epoch(before)
+        ticks = 1 if cfg.scheduler_interval == "per_step" else epochs
+        for _ in range(ticks):
+            self.sched_g.step()
+            if d_trained:
+                self.sched_d.step()
+        if logging:
+            self.report("step", self._step_row(), None)
+
+    def _guarded_iteration(self, logging: bool) -> bool:
+        """One iteration; False where a CUDA out-of-memory error skipped it (counted)."""
+        try:
+            self._iteration(logging)
+        except RuntimeError as err:
+            if not self.guards.skips_oom(err):
+                raise
+        else:
+            self.guards.iteration_done()
+            return True
+        self.opt_g.zero_grad(set_to_none=True)  # outside the except: the error's frames are gone
+        self.opt_d.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.guards.oom_skipped(self.step)
+        return False
 
     # ---------------------------------------------------------------- one iteration
-    def _iteration(self) -> None:
-        """The D phase, then the G phase (D frozen) on the batch D saw last."""
+    def _iteration(self, logging: bool) -> None:
+        """The D phase, then the G phase (D frozen) on the batch D saw last.  ``logging``: the
+        iteration ends a log window, so it also measures what G receives and the recipe's health."""
         cfg = self.cfg
         adversarial = self.step >= cfg.disc_start_step
-        coming = self.batch_index + self._drawn()
-        self._logging = self._crosses(cfg.log_every, self.batch_index, coming)
+        smoothing = smoothing_at(cfg, self.step, self.noise_gen)
         batch = fake = None
         if adversarial:
             if self.D_before is not None:
                 self.D_before.load_state_dict(self.D.state_dict())
-            adv = self._adversary()
             for k in range(cfg.d_steps):
                 batch = self._next_batch()
                 last = k == cfg.d_steps - 1  # only the batch G reuses needs G's graph
                 with self._autocast(), torch.set_grad_enabled(last):
                     fake = self.recipe.generate(self.G_train, batch)
-                self._d_step(batch, fake, adv)
+                self._d_step(batch, fake, smoothing)
+        critic = None
+        if adversarial:
+            critic = self.D_train if self.D_before is None else self.D_before
         with frozen(self.D):
             for j in range(cfg.g_steps):
                 if j > 0 or batch is None:
                     batch = self._next_batch()
                     with self._autocast():
                         fake = self.recipe.generate(self.G_train, batch)
-                self._g_step(batch, fake, adversarial)
-        if self._logging:  # the recipe's own signals, without touching the training RNG
+                self._g_step(batch, fake, critic, smoothing, logging)
+        if logging:  # the recipe's own signals, without touching the training RNG
             with torch.no_grad(), preserved_rng():
                 self.interval.add(**self.recipe.health(batch, fake.detach()))
 
-    def _d_step(self, batch: Any, fake: Tensor, adv: Adversary) -> None:
+    def _d_step(self, batch: Any, fake: Tensor, smoothing: DiscriminatorSmoothing) -> None:
         """One D update on real data and the detached generated batch (+ R1 when on)."""
         gamma = self.cfg.r1_gamma
         with self._autocast():
-            out = self.recipe.discriminator_loss(self.D_train, batch, fake.detach(), adv)
+            out = self.recipe.discriminator_loss(self.D_train, batch, fake.detach(), smoothing)
             r1 = r1_penalty(self.recipe, self.D, batch) if gamma > 0 else None
             loss = out.loss if r1 is None else out.loss + 0.5 * gamma * r1
         if not self.guards.loss_ok("d", loss, self.step):
@@ -330,32 +235,37 @@ class Trainer:
         self.interval.add(**out.terms)
         self.interval.add_scores(out.real_scores, out.fake_scores)
 
-    def _g_step(self, batch: Any, fake: Tensor, adversarial: bool) -> None:
-        """One G update: the adversarial term (once D has started) plus the mean reconstruction
-        loss of the examples ``loss_threshold`` keeps."""
-        critic = None
-        if adversarial:
-            critic = self.D_train if self.D_before is None else self.D_before
+    def _g_step(
+        self,
+        batch: Any,
+        fake: Tensor,
+        critic: nn.Module | None,
+        smoothing: DiscriminatorSmoothing,
+        logging: bool,
+    ) -> None:
+        """One G update, judged by ``critic`` (None before D starts), on its terms through D plus
+        the mean reconstruction of the examples ``loss_threshold`` keeps; ``logging``: the
+        gradients G receives are measured first."""
         with self._autocast():
-            out = self.recipe.generator_loss(critic, batch, fake, self._adversary())
+            out = self.recipe.generator_loss(critic, batch, fake, smoothing)
             recon = self.guards.hard_examples(out.reconstruction.float())
             if recon is None:
                 return
-            loss = generator_objective(out.adversarial, recon)
+            loss = generator_objective(out.through_d, recon)
         if not loss.requires_grad:  # e.g. a purely adversarial recipe before D starts
             return
         if not self.guards.loss_ok("g", loss, self.step):
             return
         if self.monitor.needs_recon:  # the untrained G's loss, one host sync on the first step
             self.monitor.note_recon(float(recon.detach().mean()))
-        if self._logging and adversarial:
+        if logging and critic is not None:
             scale = self.scaler_g.get_scale()  # 1.0 unless fp16
             self.interval.add(**generator_gradients(out, recon, fake, scale))
         norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss, self.cfg.clip_grad_g)
         if norm is not None:  # the weights changed
             self.recipe.after_generator_step(self.G)
         self.interval.add(loss_g=loss, loss_recon=recon.detach().mean(), grad_norm_g=norm)
-        self.interval.add(loss_g_adv=out.adversarial_only, **out.terms)
+        self.interval.add(loss_g_adv=out.adversarial, **out.terms)
 
     def _update(
         self,
@@ -385,148 +295,44 @@ class Trainer:
     # ---------------------------------------------------------------- small policies
     @property
     def epoch(self) -> int:
-        return self.batch_index // self.data.batches_per_epoch
-
-    @property
-    def schedule_epoch(self) -> int:
-        """Epochs of ``cfg.epoch_samples`` examples drawn: the per_epoch schedule's clock, the
-        same on a 300-clip corpus as on the 13k clips a paper's schedule was tuned on."""
-        examples = self.cfg.epoch_samples or self.data.batches_per_epoch * self.cfg.batch_size
-        return self.batch_index * self.cfg.batch_size // examples
+        return self.budget.epoch(self.batch_index)
 
     @property
     def counters(self) -> Counters:
         """The cumulative skip counters (kept by :attr:`guards`)."""
         return self.guards.counters
 
-    def _drawn(self) -> int:
-        """Batches the coming iteration draws."""
-        cfg = self.cfg
-        return cfg.d_steps + cfg.g_steps - 1 if self.step >= cfg.disc_start_step else cfg.g_steps
-
-    def _crosses(self, every: int, before: int, after: int) -> bool:
-        """Whether going from ``before`` to ``after`` batches drawn crosses a multiple of
-        ``every`` or spends the budget."""
-        return after // every > before // every or after >= self.cfg.batches
-
-    @property
-    def done(self) -> bool:
-        """The budget is spent: ``cfg.batches`` batches drawn."""
-        return self.batch_index >= self.cfg.batches
-
     def _next_batch(self) -> Any:
         batch = self.data.batch(self.batch_index)
         self.batch_index += 1
         return self.recipe.batch_to(batch, self.device)
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+    def _autocast(self) -> AbstractContextManager:
+        """Mixed precision for the forward passes (``cfg.precision``), or nothing for fp32."""
+        dtype = self.autocast_dtype
+        return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 
-    def _adversary(self) -> Adversary:
-        cfg = self.cfg
-        noise = cfg.instance_noise
-        if noise > 0 and cfg.instance_noise_anneal_steps > 0:
-            noise *= max(0.0, 1.0 - self.step / cfg.instance_noise_anneal_steps)
-        return Adversary(1.0 - cfg.label_smoothing, noise, self.noise_gen)
-
-    # ---------------------------------------------------------------- the loop
-    def fit(self) -> TrainResult:
-        """Train until ``cfg.batches`` batches are drawn; evaluate at step 0, whenever another
-        ``eval_every`` batches are drawn, and at the end."""
-        cfg = self.cfg
-        last_eval: dict[str, Any] = {}
-        ckpt: Path | None = None
-        if self.step == 0:
-            last_eval = self.evaluate()
-            self.report("eval", last_eval, None)
-        self.interval.restart_clock()
-        try:
-            while not self.done:
-                batches_before = self.batch_index
-                self._train_step()
-                evaluating = self._crosses(cfg.eval_every, batches_before, self.batch_index)
-                checkpointing = self._crosses(
-                    cfg.checkpoint_every or cfg.eval_every, batches_before, self.batch_index
-                )
-                if evaluating:  # before the checkpoint, which then holds the health it saw
-                    last_eval = self.evaluate()
-                if checkpointing:
-                    ckpt = self.save_checkpoint()
-                if evaluating:
-                    self.report("eval", last_eval, ckpt)
-                if evaluating or checkpointing:
-                    self.interval.restart_clock()
-        except StopTraining as stop:
-            ckpt = self.save_checkpoint()
-            return TrainResult(
-                Status.STOPPED, str(stop), self.step, last_eval, ckpt, self.compile_s
-            )
-        reason = f"reached its budget of {cfg.batches} batches"
-        return TrainResult(Status.COMPLETED, reason, self.step, last_eval, ckpt, self.compile_s)
-
-    def _train_step(self) -> None:
-        """One iteration, its scheduler ticks and, when due, its step row."""
-        epoch_before, batches_before = self.schedule_epoch, self.batch_index
-        d_trained = self.step >= self.cfg.disc_start_step  # D's schedule starts when D does
-        self._guarded_iteration()
-        self.step += 1
-        self.interval.iterations += 1
-        per_step = self.cfg.scheduler_interval == "per_step"
-        ticks = 1 if per_step else self.schedule_epoch - epoch_before
-        for _ in range(ticks):
-            self.sched_g.step()
-            if d_trained:
-                self.sched_d.step()
-        if self._crosses(self.cfg.log_every, batches_before, self.batch_index):
-            self.report("step", self._step_row(), None)
-
-    def _guarded_iteration(self) -> None:
-        """One iteration; a CUDA out-of-memory error skips the batch and is counted."""
-        try:
-            self._iteration()
-        except RuntimeError as err:
-            if not self.guards.skips_oom(err):
-                raise
-        else:
-            self.guards.iteration_done()
-            return
-        self.opt_g.zero_grad(set_to_none=True)  # outside the except: the error's frames are gone
-        self.opt_d.zero_grad(set_to_none=True)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        self.guards.oom_skipped(self.step)
-
+    # ---------------------------------------------------------------- rows
     def _step_row(self) -> dict[str, Any]:
         """The interval's means, with the loop's position, rates, counters, speed and health."""
-        compiling = compile_seconds() - self._compile_s_seen if self.cfg.compile else 0.0
-        self._compile_s_seen += compiling
-        self.compile_s += compiling
+        compiling = self.compile_clock.lap()
         row, step_s = self.interval.close(excluded_s=compiling)
-        batches = self.cfg.d_steps + self.cfg.g_steps - 1
-        c = self.counters
         if self.cfg.compile:
             row["compile_s"] = compiling
+        samples = self.cfg.batch_size * self.budget.per_iteration
         row.update(
             step=self.step,
             batches=self.batch_index,
             epoch=self.epoch,
-            wall_s=self.wall_s(),
+            wall_s=self.wall.seconds(),
             lr_g=self.opt_g.param_groups[0]["lr"],
             lr_d=self.opt_d.param_groups[0]["lr"],
-            nonfinite_skips=c.nonfinite_skips,
-            oom_skips=c.oom_skips,
-            scaler_skips=c.scaler_skips,
-            threshold_skips=c.threshold_skips,
+            **self.counters.skips(),
             step_s=step_s,
-            samples_per_s=self.cfg.batch_size * batches / step_s if step_s > 0 else None,
+            samples_per_s=samples / step_s if step_s > 0 else None,
         )
         row.update(self.monitor.update(row))
         return row
-
-    def wall_s(self) -> float:
-        return self._elapsed_before_resume + time.perf_counter() - self._t0
 
     def evaluate(self) -> dict[str, Any]:
         """Validate G on the recipe's fixed held-out set without touching training RNG."""
@@ -537,7 +343,7 @@ class Trainer:
         finally:
             self.G.train()
         row = {"step": self.step, "batches": self.batch_index, "epoch": self.epoch}
-        row = {**row, "wall_s": self.wall_s(), **metrics}
+        row = {**row, "wall_s": self.wall.seconds(), **metrics}
         return {**row, **self.monitor.update(row)}
 
     # ---------------------------------------------------------------- checkpoints
@@ -561,9 +367,9 @@ class Trainer:
             "batch_index": self.batch_index,
             "epoch": self.epoch,
             "counters": dataclasses.asdict(self.counters),
-            "rng": _rng_state(),
+            "rng": capture_rng(),
             "noise_gen": self.noise_gen.get_state(),
-            "wall_s": self.wall_s(),
+            "wall_s": self.wall.seconds(),
             "health": self.monitor.state_dict(),
             "config": dataclasses.asdict(self.cfg),
             "recipe": self.recipe.state_dict(),
@@ -575,21 +381,16 @@ class Trainer:
         self.step = state["step"]
         self.batch_index = state["batch_index"]
         self.guards.counters = Counters(**state["counters"])
-        _set_rng_state(state["rng"])
+        restore_rng(state["rng"])
         self.noise_gen.set_state(state["noise_gen"])
         self.monitor.load_state_dict(state["health"])
         self.recipe.load_state_dict(state.get("recipe", {}))
-        self._elapsed_before_resume = state["wall_s"]
-        self._t0 = time.perf_counter()
+        self.wall = WallClock(before=state["wall_s"])
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step_XXXXXXXX.pt`` atomically; prune old ones."""
-        path = self.ckpt_dir / f"step_{self.step:08d}.pt"
-        with atomic_output(path) as handle:
-            torch.save(self.state_dict(), handle)
-        for old in sorted(self.ckpt_dir.glob("step_*.pt"))[: -max(1, self.cfg.keep_checkpoints)]:
-            old.unlink()
-        return path
+        state, keep = self.state_dict(), self.cfg.keep_checkpoints
+        return write_checkpoint(state, self.ckpt_dir, self.step, keep)
 
     def resume(self, path: Path | None = None) -> bool:
         """Load ``path`` or the newest checkpoint in ``out_dir`` (see :func:`resumable_state`);
@@ -598,71 +399,3 @@ class Trainer:
         if state is not None:
             self.load_state_dict(state)
         return state is not None
-
-
-def resumable_state(
-    ckpt_dir: Path, path: Path | None = None, device: torch.device | str = "cpu"
-) -> dict[str, Any] | None:
-    """The state to resume from: ``path`` (default: the newest checkpoint in ``ckpt_dir``), or
-    the next older intact one.
-
-    A checkpoint that cannot be read (truncated, corrupted) is passed over with a one-line
-    warning; with none intact, None (training starts over), so a damaged file never makes a
-    retried trial crash again and again.  One that would run code is refused
-    (:class:`UnsafeCheckpoint`).
-    """
-    candidates = resume_candidates(ckpt_dir, path)
-    for candidate in candidates:
-        try:
-            state = load_checkpoint(candidate, device)
-        except UnsafeCheckpoint:
-            raise
-        except CheckpointError as err:
-            log.warning("%s; trying an older checkpoint", err)
-            continue
-        if candidate != candidates[0]:
-            log.warning("resuming from %s, the newest intact checkpoint", candidate)
-        return state
-    if candidates:
-        log.warning("no intact checkpoint in %s; training starts over", ckpt_dir)
-    return None
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A checkpoint's state, unpickled with ``weights_only=True``: tensors and plain values only.
-
-    A checkpoint from a shared results folder must not run code on whoever loads it; everything
-    the trainer saves is tensors and plain values, so nothing needs allow-listing.  Every zip
-    member's CRC-32 is checked first: ``torch.load`` alone reads flipped tensor bytes without
-    complaint.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from None
-    if damaged is not None:
-        raise CheckpointError(f"{path}: unreadable checkpoint (CRC-32 mismatch in {damaged})")
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        text = str(err)
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if found:
-            raise UnsafeCheckpoint(
-                f"{path}: refused: it would call {found.group(1)} when loaded; a checkpoint "
-                "may hold only tensors and plain values"
-            ) from None
-        # torch wraps the unpickler's own complaint in advice to load unsafely: keep the former
-        inner = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-        reason = inner.group(1) if inner else (text.strip().splitlines() or [repr(err)])[0]
-        raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
-
-
-def resume_candidates(ckpt_dir: Path, path: Path | None = None) -> list[Path]:
-    """``path`` (default: the newest checkpoint in ``ckpt_dir``), then the older checkpoints in
-    ``ckpt_dir``, newest first: where to resume from, in order of preference."""
-    found = sorted(Path(ckpt_dir).glob("step_*.pt"), reverse=True)
-    if path is None:
-        return found
-    return [path, *(p for p in found if p.name <= path.name and p.resolve() != path.resolve())]
