@@ -80,13 +80,15 @@ RING_SPACE = {
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip ``gpu``-marked tests where no CUDA device is present."""
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    """Skip ``gpu``-marked tests where no CUDA device is present; mark every heavy test slow too,
+    so the quick tier (``-m "not slow"``, which replaces the default ``-m "not heavy"``) leaves
+    it out as well."""
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
+        if item.get_closest_marker("heavy"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -104,11 +106,3 @@ def ring_search(tmp_path_factory) -> tuple[SearchFolder, str]:
         )  # fmt: skip
     assert code == 0, out.getvalue()
     return SearchFolder(root / "ring6"), out.getvalue()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A heavy test is slow too, so the quick tier (``-m "not slow"``, which replaces the default
-    ``-m "not heavy"``) leaves it out as well."""
-    for item in items:
-        if item.get_closest_marker("heavy"):
-            item.add_marker(pytest.mark.slow)
