@@ -37,7 +37,7 @@ import soundfile as sf
 from harness.diagnostics.health import DETECTORS, HealthConfig, HealthMonitor
 from harness.diagnostics.telemetry import read_diagnostics
 from harness.recipes import RECIPES, recipe_class
-from harness.results.folder import read_result
+from harness.results.trial_files import read_result
 from harness.runs.resolve import resolve_config
 from harness.runs.trial import run_trial
 from harness.training.recipe import Recipe

@@ -13,8 +13,10 @@ import optuna
 import pytest
 import torch
 
-from harness.results.folder import SearchFolder, SearchPlan, read_outcome
+from harness.results.folder import SearchFolder
+from harness.results.plan import SearchPlan
 from harness.results.space import parse_space
+from harness.results.trial_files import read_outcome
 from harness.search import STATUS, SearchError, TrialSetup
 from harness.search.driver import fit_to
 from harness.search.optuna_bridge import make_searcher, trial_seed
@@ -218,7 +220,7 @@ def test_resources_are_saved_beside_the_plan_and_checked_on_resume(tmp_path):
     """The fitted resources, not the request, are what a resumed search must be given again."""
     from harness.cli import build_parser
     from harness.commands.search import SearchArgsError, check_same_search
-    from harness.results.folder import Resources
+    from harness.results.plan import Resources
 
     folder = SearchFolder(tmp_path / "units")
     folder.path.mkdir()
@@ -239,7 +241,7 @@ def test_resources_are_saved_beside_the_plan_and_checked_on_resume(tmp_path):
 def test_config_written_before_resources_had_a_section_still_reads(tmp_path):
     import yaml
 
-    from harness.results.folder import Resources
+    from harness.results.plan import Resources
 
     folder = SearchFolder(tmp_path / "old")
     folder.path.mkdir()

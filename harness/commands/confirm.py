@@ -30,8 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.console import print_line
-    from harness.results.folder import Resources, SearchPlan, find_search, results_root
+    from harness.results.folder import find_search, results_root
     from harness.results.leaderboard import render
+    from harness.results.plan import Resources, SearchPlan
     from harness.results.space import parse_space
 
     if args.top < 1 or args.seeds < 2:

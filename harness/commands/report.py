@@ -41,7 +41,7 @@ def write_search_report(
 ) -> Path:
     """The report of the search in ``folder``, with Optuna's plots of its study."""
     from harness.report import DEFAULT_TOP, write_report
-    from harness.results.folder import SearchPlan
+    from harness.results.plan import SearchPlan
     from harness.search.figures import study_figures
 
     figures, numbers = study_figures(folder, SearchPlan.load(folder))

@@ -46,8 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.console import print_line
-    from harness.results.folder import SearchPlan, find_search, read_trials, results_root
+    from harness.results.folder import find_search, results_root
     from harness.results.leaderboard import rank
+    from harness.results.plan import SearchPlan
+    from harness.results.trials import read_trials
 
     folder = find_search(results_root(args.results), args.name)
     plan = SearchPlan.load(folder)

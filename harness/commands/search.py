@@ -15,7 +15,8 @@ from harness.recipes import RECIPES
 from harness.runs.resolve import BUDGETS
 
 if TYPE_CHECKING:
-    from harness.results.folder import Resources, SearchFolder, SearchPlan
+    from harness.results.folder import SearchFolder
+    from harness.results.plan import Resources, SearchPlan
     from harness.results.space import SearchSpace
     from harness.training.config import TrialConfig
 
@@ -116,8 +117,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.console import print_line
     from harness.files import unwritable_reason
-    from harness.results.folder import Resources, SearchFolder, SearchPlan, results_root
+    from harness.results.folder import SearchFolder, results_root
     from harness.results.leaderboard import render
+    from harness.results.plan import Resources, SearchPlan
     from harness.results.space import parse_space
     from harness.runs.resolve import default_budget
 
@@ -254,7 +256,7 @@ def make_plan(args: argparse.Namespace, name: str, budget: str) -> tuple[SearchP
     """Validate every option and the space before anything starts; the space file is read and
     parsed once here, and the plan keeps its document verbatim."""
     from harness.recipes import recipe_class
-    from harness.results.folder import SearchPlan
+    from harness.results.plan import SearchPlan
     from harness.results.space import default_space_file, metric_mode, parse_space, read_space_file
     from harness.runs.resolve import check_data, resolve_config
 

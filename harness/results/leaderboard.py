@@ -25,7 +25,9 @@ from harness.results.confirmation import (
     read_confirmation,
     summarise_confirmation,
 )
-from harness.results.folder import SearchFolder, SearchPlan, list_searches, read_trials
+from harness.results.folder import SearchFolder, list_searches
+from harness.results.plan import SearchPlan
+from harness.results.trials import read_trials
 from harness.scoring.registry import COSTS, METRICS, SCORES
 from harness.status import STATUSES, TERMINAL, Status
 

@@ -12,7 +12,10 @@ from ray.tune.experiment import Trial
 
 from harness.faults import fault_point
 from harness.files import finite
-from harness.results.folder import SearchFolder, SearchPlan, read_outcome, write_trials
+from harness.results.folder import SearchFolder
+from harness.results.plan import SearchPlan
+from harness.results.trial_files import read_outcome
+from harness.results.trials import write_trials
 from harness.scoring.registry import SCORES
 from harness.search.optuna_bridge import ENDINGS, outcome
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, TrialSetup
