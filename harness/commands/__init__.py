@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import warnings
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def request_of(cls: type[T], args: argparse.Namespace) -> T:
+    """The dataclass ``cls`` from the options of the same names in ``args``."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:

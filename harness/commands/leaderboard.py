@@ -35,15 +35,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.results.folder import find_search, results_root
-    from harness.results.leaderboard import LeaderboardError, list_table, render
+    from harness.results.leaderboard import leaderboard
 
-    root = results_root(args.results)
-    if args.list:
-        print(list_table(root))
-        return 0
-    if args.top is not None and args.top < 1:
-        raise LeaderboardError(f"--top {args.top}: must be >= 1")
-    folder = find_search(root, args.name)
-    print(render(folder, args.format, args.top, args.sort, args.healthy_only, args.wide))
+    print(
+        leaderboard(
+            args.results,
+            args.name,
+            listing=args.list,
+            fmt=args.format,
+            top=args.top,
+            sort=args.sort,
+            healthy_only=args.healthy_only,
+            wide=args.wide,
+        )
+    )
     return 0
