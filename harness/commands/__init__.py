@@ -32,6 +32,16 @@ def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: Ray's and Optuna's output on the console too, not only in the search's log."""
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's and Optuna's own output on the console too (it always goes to "
+        "results/<name>/search.log)",
+    )
+
+
 def renamed_option(new: str) -> type[argparse.Action]:
     """An option's old name: stores its value as ``new`` does, with one warning line."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from harness.commands import add_verbose
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds each (default 3)")
     p.add_argument("--address", help="existing Ray cluster (default: the search's)")
     p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    add_verbose(p)
     p.set_defaults(func=run)
 
 
@@ -34,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
         top=args.top,
         seeds=args.seeds,
         address=args.address,
+        verbose=args.verbose,
         write_report=write_search_report,
     )

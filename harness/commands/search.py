@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands import request_of
+from harness.commands import add_verbose, request_of
 from harness.recipes import RECIPES
 from harness.runs.resolve import BUDGETS
 
@@ -94,6 +94,7 @@ def _add_after(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
     p.add_argument("--quiet", action="store_true", help="no progress lines while it runs")
+    add_verbose(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,5 +106,6 @@ def run(args: argparse.Namespace) -> int:
         request_of(SearchRequest, args),
         args.results,
         progress=not args.quiet,
+        verbose=args.verbose,
         write_report=write_search_report,
     )

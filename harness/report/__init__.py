@@ -30,6 +30,7 @@ from harness.report.trial_plots import trial_figure
 from harness.results.folder import SearchFolder
 from harness.results.leaderboard import Ranking, ranking
 from harness.results.plan import SearchPlan
+from harness.search.chatter import chatter_to_log
 from harness.search.figures import study_figures
 
 DEFAULT_TOP = 3
@@ -207,8 +208,10 @@ def write_report(
 def write_search_report(
     folder: SearchFolder, trial_ids: list[str] | None = None, top: int | None = None
 ) -> Path:
-    """:func:`write_report` with Optuna's plots of the search's study."""
-    figures, numbers = study_figures(folder, SearchPlan.load(folder))
+    """:func:`write_report` with Optuna's plots of the search's study; Optuna's warnings about
+    the plots it cannot draw yet go to the search's log (the page says why instead)."""
+    with chatter_to_log(folder.log):
+        figures, numbers = study_figures(folder, SearchPlan.load(folder))
     return write_report(
         folder,
         trial_ids=trial_ids,

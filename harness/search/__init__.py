@@ -13,6 +13,7 @@ validation rounds after the discriminator has switched on.
 - ``confirm``        the confirmation stage: the best configurations and the paper default
 - ``figures``        Optuna's own plots of the study, for the report
 - ``snapshot``       the last whole copy of Ray's experiment snapshot, to mend a cut-short one
+- ``chatter``        Ray's and Optuna's output into the search's log, off the console
 - ``flow``           ``run.py search`` and ``run.py confirm`` from start to end
 - ``environment``    the environment variables Ray reads, set only while it reads them
 """

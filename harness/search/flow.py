@@ -1,8 +1,9 @@
 """``run.py search`` and ``run.py confirm`` from start to end: plan, lock, run, confirm, print the
 leaderboard, write the report.
 
-Both hold the search's lock while they run (one search or confirmation per folder at a time).
-The report writer is passed in because ``harness/report/`` sits above this package.
+Both hold the search's lock while they run (one search or confirmation per folder at a time)
+and send Ray's and Optuna's output to the search's log (harness/search/chatter.py).  The report
+writer is passed in because ``harness/report/`` sits above this package.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from harness.results.leaderboard import render
 from harness.results.plan import Resources, SearchPlan
 from harness.results.request import PlannedSearch, SearchRequest, plan_search
 from harness.results.space import SearchSpace, parse_space
+from harness.search.chatter import chatter_to_log
 from harness.search.confirm import run_confirmation
 from harness.search.driver import SearchError, run_search
 
@@ -28,6 +30,7 @@ def search(
     results: str | None,
     *,
     progress: bool,
+    verbose: bool,
     write_report: ReportWriter,
 ) -> int:
     """Run (or continue) the requested search under the results root ``results``; its exit
@@ -39,7 +42,7 @@ def search(
         print_line(f"search {folder.name!r} has already finished; {see}")
         print_line(render(folder, "table"))
         return 0
-    with folder.hold("pick another --name"):
+    with folder.hold("pick another --name"), chatter_to_log(folder.log, verbose):
         return run_to_report(planned, planned.space, request, progress, write_report)
 
 
@@ -96,6 +99,7 @@ def confirm(
     top: int,
     seeds: int,
     address: str | None,
+    verbose: bool,
     write_report: ReportWriter,
 ) -> int:
     """Confirm the finished search ``name`` (None: the most recent) under the results root
@@ -110,7 +114,7 @@ def confirm(
         )
     plan = SearchPlan.load(folder)
     space = parse_space(plan.space, plan.recipe, plan.space_file)
-    with folder.hold():
+    with folder.hold(), chatter_to_log(folder.log, verbose):
         run_confirmation(
             plan,
             space,
