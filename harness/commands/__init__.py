@@ -32,6 +32,11 @@ def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_results(p: argparse.ArgumentParser) -> None:
+    """``--results DIR``: the folder that holds the searches."""
+    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+
+
 def add_verbose(p: argparse.ArgumentParser) -> None:
     """``--verbose``: Ray's and Optuna's output on the console too, not only in the search's log."""
     p.add_argument(

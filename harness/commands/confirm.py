@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands import add_verbose
+from harness.commands import add_results, add_verbose
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=2, metavar="K", help="configurations (default 2)")
     p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds each (default 3)")
     p.add_argument("--address", help="existing Ray cluster (default: the search's)")
-    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    add_results(p)
     add_verbose(p)
     p.set_defaults(func=run)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.commands import add_results
 from harness.results.leaderboard import FORMATS
 
 
@@ -30,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the table with every column (default: what fits 120 characters)",
     )
     p.add_argument("--list", action="store_true", help="list the searches in the results folder")
-    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    add_results(p)
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from harness.commands import add_results
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the trials to show in detail (default: the best --top and the paper default)",
     )
     p.add_argument("--top", type=int, help="best trials shown in detail (default 3)")
-    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    add_results(p)
     p.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands import renamed_option
+from harness.commands import add_results, renamed_option
 from harness.runs.resolve import BUDGETS
 
 
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batches", type=int, help="training batches (default: as searched)")
     p.add_argument("--steps", dest="batches", type=int, action=renamed_option("--batches"))
     p.add_argument("--data", help="train on another corpus folder")
-    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    add_results(p)
     p.set_defaults(func=run)
 
 
