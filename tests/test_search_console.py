@@ -77,3 +77,15 @@ def test_chatter_goes_to_the_log_and_with_verbose_to_the_console_too(tmp_path):
         assert all(line in log.read_text() for line in theirs)
         assert "our progress line" not in log.read_text() and "our warning" not in log.read_text()
         assert [line for line in theirs if line in console] == (theirs if verbose else [])
+
+
+def test_a_log_that_cannot_be_written_leaves_the_chatter_on_the_console(tmp_path):
+    """The log is for reading later; where it cannot be written (here: no such folder; a full
+    disk alike) the search goes on and the console shows everything, as without a log."""
+    log = tmp_path / "gone" / "search.log"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), chatter_to_log(log):
+        third_party_chatter()
+    assert out.getvalue() == "a library's print\nour progress line\n"
+    assert "a library's complaint" in err.getvalue() and "a library's log record" in err.getvalue()
+    assert not log.parent.exists()

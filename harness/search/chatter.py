@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
 from pathlib import Path
 from typing import TextIO
 
@@ -26,23 +27,68 @@ from harness.console import kept_console
 _active: list[Path] = []  # the log of the block in force (blocks nest: the outer one wins)
 
 
-class LogSink(io.TextIOBase):
-    """Text written here goes to ``log``, and also to ``console`` when ``verbose``; once the
-    log is closed, to the console alone (a handler made inside the block may outlive it)."""
+class LogFile:
+    """The log, appended to unbuffered: opened at the first text (a block that says nothing
+    leaves no file) with a line marking the block's start, and given up at the first error
+    writing it (a full disk), cut back to what it held before so nothing is left half-written."""
 
-    def __init__(self, log: TextIO, console: TextIO, verbose: bool) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.usable = True
+        self.created = False
+        self.size = 0  # before this block
+
+    def write(self, text: str) -> bool:
+        """Append ``text``; False where the log is closed or cannot be written."""
+        if not self.usable:
+            return False
+        try:
+            if self.fd is None:
+                self.created = not self.path.exists()
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                self.size = os.fstat(self.fd).st_size
+                text = f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n{text}"
+            data = text.encode()
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except OSError:
+            self.give_up()
+            return False
+        return True
+
+    def give_up(self) -> None:
+        self.usable = False
+        if self.fd is None:
+            return
+        with suppress(OSError):
+            os.ftruncate(self.fd, self.size)
+        os.close(self.fd)
+        self.fd = None
+        if self.created:
+            self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.usable = False
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class LogSink(io.TextIOBase):
+    """Text written here goes to the log, and also to ``console`` when ``verbose``; to the
+    console alone where the log cannot take it, or once the block has closed it (a handler
+    made inside the block may outlive it)."""
+
+    def __init__(self, log: LogFile, console: TextIO, verbose: bool) -> None:
         self.log, self.console, self.verbose = log, console, verbose
 
     def write(self, text: str) -> int:
-        if not self.log.closed:
-            self.log.write(text)
-        if self.verbose or self.log.closed:
+        if not self.log.write(text) or self.verbose:
             self.console.write(text)
         return len(text)
 
     def flush(self) -> None:
-        if not self.log.closed:
-            self.log.flush()
         self.console.flush()
 
     def isatty(self) -> bool:
@@ -64,18 +110,16 @@ def chatter_to_log(path: Path, verbose: bool = False) -> Iterator[None]:
     if _active:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as log, kept_console():
-        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        out = LogSink(log, sys.stdout, verbose)
-        err = LogSink(log, sys.stderr, verbose)
-        _active.append(path)
-        try:
-            with redirect_stdout(out), redirect_stderr(err), handlers_to(err):
-                yield
-        finally:
-            _active.pop()
-            log.flush()
+    log = LogFile(path)
+    out = LogSink(log, sys.stdout, verbose)
+    err = LogSink(log, sys.stderr, verbose)
+    _active.append(path)
+    try:
+        with kept_console(), redirect_stdout(out), redirect_stderr(err), handlers_to(err):
+            yield
+    finally:
+        _active.pop()
+        log.close()
 
 
 @contextmanager
