@@ -38,7 +38,7 @@ from harness.diagnostics.detectors import DETECTORS, HealthConfig
 from harness.diagnostics.monitor import HealthMonitor
 from harness.diagnostics.telemetry import read_diagnostics
 from harness.recipes import RECIPES, recipe_class
-from harness.results.folder import read_result
+from harness.results.trial_files import read_result
 from harness.runs.resolve import resolve_config
 from harness.runs.trial import run_trial
 from harness.training.recipe import Recipe

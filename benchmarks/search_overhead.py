@@ -29,7 +29,9 @@ from pathlib import Path
 
 from harness.cli import main as cli
 from harness.diagnostics.telemetry import read_diagnostics
-from harness.results.folder import Resources, SearchFolder, SearchPlan, read_trials
+from harness.results.folder import SearchFolder
+from harness.results.plan import Resources, SearchPlan
+from harness.results.trials import read_trials
 
 
 def useful_seconds(folder: SearchFolder) -> tuple[float, float]:

@@ -79,10 +79,10 @@ def _show_warning(
     **kw: Any,
 ) -> None:
     """The harness's own warnings as one ``warning: ...`` line; others go on to ``show``."""
-    from harness.console import HarnessWarning
+    from harness.console import HarnessWarning, print_warning
 
     if issubclass(category, HarnessWarning):
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        print_warning(str(message))
     else:
         show(message, category, *where, **kw)
 

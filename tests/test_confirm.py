@@ -19,7 +19,8 @@ from conftest import TINY_RING, run_cli
 from harness.cli import main
 from harness.files import exclusive_lock
 from harness.results.confirmation import read_confirmation
-from harness.results.folder import SearchFolder, read_trials
+from harness.results.folder import SearchFolder
+from harness.results.trials import read_trials
 
 SLOW, WORKING = 3e-5, 1e-3
 

@@ -29,7 +29,8 @@ from conftest import TINY_RING, flaky_recipe, run_cli
 
 from harness.diagnostics.telemetry import read_diagnostics
 from harness.faults import FAULT_ENV, POINTS
-from harness.results.folder import SearchFolder, read_trials
+from harness.results.folder import SearchFolder
+from harness.results.trials import read_trials
 from harness.runs.resolve import config_from_flat, resolve_config
 from harness.runs.trial import run_trial
 from harness.scoring.registry import SCORES

@@ -13,8 +13,9 @@ import yaml
 from conftest import run_cli
 
 from harness.diagnostics.telemetry import read_diagnostics
-from harness.results.folder import SearchFolder, read_trials
+from harness.results.folder import SearchFolder
 from harness.results.leaderboard import render
+from harness.results.trials import read_trials
 
 BATCHES = 1500  # 300 iterations of the rig's 5 D steps; 1,500 iterations of the healthy 1:1
 FIXED = {"batches": BATCHES, "eval_every": 300, "log_every": 20, "lr_decay": 0.01 ** (1 / BATCHES)}

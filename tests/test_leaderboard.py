@@ -10,15 +10,10 @@ import os
 
 import pytest
 
-from harness.results.folder import (
-    ResultsError,
-    SearchFolder,
-    SearchPlan,
-    find_search,
-    read_trials,
-    write_trials,
-)
+from harness.results.folder import ResultsError, SearchFolder, find_search
 from harness.results.leaderboard import LeaderboardError, list_table, pareto_front, rank, render
+from harness.results.plan import SearchPlan
+from harness.results.trials import read_trials, write_trials
 
 NAN = float("nan")
 # mel_l1 (lower is better) vs generator size: a, b, c are the Pareto front, d is dominated by b

@@ -11,8 +11,8 @@ import yaml
 from harness import cli
 from harness.recipes import RECIPES
 from harness.recipes.ring import RingRecipe
-from harness.results.space import default_space_file, load_space
-from harness.runs.preflight import PreflightError, run_preflight, suggest_range, write_space
+from harness.results.space import SpaceError, default_space_file, load_space, write_lr_range
+from harness.runs.preflight import run_preflight, suggest_range
 from harness.runs.resolve import resolve_config
 
 SMALL = {"batch_size": 32, "g_hidden": 32, "g_layers": 2}
@@ -76,9 +76,9 @@ def test_ring_has_no_reconstruction_objective(capsys):
     assert "\n" not in err
 
 
-def test_write_space_sets_lr_g_and_keeps_the_rest(registered, tmp_path, capsys):
+def test_write_lr_range_sets_lr_g_and_keeps_the_rest(registered, tmp_path, capsys):
     target = tmp_path / "ring.yaml"
-    write_space(target, "ring", 2e-4, 5e-3)
+    write_lr_range(target, "ring", 2e-4, 5e-3)
     text = target.read_text()
     assert text.startswith(default_space_file("ring").read_text().splitlines()[0])  # comments
     space = load_space(target, "ring")
@@ -89,8 +89,8 @@ def test_write_space_sets_lr_g_and_keeps_the_rest(registered, tmp_path, capsys):
     assert {k: v for k, v in after.items() if k != "lr_g"} == {
         k: v for k, v in before.items() if k != "lr_g"
     }
-    with pytest.raises(PreflightError, match="points_to_evaluate"):
-        write_space(tmp_path / "narrow.yaml", "ring", 1e-5, 2e-5)  # excludes the known points
+    with pytest.raises(SpaceError, match="points_to_evaluate"):
+        write_lr_range(tmp_path / "narrow.yaml", "ring", 1e-5, 2e-5)  # excludes the known points
     assert not (tmp_path / "narrow.yaml").exists()
 
 

@@ -17,8 +17,8 @@ import soundfile as sf
 from harness.cli import main
 from harness.report import PAPER_DEFAULT, REPORT_NAME, default_point_trial
 from harness.report.listening import Listened, listening_html
-from harness.results.folder import read_trials
 from harness.results.leaderboard import ranking
+from harness.results.trials import read_trials
 
 
 class Page(HTMLParser):
@@ -161,7 +161,8 @@ def test_report_of_a_search_without_diagnostics_or_trials(tmp_path):
     from test_leaderboard import make_search
 
     from harness.report import write_report
-    from harness.results.folder import SearchFolder, SearchPlan
+    from harness.results.folder import SearchFolder
+    from harness.results.plan import SearchPlan
 
     folder = make_search(tmp_path)  # a trials table only: no diagnostics, samples or study
     text = write_report(folder).read_text()
@@ -176,7 +177,8 @@ def test_report_of_a_search_without_diagnostics_or_trials(tmp_path):
 def test_optuna_figures_of_a_multi_objective_study(tmp_path):
     import optuna
 
-    from harness.results.folder import SearchFolder, SearchPlan
+    from harness.results.folder import SearchFolder
+    from harness.results.plan import SearchPlan
     from harness.search.figures import study_figures
 
     folder = SearchFolder(tmp_path / "multi")

@@ -20,7 +20,8 @@ from conftest import TINY_RING, flaky_recipe, run_cli
 
 from harness.diagnostics.telemetry import read_diagnostics
 from harness.recipes import RECIPES
-from harness.results.folder import SearchFolder, read_trials
+from harness.results.folder import SearchFolder
+from harness.results.trials import read_trials
 
 TINY = {**TINY_RING, "max_consecutive_nonfinite": 3, "fail_at_step": 200}
 NORMAL = {"lr_g": 1e-3, "fail_times": 0, "loss_upper_limit": 1e6}

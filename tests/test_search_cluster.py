@@ -15,7 +15,9 @@ import yaml
 
 import harness.search  # noqa: F401  (imported before ray: keeps Ray from shipping the tree)
 from harness.cli import main
-from harness.results.folder import Resources, SearchFolder, SearchPlan, read_trials
+from harness.results.folder import SearchFolder
+from harness.results.plan import Resources, SearchPlan
+from harness.results.trials import read_trials
 
 SPACE = {
     "objective": "reverse_kl",

@@ -13,7 +13,8 @@ from conftest import TINY_RING, flaky_recipe, run_cli
 
 from harness.diagnostics.telemetry import read_diagnostics
 from harness.files import link_in_place_of
-from harness.results.folder import SearchFolder, read_trials
+from harness.results.folder import SearchFolder
+from harness.results.trials import read_trials
 
 WIDE_D = {  # a ring trial whose checkpoint (about 1 MB) outweighs Ray's own files in tune/
     **TINY_RING,

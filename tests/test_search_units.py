@@ -13,8 +13,10 @@ import optuna
 import pytest
 import torch
 
-from harness.results.folder import SearchFolder, SearchPlan, read_outcome
+from harness.results.folder import SearchFolder
+from harness.results.plan import SearchPlan
 from harness.results.space import parse_space
+from harness.results.trial_files import read_outcome
 from harness.search import STATUS, SearchError, TrialSetup
 from harness.search.driver import fit_to
 from harness.search.optuna_bridge import make_searcher, trial_seed
@@ -217,8 +219,9 @@ def test_trial_config_gives_torch_the_cpus_of_the_trial():
 def test_resources_are_saved_beside_the_plan_and_checked_on_resume(tmp_path):
     """The fitted resources, not the request, are what a resumed search must be given again."""
     from harness.cli import build_parser
-    from harness.commands.search import SearchArgsError, check_same_search
-    from harness.results.folder import Resources
+    from harness.commands import request_of
+    from harness.results.plan import Resources
+    from harness.results.request import PlanError, SearchRequest, check_same_search
 
     folder = SearchFolder(tmp_path / "units")
     folder.path.mkdir()
@@ -228,18 +231,18 @@ def test_resources_are_saved_beside_the_plan_and_checked_on_resume(tmp_path):
     assert resources == Resources(1.0, 0.0, 2, "10.0.0.1:6379")
     assert SearchPlan.load(folder) == launched
 
-    def args(*options: str):
-        return build_parser().parse_args(["search", "ring", *options])
+    def args(*options: str) -> SearchRequest:
+        return request_of(SearchRequest, build_parser().parse_args(["search", "ring", *options]))
 
     check_same_search(launched, resources, args("--max-concurrent", "2", "--gpus-per-trial", "0"))
-    with pytest.raises(SearchArgsError, match="launched with --max-concurrent 2, not 3"):
+    with pytest.raises(PlanError, match="launched with --max-concurrent 2, not 3"):
         check_same_search(launched, resources, args("--max-concurrent", "3"))
 
 
 def test_config_written_before_resources_had_a_section_still_reads(tmp_path):
     import yaml
 
-    from harness.results.folder import Resources
+    from harness.results.plan import Resources
 
     folder = SearchFolder(tmp_path / "old")
     folder.path.mkdir()
@@ -384,7 +387,7 @@ def test_an_objective_the_validation_does_not_report_is_refused(tmp_path, capsys
 
 
 def test_budgets_and_spaces_choose_what_a_validation_reports():
-    from harness.commands.search import SearchArgsError, check_reported
+    from harness.results.request import PlanError, check_reported
     from harness.runs.resolve import resolve_config
     from harness.training.config import ConfigError
 
@@ -392,7 +395,7 @@ def test_budgets_and_spaces_choose_what_a_validation_reports():
     check_reported("dnsmos_ovrl", resolve_config("hifigan", "small"))
     check_reported("pitch_rmse_cents", resolve_config("hifigan", "paper"))
     smoke = resolve_config("hifigan", "smoke")
-    with pytest.raises(SearchArgsError, match="dnsmos_ovrl"):
+    with pytest.raises(PlanError, match="dnsmos_ovrl"):
         check_reported("dnsmos_ovrl", smoke)
     fixed = {"eval_metrics": ["stoi", "dnsmos_ovrl"]}  # a space's fixed value opts in
     check_reported("dnsmos_ovrl", resolve_config("hifigan", "smoke", sample=fixed))

@@ -154,7 +154,7 @@ def test_cli_reports_a_bad_space_in_one_line_before_starting(tmp_path):
 
 
 def test_asha_grace_waits_for_the_latest_discriminator_start():
-    from harness.commands.search import asha_window
+    from harness.results.request import asha_window
 
     doc = {
         "objective": "reverse_kl",
@@ -170,7 +170,7 @@ def test_asha_grace_waits_for_the_latest_discriminator_start():
 
 
 def test_asha_grace_counts_the_batches_drawn_before_the_discriminator_starts():
-    from harness.commands.search import asha_window
+    from harness.results.request import asha_window
 
     doc = {
         "objective": "reverse_kl",

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import warnings
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def request_of(cls: type[T], args: argparse.Namespace) -> T:
+    """The dataclass ``cls`` from the options of the same names in ``args``."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:
@@ -21,6 +29,21 @@ def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override any config key (repeatable), e.g. --set lr_g=1e-4",
+    )
+
+
+def add_results(p: argparse.ArgumentParser) -> None:
+    """``--results DIR``: the folder that holds the searches."""
+    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+
+
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: Ray's and Optuna's output on the console too, not only in the search's log."""
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's and Optuna's own output on the console too (it always goes to "
+        "results/<name>/search.log)",
     )
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-
-class ConfirmArgsError(ValueError):
-    """A confirmation option is invalid; one line naming it."""
+from harness.commands import add_results, add_verbose
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,41 +22,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=2, metavar="K", help="configurations (default 2)")
     p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds each (default 3)")
     p.add_argument("--address", help="existing Ray cluster (default: the search's)")
-    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    add_results(p)
+    add_verbose(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.console import print_line
-    from harness.results.folder import Resources, SearchPlan, find_search, results_root
-    from harness.results.leaderboard import render
-    from harness.results.space import parse_space
+    from harness.report import write_search_report
+    from harness.search.flow import confirm
 
-    if args.top < 1 or args.seeds < 2:
-        raise ConfirmArgsError(f"--top {args.top} --seeds {args.seeds}: need K >= 1 and N >= 2")
-    folder = find_search(results_root(args.results), args.name)
-    if not folder.finished():
-        raise ConfirmArgsError(
-            f"search {folder.name!r} has not finished; finish it first (run the same search again)"
-        )
-    plan = SearchPlan.load(folder)
-    space = parse_space(plan.space, plan.recipe, plan.space_file)
-    from harness.commands.search import held
-    from harness.search.confirm import run_confirmation
-
-    with held(folder):
-        run_confirmation(
-            plan,
-            space,
-            folder,
-            top=args.top,
-            seeds=args.seeds,
-            address=args.address or Resources.load(folder).address,
-            echo=print_line,
-        )
-    print_line("")
-    print_line(render(folder, "table"))
-    from harness.commands.report import write_search_report
-
-    print_line(f"\nreport: {write_search_report(folder)}")
-    return 0
+    return confirm(
+        args.results,
+        args.name,
+        top=args.top,
+        seeds=args.seeds,
+        address=args.address,
+        verbose=args.verbose,
+        write_report=write_search_report,
+    )

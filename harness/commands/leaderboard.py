@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.commands import add_results
 from harness.results.leaderboard import FORMATS
 
 
@@ -30,20 +31,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the table with every column (default: what fits 120 characters)",
     )
     p.add_argument("--list", action="store_true", help="list the searches in the results folder")
-    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    add_results(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.results.folder import find_search, results_root
-    from harness.results.leaderboard import LeaderboardError, list_table, render
+    from harness.results.leaderboard import leaderboard
 
-    root = results_root(args.results)
-    if args.list:
-        print(list_table(root))
-        return 0
-    if args.top is not None and args.top < 1:
-        raise LeaderboardError(f"--top {args.top}: must be >= 1")
-    folder = find_search(root, args.name)
-    print(render(folder, args.format, args.top, args.sort, args.healthy_only, args.wide))
+    print(
+        leaderboard(
+            args.results,
+            args.name,
+            listing=args.list,
+            fmt=args.format,
+            top=args.top,
+            sort=args.sort,
+            healthy_only=args.healthy_only,
+            wide=args.wide,
+        )
+    )
     return 0

@@ -50,22 +50,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.console import print_line
-    from harness.runs import preflight
-    from harness.runs.resolve import resolve_config
-    from harness.training.config import parse_overrides
+    from harness.results.space import write_lr_range
+    from harness.runs.preflight import preflight
 
-    cfg = resolve_config(
-        args.recipe, args.budget, overrides=parse_overrides(args.overrides), data=args.data
+    span = preflight(
+        args.recipe, args.budget, args.overrides, args.data, args.lrs, args.steps, print_line
     )
-    lrs = args.lrs or preflight.default_lrs(cfg.trainer.lr_g)
-    results = preflight.run_preflight(cfg, lrs, args.steps, echo=print_line)
-    print_line("")
-    for line in preflight.summary(results, args.recipe):
-        print_line(line)
-    span = preflight.suggest_range(results)
-    if span is None:
-        return 1
-    if args.write_space:
-        preflight.write_space(args.write_space, args.recipe, *span)
+    if span is not None and args.write_space:
+        write_lr_range(args.write_space, args.recipe, *span)
         print_line(f"wrote lr_g to {args.write_space}")
-    return 0
+    return 0 if span is not None else 1

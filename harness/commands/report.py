@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from harness.results.folder import SearchFolder
+from harness.commands import add_results
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,36 +18,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", help="search name (default: the most recent search)")
     p.add_argument(
         "--trials",
+        type=trial_ids,
         metavar="ID,ID",
         help="the trials to show in detail (default: the best --top and the paper default)",
     )
     p.add_argument("--top", type=int, help="best trials shown in detail (default 3)")
-    p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
+    add_results(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.report import write_search_report
     from harness.results.folder import find_search, results_root
 
     folder = find_search(results_root(args.results), args.name)
-    trial_ids = [t.strip() for t in args.trials.split(",") if t.strip()] if args.trials else None
-    print(write_search_report(folder, trial_ids=trial_ids, top=args.top))
+    print(write_search_report(folder, trial_ids=args.trials, top=args.top))
     return 0
 
 
-def write_search_report(
-    folder: SearchFolder, trial_ids: list[str] | None = None, top: int | None = None
-) -> Path:
-    """The report of the search in ``folder``, with Optuna's plots of its study."""
-    from harness.report import DEFAULT_TOP, write_report
-    from harness.results.folder import SearchPlan
-    from harness.search.figures import study_figures
-
-    figures, numbers = study_figures(folder, SearchPlan.load(folder))
-    return write_report(
-        folder,
-        trial_ids=trial_ids,
-        top=DEFAULT_TOP if top is None else top,
-        study_figures=figures,
-        study_trials=numbers,
-    )
+def trial_ids(text: str) -> list[str] | None:
+    """``--trials ID,ID`` as a list of ids (None when it names none)."""
+    return [t.strip() for t in text.split(",") if t.strip()] or None

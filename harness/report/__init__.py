@@ -1,10 +1,11 @@
 """``results/<name>/report.html``: one self-contained page to see a search.
 
 Sections: the leaderboard (sortable); the search's course (every trial's objective over the
-training time it consumed, and Optuna's own plots, which the caller passes in because only the
-search code imports Optuna); each chosen trial's diagnostics from its Parquet rows; listening
-(reference and generated clips with spectrograms).  Chosen trials: the best ``top`` and the
-space's first ``points_to_evaluate`` entry (the paper default), or the ``trial_ids`` asked for.
+training time it consumed, and Optuna's own plots, drawn by harness/search/figures.py because
+only the search code imports Optuna: :func:`write_search_report` passes them in); each chosen
+trial's diagnostics from its Parquet rows; listening (reference and generated clips with
+spectrograms).  Chosen trials: the best ``top`` and the space's first ``points_to_evaluate``
+entry (the paper default), or the ``trial_ids`` asked for.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from harness.report.table import leaderboard_html
 from harness.report.trial_plots import trial_figure
 from harness.results.folder import SearchFolder
 from harness.results.leaderboard import Ranking, ranking
+from harness.results.plan import SearchPlan
+from harness.search.chatter import chatter_to_log
+from harness.search.figures import study_figures
 
 DEFAULT_TOP = 3
 REPORT_NAME = "report.html"
@@ -199,3 +203,19 @@ def write_report(
     path = folder.path / REPORT_NAME
     atomic_write(path, page.document(title, intro_html(ranked, folder), sections))
     return path
+
+
+def write_search_report(
+    folder: SearchFolder, trial_ids: list[str] | None = None, top: int | None = None
+) -> Path:
+    """:func:`write_report` with Optuna's plots of the search's study; Optuna's warnings about
+    the plots it cannot draw yet go to the search's log (the page says why instead)."""
+    with chatter_to_log(folder.log):
+        figures, numbers = study_figures(folder, SearchPlan.load(folder))
+    return write_report(
+        folder,
+        trial_ids=trial_ids,
+        top=DEFAULT_TOP if top is None else top,
+        study_figures=figures,
+        study_trials=numbers,
+    )

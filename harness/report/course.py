@@ -38,59 +38,20 @@ def best_so_far(x: np.ndarray, y: np.ndarray, mode: str) -> tuple[np.ndarray, np
 
 def course_figure(ranking: Ranking, evals: pd.DataFrame, labels: dict[str, str]) -> dict[str, Any]:
     """The figure (a plotly dict); ``labels`` names the trials (trial id -> label)."""
-    plan, trials = ranking.plan, ranking.trials
-    objective = plan.objective
+    plan, objective = ranking.plan, ranking.plan.objective
     evals = last_rows(evals)
     data: list[dict[str, Any]] = []
     ends: dict[str, list[tuple[float, float, str]]] = {what: [] for what in END_STYLE}
-    for _, trial in trials.iterrows():
-        tid = trial["trial_id"]
-        rows = evals[evals["trial_id"] == tid].sort_values("step")
+    for _, trial in ranking.trials.iterrows():
+        rows = evals[evals["trial_id"] == trial["trial_id"]].sort_values("step")
         if objective not in rows or rows[objective].isna().all():
             continue
-        name = labels.get(tid, tid)
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "x": rows["wall_s"].to_numpy(float),
-                "y": rows[objective].to_numpy(float),
-                "customdata": rows["step"].to_numpy(float),
-                "name": f"{name} ({trial['status']})",
-                "hovertemplate": f"{name}<br>step %{{customdata}}<br>%{{x:.1f}} s<br>"
-                f"{objective} %{{y:.4g}}<extra></extra>",
-            }
-        )
-        finite = rows.dropna(subset=[objective])
-        end_x = trial.get("train_s")
-        if end_x is None or pd.isna(end_x):
-            end_x = finite["wall_s"].iloc[-1]
-        end = (float(end_x), float(finite[objective].iloc[-1]), f"{tid}: {trial['reason']}")
+        data.append(trial_line(trial, rows, objective, labels.get(trial["trial_id"])))
         if trial["status"] == "pruned":
-            ends["ASHA cut"].append(end)
+            ends["ASHA cut"].append(trial_end(trial, rows, objective))
         elif trial["status"] in FAILED:
-            ends["stopped or errored"].append(end)
-    for what, points in ends.items():
-        if points:
-            xs, ys, reasons = zip(*points, strict=True)
-            symbol, colour = END_STYLE[what]
-            data.append(
-                {
-                    "type": "scatter",
-                    "mode": "markers",
-                    "x": list(xs),
-                    "y": list(ys),
-                    "text": list(reasons),
-                    "name": what,
-                    "marker": {
-                        "symbol": symbol,
-                        "size": 14,
-                        "color": colour,
-                        "line": {"width": 2, "color": colour},
-                    },
-                    "hovertemplate": "%{text}<extra>" + what + "</extra>",
-                }
-            )
+            ends["stopped or errored"].append(trial_end(trial, rows, objective))
+    data += [end_markers(what, points) for what, points in ends.items() if points]
     if objective in evals:
         xs, best = best_so_far(
             evals["wall_s"].to_numpy(float), evals[objective].to_numpy(float), plan.mode
@@ -112,3 +73,51 @@ def course_figure(ranking: Ranking, evals: pd.DataFrame, labels: dict[str, str])
         "legend": {"font": {"size": 11}},
     }
     return {"data": data, "layout": layout}
+
+
+def trial_line(
+    trial: pd.Series, rows: pd.DataFrame, objective: str, label: str | None
+) -> dict[str, Any]:
+    """One trial's objective through its validations, over trainer seconds."""
+    name = label or trial["trial_id"]
+    return {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "x": rows["wall_s"].to_numpy(float),
+        "y": rows[objective].to_numpy(float),
+        "customdata": rows["step"].to_numpy(float),
+        "name": f"{name} ({trial['status']})",
+        "hovertemplate": f"{name}<br>step %{{customdata}}<br>%{{x:.1f}} s<br>"
+        f"{objective} %{{y:.4g}}<extra></extra>",
+    }
+
+
+def trial_end(trial: pd.Series, rows: pd.DataFrame, objective: str) -> tuple[float, float, str]:
+    """(trainer seconds, last objective, hover text) where a trial ended."""
+    finite = rows.dropna(subset=[objective])
+    end_x = trial.get("train_s")
+    if end_x is None or pd.isna(end_x):
+        end_x = finite["wall_s"].iloc[-1]
+    reason = f"{trial['trial_id']}: {trial['reason']}"
+    return float(end_x), float(finite[objective].iloc[-1]), reason
+
+
+def end_markers(what: str, points: list[tuple[float, float, str]]) -> dict[str, Any]:
+    """The trials that ended as ``what`` (a key of :data:`END_STYLE`), with their reasons."""
+    xs, ys, reasons = zip(*points, strict=True)
+    symbol, colour = END_STYLE[what]
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "x": list(xs),
+        "y": list(ys),
+        "text": list(reasons),
+        "name": what,
+        "marker": {
+            "symbol": symbol,
+            "size": 14,
+            "color": colour,
+            "line": {"width": 2, "color": colour},
+        },
+        "hovertemplate": "%{text}<extra>" + what + "</extra>",
+    }

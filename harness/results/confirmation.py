@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results.folder import SearchFolder, SearchPlan
+from harness.results.folder import SearchFolder
+from harness.results.plan import SearchPlan
 from harness.results.seeds import CONFIRMATION, derive_seed
 from harness.results.stats import Comparison, SeedSummary, compare, summarise
 from harness.scoring.registry import SCORES

@@ -13,6 +13,7 @@ import json
 import math
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,9 @@ from harness.results.confirmation import (
     read_confirmation,
     summarise_confirmation,
 )
-from harness.results.folder import SearchFolder, SearchPlan, list_searches, read_trials
+from harness.results.folder import SearchFolder, find_search, list_searches, results_root
+from harness.results.plan import SearchPlan
+from harness.results.trials import read_trials
 from harness.scoring.registry import COSTS, METRICS, SCORES
 from harness.status import STATUSES, TERMINAL, Status
 
@@ -188,25 +191,14 @@ def render(
     if fmt not in FORMATS:
         raise LeaderboardError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
     found = ranking(folder, sort, healthy_only)
-    plan, ranked, front, weights = found.plan, found.trials, found.front, found.importances
+    plan, ranked = found.plan, found.trials
     if top is not None:
         ranked = ranked.head(top)
     shown = ranked[display_columns(ranked, plan)]
     if fmt == "csv":
         return shown.rename(columns=_short).to_csv(index=False).rstrip("\n")
-    confirmation = found.confirmation
     if fmt == "json":
-        doc = {
-            "search": plan.name,
-            "recipe": plan.recipe,
-            "objective": plan.objective,
-            "mode": plan.mode,
-            "trials": json.loads(shown.rename(columns=_short).to_json(orient="records")),
-            "importances": weights,
-            "pareto": front,
-            "confirmation": confirmation.as_dict() if confirmation else None,
-        }
-        return json.dumps(doc, indent=2)
+        return _json(found, shown)
     head = (
         f"search {plan.name}: {plan.recipe} ({plan.budget}), objective {plan.objective} "
         f"({plan.mode}), {found.recorded}/{plan.trials} trials"
@@ -218,21 +210,64 @@ def render(
     elif wide:
         body = _table(shown)
     else:
-        body = _table(ranked[narrow_columns(ranked, plan, weights)])
+        body = _table(ranked[narrow_columns(ranked, plan, found.importances)])
         notes += _reasons(ranked)
-    if weights:
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
+    notes += _notes(found)
+    if fmt == "table" and not wide:
+        head, *notes = (textwrap.fill(n, WIDTH, subsequent_indent="  ") for n in [head, *notes])
+    return "\n".join([head, "", body, *([""] + notes if notes else [])])
+
+
+def _json(found: Ranking, shown: pd.DataFrame) -> str:
+    plan, confirmation = found.plan, found.confirmation
+    doc = {
+        "search": plan.name,
+        "recipe": plan.recipe,
+        "objective": plan.objective,
+        "mode": plan.mode,
+        "trials": json.loads(shown.rename(columns=_short).to_json(orient="records")),
+        "importances": found.importances,
+        "pareto": found.front,
+        "confirmation": confirmation.as_dict() if confirmation else None,
+    }
+    return json.dumps(doc, indent=2)
+
+
+def _notes(found: Ranking) -> list[str]:
+    """The lines under the table: importances, the Pareto front, the confirmation."""
+    plan, notes = found.plan, []
+    if found.importances:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in found.importances.items())
         notes.append(f"parameter importance for {plan.objective} (PED-ANOVA): {parts}")
     if plan.multi_objective:
         notes.append(
             f"Pareto front ({plan.objective} {plan.mode}, {plan.cost} {plan.cost_mode}): "
-            + (", ".join(front) or "none yet")
+            + (", ".join(found.front) or "none yet")
         )
-    if confirmation:
-        notes += confirmation.lines()
-    if fmt == "table" and not wide:
-        head, *notes = (textwrap.fill(n, WIDTH, subsequent_indent="  ") for n in [head, *notes])
-    return "\n".join([head, "", body, *([""] + notes if notes else [])])
+    if found.confirmation:
+        notes += found.confirmation.lines()
+    return notes
+
+
+def leaderboard(
+    results: str | Path | None,
+    name: str | None,
+    *,
+    listing: bool = False,
+    fmt: str = "table",
+    top: int | None = None,
+    sort: str | None = None,
+    healthy_only: bool = False,
+    wide: bool = False,
+) -> str:
+    """``run.py leaderboard``: the searches under the results root ``results`` when ``listing``,
+    else the leaderboard of the search ``name`` (None: the most recent)."""
+    root = results_root(results)
+    if listing:
+        return list_table(root)
+    if top is not None and top < 1:
+        raise LeaderboardError(f"--top {top}: must be >= 1")
+    return render(find_search(root, name), fmt, top, sort, healthy_only, wide)
 
 
 def narrow_columns(

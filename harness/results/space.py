@@ -20,6 +20,7 @@ This module knows nothing of Ray or Optuna; ``harness/search/`` converts a :clas
 from __future__ import annotations
 
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from harness.files import atomic_write
 from harness.recipes import recipe_class
 from harness.scoring.registry import COSTS, SCORES
 from harness.training import config as config_mod
@@ -309,3 +311,31 @@ def loss_weights_swept(recipe: str, objective: str, swept: list[str]) -> list[st
     :attr:`Recipe.trains_on`); a search optimising it would reward weakening the GAN."""
     weights = recipe_class(recipe).trains_on.get(objective, ())
     return [key for key in swept if key in weights]
+
+
+_LR_LINE = re.compile(r"^(\s+)lr_g:.*$", re.MULTILINE)
+
+
+def write_lr_range(path: Path, recipe: str, low: float, high: float) -> None:
+    """Set ``space.lr_g`` to ``loguniform [low, high]`` in the space file ``path`` (starting from
+    the recipe's own space when ``path`` does not exist), for ``run.py preflight --write-space``.
+
+    Comments and other entries are kept; the result is validated before anything is written.
+    """
+    path = Path(path)
+    source = path if path.is_file() else default_space_file(recipe)
+    if not source.is_file():
+        raise SpaceError(f"--write-space: no {path} and no {source} to start from")
+    text = source.read_text()
+    entry = f"lr_g: {{loguniform: [{low:.3g}, {high:.3g}]}}  # from run.py preflight"
+    if _LR_LINE.search(text):
+        text = _LR_LINE.sub(lambda m: m.group(1) + entry, text, count=1)
+    elif re.search(r"^space:\s*$", text, re.MULTILINE):
+        text = re.sub(r"^space:\s*$", "space:\n  " + entry, text, count=1, flags=re.MULTILINE)
+    else:
+        raise SpaceError(f"--write-space: {source} has no 'space:' block to put lr_g in")
+    try:
+        parse_space(yaml.safe_load(text), recipe, str(path))
+    except SpaceError as err:
+        raise SpaceError(f"--write-space: the updated space is invalid: {err}") from None
+    atomic_write(path, text)

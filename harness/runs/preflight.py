@@ -13,26 +13,23 @@ optimizer, betas, weight decay and clipping; fp32; no scheduler); the curve is t
 - ``learns``: otherwise.
 
 "End" is the mean of the last 10 % of steps.  The suggested range spans the learning rates that
-learn (``--write-space`` puts it in a search space as ``lr_g: {loguniform: [low, high]}``).  Adversarial training adds noise to G's gradient, so the top of that range is an upper
-bound rather than a target.
+learn (``--write-space`` puts it in a search space as ``lr_g: {loguniform: [low, high]}``, see
+harness/results/space.py).  Adversarial training adds noise to G's gradient, so the top of that
+range is an upper bound rather than a target.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import yaml
 
-from harness.files import atomic_write
-from harness.runs.resolve import make_recipe
-from harness.training.config import TrialConfig
+from harness.runs.resolve import make_recipe, resolve_config
+from harness.training.config import TrialConfig, parse_overrides
 from harness.training.recipe import DiscriminatorSmoothing, Recipe
 from harness.training.setup import (
     build_networks,
@@ -231,30 +228,20 @@ def summary(results: list[LrResult], recipe: str) -> list[str]:
     return lines
 
 
-_LR_LINE = re.compile(r"^(\s+)lr_g:.*$", re.MULTILINE)
-
-
-def write_space(path: Path, recipe: str, low: float, high: float) -> None:
-    """Set ``space.lr_g`` in the space file ``path`` (from the recipe's own space when absent).
-
-    Comments and other entries are kept; the result is validated before anything is written.
-    """
-    from harness.results.space import SpaceError, default_space_file, parse_space
-
-    path = Path(path)
-    source = path if path.is_file() else default_space_file(recipe)
-    if not source.is_file():
-        raise PreflightError(f"--write-space: no {path} and no {source} to start from")
-    text = source.read_text()
-    entry = f"lr_g: {{loguniform: [{low:.3g}, {high:.3g}]}}  # from run.py preflight"
-    if _LR_LINE.search(text):
-        text = _LR_LINE.sub(lambda m: m.group(1) + entry, text, count=1)
-    elif re.search(r"^space:\s*$", text, re.MULTILINE):
-        text = re.sub(r"^space:\s*$", "space:\n  " + entry, text, count=1, flags=re.MULTILINE)
-    else:
-        raise PreflightError(f"--write-space: {source} has no 'space:' block to put lr_g in")
-    try:
-        parse_space(yaml.safe_load(text), recipe, str(path))
-    except SpaceError as err:
-        raise PreflightError(f"--write-space: the updated space is invalid: {err}") from None
-    atomic_write(path, text)
+def preflight(
+    recipe: str,
+    budget: str | None,
+    overrides: list[str],
+    data: str | None,
+    lrs: list[float] | None,
+    steps: int,
+    echo: Callable[[str], None],
+) -> tuple[float, float] | None:
+    """``run.py preflight``: the table and its conclusion through ``echo``; the suggested
+    ``lr_g`` range, or None when no learning rate learns.  ``lrs`` None: :func:`default_lrs`."""
+    cfg = resolve_config(recipe, budget, overrides=parse_overrides(overrides), data=data)
+    results = run_preflight(cfg, lrs or default_lrs(cfg.trainer.lr_g), steps, echo=echo)
+    echo("")
+    for line in summary(results, recipe):
+        echo(line)
+    return suggest_range(results)

@@ -10,6 +10,11 @@ validation rounds after the discriminator has switched on.
 - ``trials_table``   ``trials.parquet`` and the progress lines, as a Tune callback
 - ``checkpoints``    one copy of each checkpoint on disk (Ray's is a hard link), a Tune callback
 - ``driver``         Ray up, resources, scheduler and stopper, the Tuner: :func:`run_search`
+- ``confirm``        the confirmation stage: the best configurations and the paper default
+- ``figures``        Optuna's own plots of the study, for the report
+- ``snapshot``       the last whole copy of Ray's experiment snapshot, to mend a cut-short one
+- ``chatter``        Ray's and Optuna's output into the search's log, off the console
+- ``flow``           ``run.py search`` and ``run.py confirm`` from start to end
 - ``environment``    the environment variables Ray reads, set only while it reads them
 """
 
@@ -19,8 +24,8 @@ from harness.search.environment import RAY_IMPORT_DEFAULTS
 with scoped_environ(defaults=RAY_IMPORT_DEFAULTS):
     import ray  # noqa: F401  (Ray reads RAY_ENABLE_UV_RUN_RUNTIME_ENV once, on this import)
 
-# The entry points, and what Ray pickles into an experiment (tuner.pkl names them harness.search.X
-# since search was one module): experiments started before the split still restore.
+# The entry points, and names an experiment's tuner.pkl may hold as harness.search.X: a search
+# restores from that file through them.
 from harness.search.driver import (  # noqa: E402
     HealthStopper,
     SearchError,

@@ -25,18 +25,12 @@ from ray.tune.logger import JsonLoggerCallback
 from harness.diagnostics.telemetry import write_table_atomic
 from harness.files import atomic_write, finite
 from harness.results.confirmation import Candidate, confirmation_seeds, pick_candidates
-from harness.results.folder import (
-    PROGRESS_KEYS,
-    Resources,
-    SearchFolder,
-    SearchPlan,
-    read_outcome,
-    read_result,
-    read_trials,
-    write_outcome,
-)
+from harness.results.folder import SearchFolder
 from harness.results.leaderboard import rank
+from harness.results.plan import Resources, SearchPlan
 from harness.results.space import SearchSpace
+from harness.results.trial_files import PROGRESS_KEYS, read_outcome, read_result, write_outcome
+from harness.results.trials import read_trials
 from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.driver import (

@@ -31,8 +31,10 @@ from harness.diagnostics.detectors import stop_reason
 from harness.faults import fault_point
 from harness.files import atomic_write
 from harness.recipes import RECIPES
-from harness.results.folder import Resources, SearchFolder, SearchPlan, read_trials, write_trials
+from harness.results.folder import SearchFolder
+from harness.results.plan import Resources, SearchPlan
 from harness.results.space import SearchSpace
+from harness.results.trials import read_trials, write_trials
 from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED

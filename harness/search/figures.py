@@ -19,7 +19,8 @@ from optuna import visualization as vis
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.results.folder import SearchFolder, SearchPlan
+from harness.results.folder import SearchFolder
+from harness.results.plan import SearchPlan
 from harness.search.optuna_bridge import IMPORTANCE_MINIMUM, load_study
 
 

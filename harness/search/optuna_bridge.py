@@ -30,9 +30,11 @@ from ray.tune.search.optuna import OptunaSearch
 from harness.diagnostics.detectors import stop_reason
 from harness.faults import fault_point
 from harness.files import atomic_write, finite
-from harness.results.folder import LOST, SearchFolder, SearchPlan, read_outcome, write_outcome
+from harness.results.folder import SearchFolder
+from harness.results.plan import SearchPlan
 from harness.results.seeds import TRIALS, derive_seed
 from harness.results.space import Param, SearchSpace
+from harness.results.trial_files import LOST, read_outcome, write_outcome
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, numbers
 from harness.status import Status
 

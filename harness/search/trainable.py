@@ -26,7 +26,8 @@ from ray.tune.result import AUTO_RESULT_KEYS, DONE, SHOULD_CHECKPOINT
 from harness.diagnostics.tensorboard import TensorBoardWriter
 from harness.files import finite
 from harness.recipes import RECIPES
-from harness.results.folder import PROGRESS_KEYS, SearchFolder, read_outcome, read_result
+from harness.results.folder import SearchFolder
+from harness.results.trial_files import PROGRESS_KEYS, read_outcome, read_result
 from harness.runs.resolve import resolve_config
 from harness.runs.trial import run_trial
 from harness.search.checkpoints import KEPT_CHECKPOINTS

@@ -10,9 +10,13 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 
+from harness.console import print_line
 from harness.faults import fault_point
 from harness.files import finite
-from harness.results.folder import SearchFolder, SearchPlan, read_outcome, write_trials
+from harness.results.folder import SearchFolder
+from harness.results.plan import SearchPlan
+from harness.results.trial_files import read_outcome
+from harness.results.trials import write_trials
 from harness.scoring.registry import SCORES
 from harness.search.optuna_bridge import ENDINGS, outcome
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, TrialSetup
@@ -106,7 +110,7 @@ class TrialsTable(tune.Callback):
 
     def _say(self, text: str) -> None:
         if self.echo:
-            print(f"[{time.perf_counter() - self.t0:6.0f}s] {text}", flush=True)
+            print_line(f"[{time.perf_counter() - self.t0:6.0f}s] {text}")
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._write(trials)
