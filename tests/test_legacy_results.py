@@ -22,7 +22,8 @@ import pytest
 import yaml
 from conftest import TINY_RING
 
-from harness.results.folder import SearchFolder, read_trials
+from harness.results.folder import SearchFolder
+from harness.results.trials import read_trials
 from harness.status import TERMINAL
 
 ROOT = Path(__file__).resolve().parents[1]
