@@ -24,6 +24,9 @@ COMMANDS = (
     "report",
     "rerun",
     "preflight",
+    "enhance",
+    "vocode",
+    "export",
 )
 
 

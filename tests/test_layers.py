@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("recipes",),
     ("runs",),
     ("results",),
-    ("search",),
+    ("search", "inference"),
     ("report",),
     ("commands", "cli"),
 ]

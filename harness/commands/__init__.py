@@ -61,3 +61,30 @@ def renamed_option(new: str) -> type[argparse.Action]:
             setattr(namespace, self.dest, values)
 
     return Renamed
+
+
+def add_source(p: argparse.ArgumentParser) -> None:
+    """SOURCE and how a search's trial is picked: what ``enhance``, ``vocode`` and ``export``
+    use."""
+    p.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a checkpoint file (RUN/checkpoints/step_*.pt), a training folder (e.g. "
+        "results/train/segan: its newest checkpoint), or a search (its name or folder)",
+    )
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--rank", type=int, help="a search's trial by leaderboard rank (default 1)")
+    pick.add_argument("--trial", help="a search's trial by id")
+    add_results(p)
+
+
+def add_inference(p: argparse.ArgumentParser) -> None:
+    """Where the generator runs and how its WAVs are written."""
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument(
+        "--subtype",
+        choices=("PCM_16", "PCM_24", "FLOAT"),
+        default="PCM_16",
+        help="sample format of the WAVs written (default PCM_16)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no line per file, only the summary")

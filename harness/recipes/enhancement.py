@@ -35,6 +35,22 @@ from harness.training.recipe import BatchSource, Recipe
 SCORED = ENHANCEMENT_BASE  # pesq, stoi, estoi, si_snr, csig, cbak, covl
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How an enhancer takes a long utterance in chunks, so memory stays bounded.
+
+    A chunk starts on a multiple of ``unit`` samples and is enhanced with ``left`` samples of
+    the utterance before it and ``right`` after it (both multiples of ``unit``); of what comes
+    out, only the chunk's own samples are kept.  The context is what makes the chunk come out
+    as it does when the whole utterance is enhanced at once: exactly, or, for a generator that
+    looks at the whole utterance (a BLSTM), with the context its training crops gave it.
+    """
+
+    unit: int
+    left: int
+    right: int
+
+
 @dataclass
 class EnhancementConfig:
     """Data and validation settings of every enhancement recipe."""
@@ -105,9 +121,20 @@ class EnhancementRecipe(Recipe):
         return self
 
     # ------------------------------------------------------------------ the generator's job
-    @abstractmethod
     def enhance(self, generator: nn.Module, noisy: Tensor) -> Tensor:
-        """Enhance whole utterances: noisy [1, L] on ``self.device`` -> enhanced [1, L]."""
+        """Enhance a whole utterance: noisy [1, L] on ``self.device`` -> enhanced [1, L]."""
+        return self.enhance_span(generator, noisy, 0, noisy.shape[-1])
+
+    @abstractmethod
+    def enhance_span(self, generator: nn.Module, noisy: Tensor, start: int, length: int) -> Tensor:
+        """Enhance ``noisy`` [1, n], samples [start, start + n) of an utterance ``length`` long,
+        as those samples would be enhanced with the whole utterance: [1, n].  Only what the
+        recipe draws per position (SEGAN's latent) depends on ``start`` and ``length``; the
+        context a span needs is the caller's (:meth:`framing`)."""
+
+    @abstractmethod
+    def framing(self) -> Framing:
+        """How a long utterance is enhanced in chunks (:class:`Framing`)."""
 
     # ------------------------------------------------------------------ health
     def health(self, batch: tuple[Tensor, Tensor], fake: Tensor) -> dict[str, float | None]:

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.models.metricgan import EnhancementGenerator, MetricDiscriminator
-from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
+from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe, Framing
 from harness.recipes.metric_targets import ReplayBuffer, ScoredBatch, ScoringPipeline
 from harness.training.config import ConfigError
 from harness.training.recipe import DiscriminatorLoss, DiscriminatorSmoothing, GeneratorLoss
@@ -199,8 +199,14 @@ class MetricganRecipe(EnhancementRecipe):
         self._mask = mask.detach()  # the mask behind the batch health() is next shown
         return wave
 
-    def enhance(self, generator: nn.Module, noisy: Tensor) -> Tensor:
+    def enhance_span(self, generator: nn.Module, noisy: Tensor, start: int, length: int) -> Tensor:
         return self._enhance(generator, noisy)[0]
+
+    def framing(self) -> Framing:
+        """Chunks on STFT hops; the BLSTM reads the whole chunk both ways, so each side gets a
+        training crop of context (``segment_size``, rounded up to hops): the most G ever saw."""
+        context = -(-self.cfg.segment_size // HOP) * HOP
+        return Framing(unit=HOP, left=context, right=context)
 
     def health(self, batch: tuple[Tensor, Tensor], fake: Tensor) -> dict[str, float | None]:
         """The enhancer's signals, and the share of the mask held at its floor: a mask estimator

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchaudio.functional import lfilter
 
 from harness.models.segan import SeganDiscriminator, SeganGenerator, scaled_channels
-from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe
+from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe, Framing
 from harness.training import losses
 from harness.training.config import ConfigError
 from harness.training.recipe import DiscriminatorLoss, DiscriminatorSmoothing, GeneratorLoss
@@ -130,15 +130,30 @@ class SeganRecipe(EnhancementRecipe):
         z = torch.randn(generator.latent_shape(*batch[1].shape))  # the trainer-seeded stream
         return generator(noisy, z.to(noisy.device, noisy.dtype))
 
-    def enhance(self, generator: nn.Module, noisy: Tensor) -> Tensor:
-        """Window the utterance, enhance the windows as one batch, stitch, de-emphasise."""
-        length, window = noisy.shape[-1], self.cfg.segment_size
-        padded = F.pad(pre_emphasis(noisy, self.cfg.preemph), (0, -length % window))
+    def enhance_span(self, generator: nn.Module, noisy: Tensor, start: int, length: int) -> Tensor:
+        """Window the span, enhance the windows as one batch, stitch, de-emphasise.
+
+        Window ``k`` of the utterance gets the ``k``-th latent of one fixed draw for all of its
+        windows, so a span starting on a window boundary is enhanced as in the whole utterance;
+        pre- and de-emphasis run over the span (:meth:`framing` gives them a window before it).
+        """
+        span, window = noisy.shape[-1], self.cfg.segment_size
+        if start % window:
+            raise ValueError(f"a span starts on a window boundary ({window}), not at {start}")
+        padded = F.pad(pre_emphasis(noisy, self.cfg.preemph), (0, -span % window))
         windows = padded.reshape(-1, 1, window)
         seeded = torch.Generator().manual_seed(VALIDATION_Z_SEED)
-        z = torch.randn(generator.latent_shape(len(windows), window), generator=seeded)
+        every = torch.randn(generator.latent_shape(-(-length // window), window), generator=seeded)
+        first = start // window
+        z = every[first : first + len(windows)]
         out = generator(windows, z.to(windows.device, windows.dtype)).float()
-        return de_emphasis(out.reshape(1, -1)[:, :length], self.cfg.preemph)
+        return de_emphasis(out.reshape(1, -1)[:, :span], self.cfg.preemph)
+
+    def framing(self) -> Framing:
+        """Whole windows, each enhanced on its own; one window before a chunk carries pre- and
+        de-emphasis across its start (de-emphasis forgets 0.95**16384 of its state over it)."""
+        window = self.cfg.segment_size
+        return Framing(unit=window, left=window, right=0)
 
     # ------------------------------------------------------------------ losses
     @staticmethod
