@@ -13,7 +13,7 @@ HARNESS = Path(__file__).resolve().parents[1] / "harness"
 
 LAYERS: list[tuple[str, ...]] = [
     ("files", "status", "faults", "console", "scoped"),
-    ("models", "audio"),
+    ("models", "audio", "tracking"),
     ("scoring",),
     ("diagnostics",),
     ("training",),

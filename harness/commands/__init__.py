@@ -88,3 +88,21 @@ def add_inference(p: argparse.ArgumentParser) -> None:
         help="sample format of the WAVs written (default PCM_16)",
     )
     p.add_argument("--quiet", action="store_true", help="no line per file, only the summary")
+
+
+def add_tracking(p: argparse.ArgumentParser) -> None:
+    """``--track mlflow|wandb`` and ``--track-uri``: experiment tracking (``uv sync --extra
+    tracking``)."""
+    p.add_argument(
+        "--track",
+        choices=("mlflow", "wandb"),
+        help="log parameters, every validation's metrics and health flags, and each run's "
+        "final status to MLflow (default store results/mlruns) or W&B (offline unless you are "
+        "logged in); needs `uv sync --extra tracking`",
+    )
+    p.add_argument(
+        "--track-uri",
+        metavar="URI",
+        help="MLflow tracking URI (e.g. http://host:5000) or W&B server URL (default: the "
+        "local store, or W&B's cloud)",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands import add_results, add_verbose, request_of
+from harness.commands import add_results, add_tracking, add_verbose, request_of
 from harness.recipes import RECIPES
 from harness.runs.resolve import BUDGETS
 
@@ -93,6 +93,7 @@ def _add_after(p: argparse.ArgumentParser) -> None:
         help="seeds per confirmed configuration",
     )
     add_results(p)
+    add_tracking(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines while it runs")
     add_verbose(p)
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.commands import add_budget_and_overrides
+from harness.commands import add_budget_and_overrides, add_tracking
 from harness.recipes import RECIPES
+
+if TYPE_CHECKING:
+    from harness.tracking import TrainingTracking
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in --out"
     )
+    add_tracking(p)
     p.set_defaults(func=run)
 
 
@@ -58,8 +63,22 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not resume_candidates(out / "checkpoints"):
         note = f"note: --resume: no checkpoint in {out / 'checkpoints'}; training from step 0"
         print(note, file=sys.stderr, flush=True)
+    tracking = _tracking(args, cfg.flat(), out)
     print_line(f"training {args.recipe} ({cfg.budget} budget) -> {out}")
-    result = run_trial(cfg, out, resume=args.resume, echo=print_line)
+    if tracking is None:
+        result = run_trial(cfg, out, resume=args.resume, echo=print_line)
+    else:
+        print_line(f"tracking: {tracking.tracker.where()}")
+        with tracking:
+            result = run_trial(
+                cfg,
+                out,
+                resume=args.resume,
+                echo=print_line,
+                on_report=tracking.on_report,
+                on_start=tracking.on_start,
+            )
+            tracking.finish(result.status, result.reason)
     first = _first_eval(out)
     print_line(f"\n{result.status}: {result.reason}")
     if cfg.trainer.compile:
@@ -74,6 +93,21 @@ def run(args: argparse.Namespace) -> int:
     print_line(f"samples:     {out / 'samples'}")
     print_line(f"diagnostics: {out / 'diagnostics'} (Parquet)")
     return 0 if result.status == "completed" else 1
+
+
+def _tracking(args: argparse.Namespace, params: dict, out: Path) -> TrainingTracking | None:
+    """``--track``: the run's record in the experiment ``train``, its tracker opened (and so
+    checked) before training starts; None without ``--track``."""
+    from harness.results.folder import results_root
+    from harness.tracking import TrackingError, TrackingTarget, TrainingTracking, open_tracker
+
+    if args.track is None:
+        if args.track_uri is not None:
+            raise TrackingError(f"--track-uri {args.track_uri}: needs --track mlflow or wandb")
+        return None
+    tracker = open_tracker(TrackingTarget(args.track, args.track_uri), "train", results_root(), out)
+    tags = {"recipe": params["recipe"], "budget": params["budget"], "out": str(out.resolve())}
+    return TrainingTracking(tracker, out.name, params, tags)
 
 
 def _noise_dir(recipe: str, noise: Path, data: str | None) -> str:

@@ -44,6 +44,8 @@ class SearchPlan:
     grace_period: int = 0  # ASHA: first training step at which a trial may be cut
     max_t: int = 0  # ASHA: batches of a full trial
     storage: str | None = None  # Ray storage URI (default: this folder)
+    track: str | None = None  # mlflow | wandb: every trial tracked there (harness/tracking)
+    track_uri: str | None = None  # the tracking server (default: the local store, W&B's cloud)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
 
     @property

@@ -23,6 +23,7 @@ from harness.results.space import (
 )
 from harness.runs.resolve import check_data, default_budget, resolve_config
 from harness.scoring.registry import SCORES
+from harness.tracking import TrackingTarget
 from harness.training.config import TrialConfig
 
 DEFAULT_TRIALS = {"smoke": 8, "small": 32, "paper": 64}
@@ -41,6 +42,8 @@ IDENTITY = (
     "seed",
     "data",
     "storage",
+    "track",
+    "track_uri",
 )
 
 
@@ -71,6 +74,8 @@ class SearchRequest:
     allow_trained_objective: bool = False
     confirm: int = 0
     confirm_seeds: int = 3
+    track: str | None = None
+    track_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ def make_plan(request: SearchRequest, name: str, budget: str) -> tuple[SearchPla
     objective = pick_objective(request, space, space_file)
     trials = request.trials if request.trials is not None else DEFAULT_TRIALS[budget]
     check_counts(request, trials)
+    check_tracking(request)
     data = data_folder(request.data)
     for point in [{}, *space.points]:  # fixed values and known-good points must be valid configs
         resolve_config(recipe, budget, sample={**space.fixed, **point}, data=data)
@@ -185,6 +191,8 @@ def make_plan(request: SearchRequest, name: str, budget: str) -> tuple[SearchPla
         grace_period=grace,
         max_t=max_t,
         storage=request.storage,
+        track=request.track,
+        track_uri=request.track_uri,
     )
     return plan, space
 
@@ -230,6 +238,14 @@ def check_counts(request: SearchRequest, trials: int) -> None:
         raise PlanError(f"--gpus-per-trial {gpus:g}: use a fraction <= 1 or a whole number")
     if request.max_concurrent is not None and request.max_concurrent < 1:
         raise PlanError(f"--max-concurrent {request.max_concurrent}: must be >= 1")
+
+
+def check_tracking(request: SearchRequest) -> None:
+    """``--track``: a tracker that is installed; ``--track-uri`` only with it."""
+    if request.track is not None:
+        TrackingTarget(request.track, request.track_uri).check()
+    elif request.track_uri is not None:
+        raise PlanError(f"--track-uri {request.track_uri}: needs --track mlflow or wandb")
 
 
 def data_folder(given: str | None) -> str | None:

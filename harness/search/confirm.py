@@ -41,6 +41,7 @@ from harness.search.driver import (
 )
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
 from harness.search.optuna_bridge import outcome
+from harness.search.tracking import tracked_trials
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import error_reason
 from harness.status import Status
@@ -157,6 +158,7 @@ def confirmation_tuner(
                 ConfirmationProgress(plan.objective, echo, len(runs), confirm),
                 JsonLoggerCallback(),
                 OneCopyPerCheckpoint(confirm),
+                *tracked_trials(plan, setup, SearchFolder(confirm.path.parent), confirmation=True),
             ],
             verbose=0,
         ),

@@ -40,6 +40,7 @@ from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
 from harness.search.optuna_bridge import make_searcher, save_importances
 from harness.search.snapshot import SnapshotKeeper, heal
+from harness.search.tracking import open_trial_tracker, tracked_trials, tracking_target
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import TrialsTable
 from harness.status import TERMINAL, Status
@@ -111,6 +112,9 @@ def fit(
         else:
             tuner = new_tuner(plan, space, resources, folder, setup, trainable, progress)
         echo(f"TensorBoard (step and eval rows per trial): tensorboard --logdir {folder.tune}")
+        target = tracking_target(plan)
+        if target is not None:  # the tracker opened, so checked, before a trial starts
+            echo(f"tracking: {open_trial_tracker(target, folder).where()}")
         t_fit = time.perf_counter()
         tuner.fit()
         return time.perf_counter() - t_fit
@@ -334,6 +338,7 @@ def new_tuner(
                 JsonLoggerCallback(),
                 OneCopyPerCheckpoint(folder),
                 *([SnapshotKeeper(local)] if local is not None else []),
+                *tracked_trials(plan, setup, folder),
             ],
             verbose=0,  # progress lines come from TrialsTable
         ),
