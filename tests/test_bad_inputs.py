@@ -122,6 +122,12 @@ def score_inputs(tmp: Path) -> None:
     (tmp / "notaudio.wav").write_text("not audio\n")
 
 
+def torch_file(path: Path) -> None:
+    import torch
+
+    torch.save({"generator": {}, "step": 7}, path)
+
+
 def truncated(tmp: Path) -> None:
     """An MP3 cut in half: its header still declares the whole clip."""
     corpus(tmp)
@@ -130,6 +136,28 @@ def truncated(tmp: Path) -> None:
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
 
 
+def trained(recipe: str, damaged: bool = False, noisy: Path | None = None) -> Setup:
+    """A ``run/`` folder as training leaves it (tests/trained_run.py), its checkpoint
+    damaged if asked, and ``noisy/`` holding one clip, or only what ``noisy`` names."""
+
+    def setup(tmp: Path) -> None:
+        from trained_run import write_run
+
+        write_run(tmp / "run", recipe)
+        if damaged:
+            checkpoint = tmp / "run" / "checkpoints" / "step_00000007.pt"
+            data = bytearray(checkpoint.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            checkpoint.write_bytes(bytes(data))
+        if noisy is None:
+            wav(tmp / "noisy" / "a.wav", voice())
+        else:
+            text_file(str(noisy))(tmp)
+
+    return setup
+
+
+ENHANCE = "enhance {tmp}/run {tmp}/noisy {tmp}/out"
 TRAIN_RING = "train ring --out {tmp}/out"
 TRAIN_HIFIGAN = "train hifigan --out {tmp}/out --data {tmp}/data"
 TRAIN_METRICGAN = "train metricgan --out {tmp}/out --data {tmp}/data"
@@ -256,6 +284,38 @@ CASES = [
         "--workers 0",
         score_inputs,
     ),
+    # ------------------------------------------------------------ using a trained run
+    Case(
+        "use-vocode-segan",
+        "vocode {tmp}/run {tmp}/noisy {tmp}/out",
+        "a segan run (its config.yaml); vocode needs a hifigan one",
+        trained("segan"),
+    ),
+    Case(
+        "use-damaged-checkpoint",
+        ENHANCE.replace("{tmp}/run", "{tmp}/run/checkpoints/step_00000007.pt"),
+        "step_00000007.pt: unreadable checkpoint (CRC-32 mismatch",
+        trained("segan", damaged=True),
+    ),
+    Case(
+        "use-no-audio",
+        ENHANCE,
+        "{tmp}/noisy: holds no audio files (looked for .wav",
+        trained("segan", noisy=Path("noisy/notes.txt")),
+    ),
+    Case(
+        "use-out-inside-input",
+        ENHANCE.replace("{tmp}/out", "{tmp}/noisy/enhanced"),
+        "{tmp}/noisy/enhanced: the output folder is inside the input folder {tmp}/noisy",
+        trained("segan"),
+    ),
+    Case(
+        "use-no-run-config",
+        "export {tmp}/step_00000007.pt {tmp}/out",
+        "step_00000007.pt: no config.yaml of its run",
+        lambda tmp: torch_file(tmp / "step_00000007.pt"),
+    ),
+    Case("use-unknown-search", "export nope {tmp}/out", "nope: no such checkpoint or folder"),
 ]
 
 
@@ -319,5 +379,5 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(case: Case, tmp_path: Pa
 
 def test_the_table_covers_every_kind_of_input() -> None:
     kinds = {case.id.split("-")[0] for case in CASES}
-    assert {"cli", "set", "space", "data", "pairs", "score"} <= kinds
+    assert {"cli", "set", "space", "data", "pairs", "score", "use"} <= kinds
     assert len(CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)
