@@ -95,7 +95,7 @@ def state_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> str | Non
 def fold_parametrizations(module: nn.Module) -> nn.Module:
     """Replace every parametrized weight (weight norm) by the plain tensor it computes; the
     output is unchanged, inference skips recomputing it at every call."""
-    for part in module.modules():
+    for part in list(module.modules()):
         if parametrize.is_parametrized(part):
             for name in list(part.parametrizations):
                 parametrize.remove_parametrizations(part, name, leave_parametrized=True)

@@ -63,11 +63,10 @@ def plan_jobs(given_in: Path, given_out: Path, suffixes: Sequence[str], what: st
         )
         if not found:
             raise JobError(f"{source}: holds no {what} (looked for {', '.join(suffixes)})")
+        names = [p.relative_to(source) for p in found]
         jobs = [
-            Job(
-                p, out / p.relative_to(source).with_suffix(".wav"), p.relative_to(source).as_posix()
-            )
-            for p in found
+            Job(p, out / name.with_suffix(".wav"), name.as_posix())
+            for p, name in zip(found, names, strict=True)
         ]
         _refuse_collisions(jobs)
     problem = unwritable_reason(jobs[0].target.parent if source.is_file() else out)
@@ -131,9 +130,7 @@ class WavOut:
     def __init__(self, sound: sf.SoundFile, clip: bool) -> None:
         self.sound = sound
         self.clip = clip
-        self.samples = 0
 
     def write(self, audio: np.ndarray) -> None:
         audio = np.asarray(audio, dtype=np.float32)
         self.sound.write(np.clip(audio, -1.0, 1.0) if self.clip else audio)
-        self.samples += len(audio)

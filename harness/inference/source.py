@@ -74,7 +74,7 @@ def find_run(
         if picks:
             raise SourceError(f"{source}: --rank and --trial pick a trial of a search, not a file")
         return _checkpoint_file(path)
-    if path.is_dir() and not (path / "trials").is_dir():
+    if path.is_dir() and not _is_search(path):
         if picks:
             raise SourceError(f"{source}: --rank and --trial pick a trial of a search folder")
         return _training_folder(path)
@@ -88,6 +88,11 @@ def find_run(
         except ResultsError as err:
             raise SourceError(f"{source}: no such checkpoint or folder, and {err}") from None
     return _search_trial(folder, rank_k, trial_id)
+
+
+def _is_search(folder: Path) -> bool:
+    """Whether ``folder`` holds a search (trials, its Ray experiment or its study)."""
+    return any((folder / part).exists() for part in ("trials", "tune", "optuna.db"))
 
 
 def _checkpoint_file(path: Path) -> TrainedRun:
@@ -108,7 +113,7 @@ def _search_trial(folder: SearchFolder, rank_k: int | None, trial_id: str | None
     ranked = rank(read_trials(folder), plan)
     if ranked.empty:
         raise SourceError(f"search {folder.name!r} has no trials yet")
-    row = pick_trial(ranked, rank_k or 1, trial_id, folder.name)
+    row = pick_trial(ranked, 1 if rank_k is None else rank_k, trial_id, folder.name)
     trial = folder.trial_dir(row["trial_id"])
     label = f"{folder.name}/{row['trial_id']}"
     config = _run_config(trial, trial)
@@ -132,8 +137,8 @@ def _run_config(run: Path, given: Path) -> TrialConfig:
     return config_from_flat(flat)
 
 
-def load_run(run: TrainedRun, device: str = "cpu") -> Checkpoint:
-    """The checkpoint of ``run``, loaded with ``weights_only``.
+def load_run(run: TrainedRun) -> Checkpoint:
+    """The checkpoint of ``run``, loaded with ``weights_only`` onto the CPU.
 
     A checkpoint named by the user is loaded or refused; in a folder, a damaged newest
     checkpoint is passed over for the next older intact one, with a warning.
@@ -143,7 +148,7 @@ def load_run(run: TrainedRun, device: str = "cpu") -> Checkpoint:
     problems = []
     for candidate in candidates:
         try:
-            state = load_checkpoint(candidate, device)
+            state = load_checkpoint(candidate)
         except UnsafeCheckpoint:
             raise
         except CheckpointError as err:

@@ -10,18 +10,29 @@ same experiment, named ``confirm-<trial>``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ray import tune
 from ray.tune.experiment import Trial
-from ray.tune.result import AUTO_RESULT_KEYS
 
 from harness.results.folder import SearchFolder
 from harness.results.plan import SearchPlan
-from harness.search.trainable import STATUS, TrialSetup
+from harness.results.trial_files import PROGRESS_KEYS
+from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, TrialSetup
 from harness.search.trials_table import trial_status
 from harness.status import Status
-from harness.tracking import TrackedRun, Tracker, TrackingTarget, open_tracker
+from harness.tracking import (
+    TrackedRun,
+    Tracker,
+    TrackingError,
+    TrackingTarget,
+    TrackingWarning,
+    open_tracker,
+)
+
+NOT_MEASURED = TUNE_BOOKKEEPING_KEYS - set(PROGRESS_KEYS)
+"""What Tune adds to a trial's report and our own status keys; the row's clock stays."""
 
 
 class TrackedTrials(tune.Callback):
@@ -59,14 +70,21 @@ class TrackedTrials(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         if trial.trial_id in self._runs:  # a retry in this process: the run goes on
             return
-        setup = self.trial_setup
-        params = setup.trial_config(self._sample(trial)).flat()
+        setup, sample = self.trial_setup, self._sample(trial)
+        try:
+            params = setup.trial_config(sample).flat()
+        except ValueError:  # the trial itself will say what is wrong with it
+            params = sample
         tags = {"search": self.experiment, "trial_id": trial.trial_id, "recipe": setup.recipe}
         if self.confirmation:
             tags["candidate"] = str(trial.config["run"]["candidate"])
         name = f"confirm-{trial.trial_id}" if self.confirmation else trial.trial_id
-        key = f"{self.experiment}/{name}"
-        self._runs[trial.trial_id] = self.tracker.start(name, params, tags, key=key)
+        try:
+            run = self.tracker.start(name, params, tags, key=f"{self.experiment}/{name}")
+        except TrackingError as err:  # the search goes on; this trial is not tracked
+            warnings.warn(f"{err}; trial {trial.trial_id} goes on untracked", TrackingWarning, 2)
+            return
+        self._runs[trial.trial_id] = run
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info
@@ -78,7 +96,7 @@ class TrackedTrials(tune.Callback):
         if facts and trial.trial_id not in self._with_facts:
             run.log_params(facts)
             self._with_facts.add(trial.trial_id)
-        run.log_row({k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS})
+        run.log_row({k: v for k, v in result.items() if k not in NOT_MEASURED})
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info):
         self._finish(trial)
