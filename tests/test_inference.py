@@ -197,17 +197,27 @@ def test_a_bad_saved_mel_is_refused_before_anything_is_written(tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
-def test_enhance_reproduces_the_pesq_of_the_last_validation(tmp_path, monkeypatch):
-    """Train a tiny SEGAN on the built-in noisy corpus, then enhance its validation clips with
-    ``run.py enhance`` and score them: the PESQ its last validation recorded, to the digit."""
+SHORT_RUN = [
+    "batches=2", "eval_every=2", "n_valid=2", "valid_max_seconds=0", "score_workers=1",
+    "corpus_utterances=24", "batch_size=2",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("recipe", "settings"),
+    [
+        pytest.param("segan", ["width=0.0625", "segment_size=4096"], marks=pytest.mark.slow),
+        pytest.param("metricgan", ["segment_size=16000"], marks=pytest.mark.heavy),
+    ],
+)
+def test_enhance_reproduces_the_pesq_of_the_last_validation(tmp_path, recipe, settings):
+    """Train a tiny enhancer on the built-in noisy corpus, then enhance its validation clips
+    with ``run.py enhance`` and score them: the PESQ its last validation recorded, to the
+    digit."""
     from harness.scoring.pairs import ScorePair, score_pairs
 
-    settings = [
-        "batches=2", "eval_every=2", "n_valid=2", "valid_max_seconds=0", "score_workers=1",
-        "corpus_utterances=24", "width=0.0625", "segment_size=4096", "batch_size=2",
-    ]  # fmt: skip
-    argv = ["train", "segan", "--out", str(tmp_path / "run")]
+    settings = [*SHORT_RUN, *settings]
+    argv = ["train", recipe, "--out", str(tmp_path / "run")]
     assert run_cli(*argv, *[a for s in settings for a in ("--set", s)])[0] == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     run = find_run(str(tmp_path / "run"), results=None)
