@@ -71,7 +71,7 @@ class HifiganConfig:
     }
     RANGES: ClassVar[dict[str, Range]] = {
         "d_width": POSITIVE,
-        "sample_rate": Range(8000),  # the lowest rate PESQ scores
+        "sample_rate": Range(16000),  # the input mel reaches 8 kHz: below, its top bands are empty
         "segment_size": COUNT,
         "lambda_fm": NON_NEGATIVE,
         "lambda_mel": NON_NEGATIVE,
