@@ -350,9 +350,9 @@ class Trainer:
 
     def _require_scores(self, row: dict[str, Any]) -> None:
         """Stop the run at a validation that scored nothing: every held-out utterance skipped
-        (``n_valid`` 0), or none of the metrics the recipe reports finite.  The held-out set
-        does not change, so no later validation would score anything either, and a run
-        without a score must not end as completed."""
+        (``n_valid`` 0), or none of the metrics the recipe reports finite.  A broken generator
+        scores worst-case, not NaN, so this is a held-out set that cannot be scored: no later
+        validation would score anything either, and a run without a score is not completed."""
         where = f"validation at step {row['step']}"
         if row.get("n_valid") == 0:
             raise StopTraining(
