@@ -128,6 +128,33 @@ def torch_file(path: Path) -> None:
     torch.save({"generator": {}, "step": 7}, path)
 
 
+def latin1_name(tmp: Path) -> None:
+    """A corpus with one clip whose name is Latin-1 bytes, not UTF-8."""
+    corpus(tmp)
+    os.rename(os.fsencode(tmp / "data" / "clip0.wav"), os.fsencode(tmp / "data") + b"/caf\xe9.wav")
+
+
+def latin1_metadata_id(tmp: Path) -> None:
+    """An LJSpeech layout whose metadata.csv names a clip in Latin-1."""
+    for i in range(4):
+        wav(tmp / "data" / "wavs" / f"LJ{i}.wav", voice(seed=i), "FLOAT")
+    lines = [f"LJ{i}|text|text" for i in range(4)] + ["LJ\xe9|caf\xe9|caf\xe9"]
+    (tmp / "data" / "metadata.csv").write_bytes("\n".join(lines).encode("latin-1"))
+
+
+def latin1_manifest(tmp: Path) -> None:
+    pairs(tmp)
+    rows = ["id,split,noise,snr_db,detail", "u0,train,caf\xe9,5,x"]
+    (tmp / "data" / "manifest.csv").write_bytes("\n".join(rows).encode("latin-1"))
+
+
+def silent_pairs(tmp: Path) -> None:
+    """Pairs whose clean side is silent: nothing to learn, no reference to score."""
+    pairs(tmp)
+    for i in range(10):
+        wav(tmp / "data" / "clean" / f"u{i}.wav", np.zeros_like(voice()), "FLOAT")
+
+
 def truncated(tmp: Path) -> None:
     """An MP3 cut in half: its header still declares the whole clip."""
     corpus(tmp)
@@ -200,6 +227,16 @@ CASES = [
     Case("set-no-cuda", TRAIN_RING + " --set device=cuda", "device: 'cuda'"),
     Case("set-segment-not-hop", TRAIN_HIFIGAN + " --set segment_size=1000", "segment_size: 1000"),
     Case("set-min-mask-range", TRAIN_METRICGAN + " --set min_mask=2.0", "min_mask"),
+    Case("set-lr-nan", TRAIN_RING + " --set lr_g=nan", "lr_g: must be a finite number > 0"),
+    Case("set-lr-inf", TRAIN_RING + " --set lr_d=inf", "lr_d: must be a finite number > 0"),
+    Case("set-beta-above-one", TRAIN_RING + " --set b1_g=1.5", "b1_g: must be in [0, 1)"),
+    Case("set-decay-negative", TRAIN_RING + " --set weight_decay=-1", "weight_decay: must be"),
+    Case("set-keep-zero", TRAIN_RING + " --set keep_checkpoints=0", "keep_checkpoints: must"),
+    Case("set-every-negative", TRAIN_RING + " --set checkpoint_every=-5", "checkpoint_every"),
+    Case("set-device-unknown", TRAIN_RING + " --set device=tpu", "device: 'tpu' is not one of"),
+    Case("set-pack-zero", TRAIN_RING + " --set pack=0", "pack: must be >= 1, got 0"),
+    Case("set-n-valid-zero", TRAIN_HIFIGAN + " --set n_valid=0", "n_valid: must be >= 1"),
+    Case("set-preemph-range", "train segan --out {tmp}/out --set preemph=1.5", "preemph: must"),
     # ------------------------------------------------------------ search spaces
     Case("space-missing-file", SEARCH_SPACE, "{tmp}/space.yaml"),
     Case("space-not-yaml", SEARCH_SPACE, "{tmp}/space.yaml", space("space: [unclosed\n")),
@@ -217,6 +254,27 @@ CASES = [
         "points_to_evaluate",
         space({**RING, "points_to_evaluate": [{"lr_g": 1.0}]}),
     ),
+    Case(
+        "space-fixed-out-of-range",
+        SEARCH_SPACE,
+        "space.keep_checkpoints: must be >= 1, got 0",
+        ring_space(lr_g={"loguniform": [1e-4, 1e-2]}, keep_checkpoints=0),
+    ),
+    Case(
+        "space-bound-out-of-range",
+        SEARCH_SPACE,
+        "space.b1_g: uniform [0.5, 1.5]: must be in [0, 1)",
+        ring_space(lr_g={"loguniform": [1e-4, 1e-2]}, b1_g={"uniform": [0.5, 1.5]}),
+    ),
+    Case(
+        "space-not-utf8",
+        SEARCH_SPACE,
+        "space.yaml:1: not valid UTF-8 (byte 0xe9)",
+        lambda tmp: (tmp / "space.yaml").write_bytes(b"# r\xe9glages\nobjective: reverse_kl\n"),
+    ),
+    # ------------------------------------------------------------ preflight arguments
+    Case("preflight-lrs-nan", "preflight ring --lrs 1e-3 nan", "--lrs nan: every learning rate"),
+    Case("preflight-device-unknown", "preflight ring --set device=tpu", "device: 'tpu'"),
     # ------------------------------------------------------------ data folders
     Case("data-missing", TRAIN_HIFIGAN, "{tmp}/data"),
     Case("data-is-a-file", TRAIN_HIFIGAN, "{tmp}/data", text_file("data")),
@@ -242,7 +300,38 @@ CASES = [
         corpus,
     ),
     Case(
+        "data-all-silent",
+        TRAIN_HIFIGAN,
+        "10 of 10 audio files are unfit for training, listed above (first: ",
+        lambda tmp: corpus(tmp, {f"clip{i}.wav": np.zeros(SR, np.float32) for i in range(10)}),
+    ),
+    Case(
+        "data-dc-only",
+        TRAIN_HIFIGAN,
+        "clip0.wav: holds no signal: every sample is 0.25 (a constant DC offset)",
+        lambda tmp: corpus(tmp, {"clip0.wav": np.full(SR, 0.25, np.float32)}),
+    ),
+    Case(
+        "data-name-not-utf8",
+        TRAIN_HIFIGAN,
+        "caf\\xe9.wav: file name is not valid UTF-8",
+        latin1_name,
+    ),
+    Case(
+        "data-metadata-id-not-utf8",
+        TRAIN_HIFIGAN,
+        "metadata.csv:5: clip id 'LJ\\xe9' is not valid UTF-8",
+        latin1_metadata_id,
+    ),
+    Case(
         "pairs-no-noisy", TRAIN_METRICGAN, "data/noisy is missing", text_file("data/clean/u0.wav")
+    ),
+    Case("pairs-silent-clean", TRAIN_METRICGAN, "20 audio files are unfit", silent_pairs),
+    Case(
+        "pairs-manifest-not-utf8",
+        TRAIN_METRICGAN,
+        "manifest.csv:2: not valid UTF-8 (byte 0xe9)",
+        latin1_manifest,
     ),
     Case(
         "pairs-nan-noisy",
@@ -255,6 +344,12 @@ CASES = [
         SEARCH_RING.replace("ring", "hifigan", 1) + " --data {tmp}/data --trials 1",
         "clip-nan.wav: contains NaN or infinite samples",
         lambda tmp: corpus(tmp, {"clip-nan.wav": with_nan(voice())}),
+    ),
+    Case(
+        "search-device-missing",
+        SEARCH_SPACE + " --trials 1",
+        "device: 'cuda:7' requested but",
+        ring_space(lr_g={"loguniform": [1e-4, 1e-2]}, device="cuda:7"),
     ),
     # ------------------------------------------------------------ score arguments
     Case("score-missing-file", "score {tmp}/nope.wav {tmp}/ref.wav", "nope.wav", score_inputs),
@@ -379,5 +474,5 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(case: Case, tmp_path: Pa
 
 def test_the_table_covers_every_kind_of_input() -> None:
     kinds = {case.id.split("-")[0] for case in CASES}
-    assert {"cli", "set", "space", "data", "pairs", "score", "use"} <= kinds
+    assert {"cli", "set", "space", "preflight", "data", "pairs", "score", "use"} <= kinds
     assert len(CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)

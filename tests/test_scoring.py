@@ -399,3 +399,63 @@ def test_cli_two_files_skipped_pairs_and_bad_arguments(tmp_path, speech, capsys)
     assert "expected two WAV files or two folders" in capsys.readouterr().err
     assert run_cli(tmp_path / "ref.wav", tmp_path / "est.wav", "--metrics", "pesq,sdr") == 2
     assert "choose from" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- short estimates
+
+
+def test_an_estimate_too_short_to_score_gets_worst_case_scores_not_a_skip(speech):
+    """Cropping the reference to a 1-sample estimate would skip the pair as "too short" and
+    leave a broken generator's output out of the mean, raising it."""
+    clean, noisy = speech
+    for estimate in (noisy[:1], noisy[:3000]):  # 1 sample; 0.19 s, below STOI's 0.4 s
+        result = score_pair(clean, estimate, 16000, metrics=("pesq", "stoi", "si_snr"))
+        assert result["skipped"] is None
+        assert result["worst_case"].startswith("estimate is too short: ")
+        assert (result["pesq"], result["stoi"], result["si_snr"]) == (1.0, 0.0, SI_SNR_FLOOR)
+    # long enough, but it covers only the silence before the speech
+    late = np.concatenate([np.zeros(16000), clean])
+    result = score_pair(late, noisy[:12000], 16000, metrics=FAST)
+    assert "the part it covers: reference is silent" in result["worst_case"]
+    # a slightly short estimate is still scored on the common part
+    assert score_pair(clean, noisy[:-100], 16000, metrics=FAST)["worst_case"] is None
+    # and a reference too short for the metrics is the reference's fault: skipped
+    assert "too short" in score_pair(clean[:3000], noisy, 16000, metrics=("stoi",))["skipped"]
+
+
+def test_cli_counts_a_short_estimate_at_worst_case_and_names_its_file(tmp_path, speech, capsys):
+    clean, noisy = speech
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "est").mkdir()
+    for name in ("a", "b"):
+        sf.write(tmp_path / "ref" / f"{name}.wav", clean, 16000)
+        sf.write(tmp_path / "est" / f"{name}.wav", noisy, 16000)
+    args = ("--workers", "1", "--metrics", "pesq,si_snr", "--format", "json")
+    assert run_cli(tmp_path / "ref", tmp_path / "est", *args) == 0
+    whole = json.loads(capsys.readouterr().out)["mean"]["pesq"]
+    sf.write(tmp_path / "est" / "b.wav", noisy[:1], 16000)
+    assert run_cli(tmp_path / "ref", tmp_path / "est", *args) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert (doc["n_valid"], doc["n_skipped"]) == (2, 0)
+    assert doc["mean"]["pesq"] == pytest.approx((whole + 1.0) / 2), "the broken one counts"
+    assert captured.err.splitlines() == [
+        f"note: {tmp_path / 'est' / 'b.wav'}: worst-case scores: estimate is too short: "
+        "0.000 s of its reference's 3.100 s (the part it covers: too short: 0.000 s < 0.250 s)"
+    ]
+    # one pair: the estimate is named, not the reference
+    assert run_cli(tmp_path / "ref" / "b.wav", tmp_path / "est" / "b.wav", *args) == 0
+    assert capsys.readouterr().err.startswith(f"note: {tmp_path / 'est' / 'b.wav'}: worst-case")
+
+
+def test_cli_reads_names_that_are_not_utf8_and_follows_linked_folders(tmp_path, speech, capsys):
+    clean, noisy = speech
+    for side, audio in (("ref", clean), ("est", noisy)):
+        folder = os.fsencode(tmp_path / "store" / side)
+        os.makedirs(folder)
+        sf.write(folder + b"/caf\xe9.wav", audio, 16000)
+        (tmp_path / side).symlink_to(tmp_path / "store" / side, target_is_directory=True)
+    args = ("--workers", "1", "--metrics", "si_snr", "--format", "csv")
+    assert run_cli(tmp_path / "ref", tmp_path / "est", *args) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["file"], r["status"]) for r in rows] == [("caf\\xe9.wav", "ok"), ("", "mean")]

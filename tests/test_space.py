@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from harness.results.space import SpaceError, default_space_file, load_space, parse_space
+from harness.text import NotUtf8
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +95,13 @@ BAD = [
     (with_space(d_steps="three"), "space.d_steps: expected an integer, got 'three'"),
     (with_space(lr_g={"loguniform": ["a", 1]}), "loguniform bounds must be numbers"),
     (with_space(lr_g={"normal": [0, 1]}), "expected one of loguniform, uniform, int, choice"),
+    (with_space(keep_checkpoints=0), "space.keep_checkpoints: must be >= 1, got 0"),
+    (with_space(device="tpu"), "space.device: 'tpu' is not one of auto, cpu, cuda, cuda:N"),
+    (with_space(b1_g={"uniform": [0.5, 1.5]}), "b1_g: uniform [0.5, 1.5]: must be in [0, 1)"),
+    (with_space(weight_decay={"uniform": [-1, 0]}), "uniform [-1, 0]: must be >= 0, got -1.0"),
+    (with_space(label_smoothing={"uniform": [0, 0.5]}), "must be in [0, 0.5), got 0.5"),
+    (with_space(d_steps={"choice": [0, 1]}), "space.d_steps: must be >= 1, got 0"),
+    (with_space(eval_samples={"int": [0, 100]}), "eval_samples: int [0, 100]: must be >= 1"),
     (with_space(recipe={"choice": ["ring"]}), "space.recipe: unknown config key"),
     ({**GOOD, "objective": "accuracy"}, "objective: 'accuracy' is not one of pesq"),
     ({**GOOD, "space": {"g_hidden": 64}}, "nothing is swept"),
@@ -134,6 +142,10 @@ def test_missing_file_and_broken_yaml(tmp_path):
     with pytest.raises(SpaceError, match=r"broken.yaml: not valid YAML") as err:
         load_space(broken, "ring")
     assert "\n" not in str(err.value)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("# r\xe9glages\nobjective: reverse_kl\n".encode("latin-1"))
+    with pytest.raises(NotUtf8, match=r"latin1.yaml:1: not valid UTF-8 \(byte 0xe9\)"):
+        load_space(latin1, "ring")
 
 
 def test_cli_reports_a_bad_space_in_one_line_before_starting(tmp_path):

@@ -25,6 +25,7 @@ from torch import Tensor
 from torchaudio.transforms import Resample
 
 from harness.audio.scan import scan_files
+from harness.audio.walk import UnreadableFolder, files_under, printable, utf8_name
 from harness.console import HarnessWarning
 
 
@@ -68,10 +69,26 @@ AUDIO_EXTENSIONS: tuple[str, ...] = tuple(
 
 
 def audio_files(folder: Path) -> list[Path]:
-    """Every file under ``folder`` (recursively) with an :data:`AUDIO_EXTENSIONS` suffix, sorted."""
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-    )
+    """Every file under ``folder`` (recursively, symlinked folders followed once each, see
+    harness/audio/walk.py) with an :data:`AUDIO_EXTENSIONS` suffix, sorted.
+
+    A name that is not UTF-8 is refused, every such file listed: clip names become sample
+    files, report entries and table cells, which must hold them as text.
+    """
+    try:
+        paths = files_under(folder, AUDIO_EXTENSIONS)
+    except UnreadableFolder as err:
+        reason = f"cannot list this folder ({err.strerror})"
+        raise DataError(f"{printable(err.filename)}: {reason}") from None
+    odd = [printable(path) for path in paths if not utf8_name(path)]
+    if odd:
+        more = f" (and {len(odd) - 1} more, listed above)" if len(odd) > 1 else ""
+        raise DataError(
+            f"{odd[0]}: file name is not valid UTF-8{more}; rename to UTF-8 (e.g. convmv -f "
+            f"latin1 -t utf-8 -r --notest {printable(folder)})",
+            [f"{name}: file name is not valid UTF-8" for name in odd] if len(odd) > 1 else [],
+        )
+    return paths
 
 
 @dataclass(frozen=True)
@@ -170,6 +187,8 @@ def draw_validation(
 def open_corpus(path: str | Path, sample_rate: int) -> Corpus:
     """Detect the layout of ``path`` and read every clip's header (cheap, no samples)."""
     root = Path(path)
+    if not utf8_name(root.resolve()):
+        raise DataError(f"data folder {printable(root)}: its path is not valid UTF-8; rename it")
     if not root.exists():
         raise DataError(f"data folder {root} does not exist")
     if not root.is_dir():
@@ -238,15 +257,24 @@ def drop_short(
 
 def _ljspeech_paths(root: Path) -> list[Path]:
     """``wavs/<id>.<ext>`` for each ``id|text|normalized`` line of metadata.csv, in order
-    (``.wav`` first, then the other :data:`AUDIO_EXTENSIONS`)."""
+    (``.wav`` first, then the other :data:`AUDIO_EXTENSIONS`).
+
+    Only the ids are read, so the transcripts may be in any encoding; an id that is not UTF-8
+    is refused (it names a file, see :func:`audio_files`)."""
     metadata = root / "metadata.csv"
     paths = []
-    for number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), 1):
+    text = metadata.read_bytes().decode("utf-8", "surrogateescape")
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         clip_id = line.split("|", 1)[0].strip()
         if not clip_id:
             raise DataError(f"{metadata}:{number}: line has no clip id")
+        if not utf8_name(clip_id):
+            raise DataError(
+                f"{metadata}:{number}: clip id '{printable(clip_id)}' is not valid UTF-8; "
+                "save metadata.csv and name the clips in UTF-8"
+            )
         candidates = (root / "wavs" / f"{clip_id}{ext}" for ext in AUDIO_EXTENSIONS)
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:

@@ -18,6 +18,7 @@ writes) labels each pair with its noise and SNR.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from harness.audio.datasets import (
     refuse_bad_files,
 )
 from harness.audio.noisy import MANIFEST, ensure_noisy_corpus
+from harness.text import read_utf8
 
 LENGTH_TOLERANCE_S = 0.05
 
@@ -237,8 +239,7 @@ def _read_manifest(root: Path) -> dict[str, tuple[str, float]]:
     path = root / MANIFEST
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = list(csv.DictReader(io.StringIO(read_utf8(path), newline="")))
     labels = {}
     for number, row in enumerate(rows, 2):
         try:

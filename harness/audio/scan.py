@@ -2,7 +2,9 @@
 
 Why: reading only headers, a file holding NaN or infinite samples (or cut short) is noticed
 only when a training crop happens to cover the bad stretch, which on a GPU is a crash hours into
-a trial (and two retries that crash again).  So every file is decoded once, block by block, and
+a trial (and two retries that crash again); and a silent or constant (DC-only) file is never
+noticed at all, while a corpus of them trains to the end with every validation score NaN (a
+silent reference cannot be scored).  So every file is decoded once, block by block, and
 its verdict ("ok" or why not) is kept by (path, size, mtime) in one JSON file per corpus folder
 under the corpus cache (``$GAN_HARNESS_CACHE/scans/``, see :func:`default_cache_dir`).  A corpus
 is read once; later opens re-read only the files that changed.
@@ -21,9 +23,12 @@ import soundfile as sf
 from harness.audio.corpus import default_cache_dir
 from harness.files import atomic_write
 
-SCAN_VERSION = 1  # bump when what a scan checks changes: older verdicts are then re-read
+SCAN_VERSION = 2  # bump when what a scan checks changes: older verdicts are then re-read
 BLOCK_FRAMES = 1 << 18
 OK = "ok"
+# samples that all lie within this of one another (-100 dBFS) carry no signal: silence, or a
+# constant (DC) offset, which nothing can be learnt from and no reference score can use
+SILENT_SPAN = 1e-5
 
 
 def scan_cache_file(root: Path) -> Path:
@@ -63,6 +68,7 @@ def scan_files(root: Path, paths: Sequence[Path]) -> dict[Path, str]:
 def check_file(path: Path) -> str:
     """Decode all of ``path``: "ok", or why it cannot be trained on."""
     frames = 0
+    low = high = None  # per channel, over the whole file
     try:
         with sf.SoundFile(str(path)) as audio:
             declared = audio.frames
@@ -70,11 +76,18 @@ def check_file(path: Path) -> str:
                 if not np.isfinite(block).all():
                     return "contains NaN or infinite samples"
                 frames += len(block)
+                low = block.min(axis=0) if low is None else np.minimum(low, block.min(axis=0))
+                high = block.max(axis=0) if high is None else np.maximum(high, block.max(axis=0))
     except (sf.SoundFileError, RuntimeError) as err:
         reason = str(getattr(err, "error_string", err)).splitlines()[0]
         return f"unreadable audio ({reason})"
     if frames < declared:
         return f"decoded {frames} of the {declared} frames its header declares (truncated?)"
+    if low is not None and float(np.max(high - low)) < SILENT_SPAN:
+        level = float(np.max(np.abs(high)))
+        if level < SILENT_SPAN:
+            return "silent: every sample is 0 (to within -100 dBFS)"
+        return f"holds no signal: every sample is {float(high[0]):.4g} (a constant DC offset)"
     return OK
 
 

@@ -18,7 +18,8 @@ reported on stderr, one line each; the exit status is then 1.  Pairs the metrics
 (silent or too-short reference, PESQ finding no utterance) are listed as skipped and left out of
 the mean, without failing the command unless no pair at all could be scored, and so are
 references in which the pitch tracker finds no voiced frame when a pitch metric is asked for.
-Silent, constant or non-finite estimates get worst-case scores.  DNSMOS (dnsmos_*) rates the
+Silent, constant or non-finite estimates, and estimates too short to score, get worst-case
+scores and are named on stderr, one line each.  DNSMOS (dnsmos_*) rates the
 estimate alone; the pitch metrics use CREPE tiny.  DNSMOS and the pitch metrics each cost
 several times all the others together (about a second per second of audio on one core): leave
 them out with --metrics when that matters.

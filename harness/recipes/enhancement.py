@@ -30,6 +30,7 @@ from harness.diagnostics import signals
 from harness.diagnostics.detectors import HealthConfig
 from harness.scoring.pairs import ScorePair, score_pairs
 from harness.scoring.registry import ENHANCEMENT_BASE
+from harness.training.config import COUNT, NON_NEGATIVE, Range
 from harness.training.recipe import BatchSource, Recipe
 
 SCORED = ENHANCEMENT_BASE  # pesq, stoi, estoi, si_snr, csig, cbak, covl
@@ -65,6 +66,18 @@ class EnhancementConfig:
     keep_sample_evals: int = 3  # validations whose WAVs are kept
     corpus_utterances: int = 320  # size of the built-in noisy corpus
     score_workers: int = 0  # scoring processes; 0 = the torch threads this trial was given
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "sample_rate": Range(8000),  # the lowest rate PESQ scores
+        "segment_size": COUNT,
+        "data_seed": NON_NEGATIVE,
+        "n_valid": COUNT,  # a validation must score something
+        "valid_max_seconds": NON_NEGATIVE,
+        "samples_per_eval": NON_NEGATIVE,
+        "keep_sample_evals": COUNT,
+        "corpus_utterances": COUNT,
+        "score_workers": NON_NEGATIVE,
+    }
 
 
 class EnhancementRecipe(Recipe):

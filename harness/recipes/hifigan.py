@@ -29,7 +29,7 @@ from harness.scoring.dnsmos import NAMES as DNSMOS_NAMES
 from harness.scoring.pairs import score_pairs
 from harness.scoring.registry import SPEECH
 from harness.training import losses
-from harness.training.config import ConfigError
+from harness.training.config import COUNT, NON_NEGATIVE, POSITIVE, ConfigError, Range
 from harness.training.recipe import (
     BatchSource,
     DiscriminatorLoss,
@@ -69,6 +69,26 @@ class HifiganConfig:
         "generator": ("v1", "v2", "v3", "tiny"),
         "loss": ("lsgan", "bce"),
     }
+    RANGES: ClassVar[dict[str, Range]] = {
+        "d_width": POSITIVE,
+        "sample_rate": Range(16000),  # the input mel reaches 8 kHz: below, its top bands are empty
+        "segment_size": COUNT,
+        "lambda_fm": NON_NEGATIVE,
+        "lambda_mel": NON_NEGATIVE,
+        "data_seed": NON_NEGATIVE,
+        "n_valid": COUNT,  # a validation must score something
+        "valid_max_seconds": NON_NEGATIVE,
+        "samples_per_eval": NON_NEGATIVE,
+        "keep_sample_evals": COUNT,
+        "corpus_utterances": COUNT,
+        "score_workers": NON_NEGATIVE,
+    }
+
+    def check(self) -> None:
+        """A training segment is a whole number of mel frames of the generator's hop."""
+        hop = generator_preset(self.generator).hop_length
+        if self.segment_size < hop or self.segment_size % hop:
+            raise ConfigError(f"segment_size: {self.segment_size} is not a multiple of hop {hop}")
 
 
 class HifiganRecipe(Recipe):
@@ -155,8 +175,6 @@ class HifiganRecipe(Recipe):
         self.reports(cfg)
         self.g_cfg = generator_preset(cfg.generator)
         hop = self.g_cfg.hop_length
-        if cfg.segment_size < hop or cfg.segment_size % hop:
-            raise ConfigError(f"segment_size: {cfg.segment_size} is not a multiple of hop {hop}")
         self.gan = losses.adversarial_loss(cfg.loss)
         self.input_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, hop_length=hop))
         self.loss_mel = LogMel(MelConfig(sample_rate=cfg.sample_rate, hop_length=hop, f_max=None))

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from harness.models.metricgan import EnhancementGenerator, MetricDiscriminator
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe, Framing
 from harness.recipes.metric_targets import ReplayBuffer, ScoredBatch, ScoringPipeline
-from harness.training.config import ConfigError
+from harness.training.config import COUNT, NON_NEGATIVE, POSITIVE, Range
 from harness.training.recipe import DiscriminatorLoss, DiscriminatorSmoothing, GeneratorLoss
 
 N_FFT = 512
@@ -63,6 +63,17 @@ class MetricganConfig(EnhancementConfig):
     lambda_mse: float = 0.0  # weight of the MSE between log1p spectra in G's loss
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"generator": tuple(GENERATORS)}
+    RANGES: ClassVar[dict[str, Range]] = {
+        **EnhancementConfig.RANGES,
+        "d_channels": COUNT,
+        "min_mask": Range(0, 1.2, high_open=True),
+        "max_slope": POSITIVE,
+        "replay_ratio": NON_NEGATIVE,
+        "replay_size": NON_NEGATIVE,
+        "pesq_every": COUNT,
+        "pesq_lag": NON_NEGATIVE,
+        "lambda_mse": NON_NEGATIVE,
+    }
 
 
 class Spectrogram(nn.Module):
@@ -151,17 +162,7 @@ class MetricganRecipe(EnhancementRecipe):
 
     def __init__(self, cfg: MetricganConfig, data_dir: str | None, seed: int, batch_size: int):
         super().__init__(cfg, data_dir, seed, batch_size)
-        if not 0 <= cfg.min_mask < 1.2:
-            raise ConfigError(f"min_mask: must be in [0, 1.2), got {cfg.min_mask}")
-        if cfg.replay_ratio < 0:
-            raise ConfigError(f"replay_ratio: must be >= 0, got {cfg.replay_ratio}")
         self.spectrogram = Spectrogram()
-        if cfg.pesq_lag < 0 or cfg.replay_size < 0:
-            raise ConfigError(
-                f"pesq_lag, replay_size: must be >= 0, got {cfg.pesq_lag}, {cfg.replay_size}"
-            )
-        if cfg.pesq_every < 1:
-            raise ConfigError(f"pesq_every: must be >= 1, got {cfg.pesq_every}")
         self.targets = ScoringPipeline(self.scoring_pool, cfg.sample_rate, cfg.pesq_lag)
         self.replay = ReplayBuffer(cfg.replay_size, seed)
         self.scored: ScoredBatch | None = None  # the scored batch D learns from

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from harness.diagnostics.modes import mode_statistics
 from harness.scoring.registry import REGISTRY
 from harness.training import losses
+from harness.training.config import COUNT, NON_NEGATIVE, Range
 from harness.training.recipe import (
     BatchSource,
     DiscriminatorLoss,
@@ -73,6 +74,16 @@ class RingConfig:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "mixture": ("ring", "grid"),
         "loss": ("bce", "lsgan"),
+    }
+    RANGES: ClassVar[dict[str, Range]] = {
+        "z_dim": COUNT,
+        "g_hidden": COUNT,
+        "g_layers": NON_NEGATIVE,  # 0: one linear map from z
+        "d_hidden": COUNT,
+        "d_layers": NON_NEGATIVE,  # 0: one linear map from the packed samples
+        "maxout_pieces": COUNT,
+        "pack": COUNT,
+        "eval_samples": COUNT,
     }
 
 

@@ -31,7 +31,7 @@ from torchaudio.functional import lfilter
 from harness.models.segan import SeganDiscriminator, SeganGenerator, scaled_channels
 from harness.recipes.enhancement import EnhancementConfig, EnhancementRecipe, Framing
 from harness.training import losses
-from harness.training.config import ConfigError
+from harness.training.config import NON_NEGATIVE, POSITIVE, ConfigError, Range
 from harness.training.recipe import DiscriminatorLoss, DiscriminatorSmoothing, GeneratorLoss
 
 VALIDATION_Z_SEED = 1234  # one fixed latent for every validation, so rounds compare
@@ -42,6 +42,19 @@ class SeganConfig(EnhancementConfig):
     width: float = 1.0  # channel multiplier of both networks (1.0 = the paper)
     preemph: float = 0.95  # pre-emphasis coefficient (0 = off)
     lambda_l1: float = 100.0  # weight of G's L1 term
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        **EnhancementConfig.RANGES,
+        "width": POSITIVE,
+        "preemph": Range(0, 1, high_open=True),  # 1 would make de-emphasis an integrator
+        "lambda_l1": NON_NEGATIVE,
+    }
+
+    def check(self) -> None:
+        """A training segment is a whole number of the encoder's total stride."""
+        hop = 2 ** len(scaled_channels(self.width))
+        if self.segment_size < hop or self.segment_size % hop:
+            raise ConfigError(f"segment_size: {self.segment_size} is not a multiple of {hop}")
 
 
 def pre_emphasis(x: Tensor, coeff: float) -> Tensor:
@@ -106,12 +119,7 @@ class SeganRecipe(EnhancementRecipe):
 
     def __init__(self, cfg: SeganConfig, data_dir: str | None, seed: int, batch_size: int):
         super().__init__(cfg, data_dir, seed, batch_size)
-        if cfg.width <= 0:
-            raise ConfigError(f"width: must be > 0, got {cfg.width}")
         self.channels = scaled_channels(cfg.width)
-        hop = 2 ** len(self.channels)
-        if cfg.segment_size < hop or cfg.segment_size % hop:
-            raise ConfigError(f"segment_size: {cfg.segment_size} is not a multiple of {hop}")
 
     # ------------------------------------------------------------------ models and data
     def build_generator(self) -> nn.Module:

@@ -25,6 +25,7 @@ from harness.runs.resolve import check_data, default_budget, resolve_config
 from harness.scoring.registry import SCORES
 from harness.tracking import TrackingTarget
 from harness.training.config import TrialConfig
+from harness.training.setup import pick_device
 
 DEFAULT_TRIALS = {"smoke": 8, "small": 32, "paper": 64}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -165,6 +166,7 @@ def make_plan(request: SearchRequest, name: str, budget: str) -> tuple[SearchPla
         resolve_config(recipe, budget, sample={**space.fixed, **point}, data=data)
     base = resolve_config(recipe, budget, sample=space.fixed, data=data)
     check_reported(objective, base)
+    check_device(base, request)
     check_data(base)
     multi = bool(request.multi_objective)
     scheduler, grace, max_t = pick_scheduler(request.scheduler, multi, space, recipe, budget)
@@ -225,6 +227,16 @@ def check_reported(objective: str, cfg: TrialConfig) -> None:
             f"objective {objective}: {cfg.recipe}'s validation reports only "
             f"{', '.join(reported)}{hint}"
         )
+
+
+def check_device(cfg: TrialConfig, request: SearchRequest) -> None:
+    """The trials' device must exist where they run: a CUDA device needs GPUs per trial, and a
+    local search's trials run on this machine."""
+    device = cfg.trainer.device
+    if device.startswith("cuda") and request.gpus_per_trial == 0:
+        raise PlanError(f"device: {device!r} but --gpus-per-trial 0 gives the trials no GPU")
+    if not (request.address or os.environ.get("RAY_ADDRESS")):
+        pick_device(device)
 
 
 def check_counts(request: SearchRequest, trials: int) -> None:

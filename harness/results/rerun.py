@@ -25,10 +25,11 @@ from harness.results.leaderboard import rank
 from harness.results.plan import SearchPlan
 from harness.results.stats import summarise
 from harness.results.trials import read_trials
-from harness.runs.resolve import config_from_flat, resolve_config
+from harness.runs.resolve import check_data, config_from_flat, resolve_config
 from harness.runs.trial import run_trial
 from harness.scoring.registry import SCORES
 from harness.training.config import TrialConfig
+from harness.training.setup import pick_device
 
 
 class RerunError(ValueError):
@@ -57,6 +58,8 @@ def rerun(
         raise RerunError(f"--batches {batches}: must be >= 1")
     row = pick_trial(rank(read_trials(folder), plan), rank_k, trial_id, folder.name)
     configs = rerun_configs(row, seeds, budget, batches, data)
+    pick_device(configs[0].trainer.device)  # refused here, before its folder is made
+    check_data(configs[0])
     out = fresh_folder(folder.reruns, f"{row['trial_id']}-{time.strftime('%Y%m%d-%H%M%S')}")
     first = configs[0]
     print_line(

@@ -32,8 +32,9 @@ import yaml
 from harness.files import atomic_write
 from harness.recipes import recipe_class
 from harness.scoring.registry import COSTS, SCORES
+from harness.text import read_utf8
 from harness.training import config as config_mod
-from harness.training.config import ConfigError, TrainerConfig, renamed
+from harness.training.config import ConfigError, Range, TrainerConfig, renamed
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -118,7 +119,7 @@ def read_space_file(path: Path) -> Any:
     if not path.is_file():
         raise SpaceError(f"{path}: search space file not found")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as err:
         raise SpaceError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
 
@@ -139,6 +140,7 @@ def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:
             raise fail(key, f"unknown key; valid keys: {', '.join(TOP_LEVEL)}")
     kinds = config_field_types(recipe)
     allowed = config_choices(recipe)
+    ranges = config_mod.ranges_of(recipe_class(recipe).config_cls)
 
     objective = doc.get("objective")
     if objective is None:  # a user's space may leave it to the recipe (or to --objective)
@@ -163,9 +165,11 @@ def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:
             valid = ", ".join(sorted(k for k in kinds if k not in RESERVED))
             raise fail(where, f"unknown config key for recipe {recipe!r}; valid keys: {valid}")
         if isinstance(spec, dict):
-            params[name] = _parse_param(name, spec, kinds[name], at(where), allowed.get(name, ()))
+            params[name] = _parse_param(
+                name, spec, kinds[name], at(where), allowed.get(name, ()), ranges
+            )
         else:
-            fixed[name] = _value(name, spec, kinds[name], at(where), allowed.get(name, ()))
+            fixed[name] = _value(name, spec, kinds[name], at(where), allowed.get(name, ()), ranges)
     if not params:
         raise fail("space", "nothing is swept: give at least one distribution")
 
@@ -215,10 +219,13 @@ def _value(
     kind: Any,
     fail: typing.Callable[[str], SpaceError],
     allowed: tuple[str, ...] = (),
+    ranges: dict[str, Range] | None = None,
 ) -> Any:
-    """Coerce a fixed value or choice to the config key's type (and its allowed values)."""
+    """Coerce a fixed value or choice to the config key's type (and its allowed values, and
+    its range in ``ranges``)."""
     try:
         value = config_mod.coerce(name, value, kind)
+        config_mod.check_value(name, value, ranges or {})
     except ConfigError as err:
         raise fail(str(err).removeprefix(f"{name}: ")) from None
     if allowed and value not in allowed:
@@ -232,7 +239,10 @@ def _parse_param(
     kind: Any,
     fail: typing.Callable[[str], SpaceError],
     allowed: tuple[str, ...],
+    ranges: dict[str, Range],
 ) -> Param:
+    """One distribution; every value it can give must be a valid setting (its choices, or both
+    bounds, within the key's range)."""
     keys = list(spec)
     if len(keys) != 1 or keys[0] not in DISTRIBUTIONS:
         raise fail(f"expected one of {', '.join(DISTRIBUTIONS)} as the only key, got {keys}")
@@ -242,7 +252,7 @@ def _parse_param(
     if dist == "choice":
         if not isinstance(arg, list) or not arg:
             raise fail("choice needs a non-empty list of values")
-        values = tuple(_value(name, v, kind, fail, allowed) for v in arg)
+        values = tuple(_value(name, v, kind, fail, allowed, ranges) for v in arg)
         if len(set(map(repr, values))) != len(values):
             raise fail(f"choice has repeated values {list(values)}")
         return Param(name, dist, choices=values)
@@ -266,8 +276,8 @@ def _parse_param(
         raise fail(f"{dist} lower bound {lo} must be < upper bound {hi}")
     if dist == "loguniform" and lo <= 0:
         raise fail(f"loguniform bounds must be > 0, got [{lo}, {hi}]")
-    for bound in (lo, hi):
-        _value(name, bound, kind, fail)  # a bound must itself be a valid setting
+    for bound in (lo, hi):  # a bound must itself be a valid setting
+        _value(name, bound, kind, lambda m: fail(f"{dist} [{lo}, {hi}]: {m}"), ranges=ranges)
     return Param(name, dist, lo, hi)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.runs.resolve import make_recipe, resolve_config
-from harness.training.config import TrialConfig, parse_overrides
+from harness.training.config import RANGES, TrialConfig, parse_overrides
 from harness.training.recipe import DiscriminatorSmoothing, Recipe
 from harness.training.setup import (
     build_networks,
@@ -141,8 +141,12 @@ def run_preflight(
     """Fit one fixed training batch with G alone at every learning rate of ``lrs``."""
     if steps < 2:
         raise PreflightError(f"--steps: must be >= 2, got {steps}")
-    if not lrs or min(lrs) <= 0:
-        raise PreflightError(f"--lrs: need positive learning rates, got {lrs}")
+    bad = [lr for lr in lrs if not RANGES["lr_g"].admits(lr)]
+    if bad:
+        raise PreflightError(
+            f"--lrs {' '.join(map(str, bad))}: every learning rate must be a finite number "
+            f"{RANGES['lr_g'].describe()}"
+        )
     t = cfg.trainer
     device = pick_device(t.device)
     set_threads(t.threads)

@@ -5,7 +5,8 @@ recipe's noisy input) against its reference, under rules that make trials compar
 - a pair whose *reference* cannot be scored (silent or constant, too short, non-finite, PESQ
   finds no utterance, STOI finds too few active frames, the pitch tracker finds no voiced frame)
   is **skipped** with its reason, never averaged in;
-- an *estimate* that is silent, constant, NaN or inf (a collapsed or diverged generator) gets
+- an *estimate* that is silent, constant, NaN or inf (a collapsed or diverged generator), or
+  too short to score (cut off where the part of the reference it covers cannot be scored), gets
   the worst-case scores of :data:`WORST` (mel L1 and MR-STFT, which have no worst value, are
   computed against silence), so a broken trial can never look good.
 
@@ -80,14 +81,23 @@ def score_pair(
     """Score one utterance: ``{metric: value, ..., "skipped": reason|None, "worst_case": ...}``.
 
     With ``noisy`` (an enhancement recipe's input) the same metrics are computed for it against
-    the reference under ``noisy_``-prefixed keys.  All signals are cropped to the shortest.
+    the reference under ``noisy_``-prefixed keys.  The whole reference is checked first (a
+    reference that cannot be scored skips the pair); an estimate too short to score, or whose
+    length leaves no scorable part of the reference, gets the worst-case scores like a silent
+    one; then all signals are cropped to the shortest.
     """
     check_settings(sample_rate, mode, metrics)
-    signals = [as_mono(ref, "reference"), as_mono(est, "estimate")]
-    if noisy is not None:
-        signals.append(as_mono(noisy, "noisy"))
-    length = min(s.size for s in signals)
-    ref, est, *rest = (s[:length] for s in signals)
+    ref, est = as_mono(ref, "reference"), as_mono(est, "estimate")
+    rest = [] if noisy is None else [as_mono(noisy, "noisy")]
+    try:
+        check_reference(ref, sample_rate, metrics)
+    except Unscorable as skip:
+        return {"skipped": str(skip), "worst_case": None}
+    cut = _cut_short(ref, est, sample_rate, metrics)
+    if cut:
+        est = np.zeros_like(ref)
+    length = min(s.size for s in (ref, est, *rest))
+    ref, est, *rest = (s[:length] for s in (ref, est, *rest))
     out: dict[str, Any] = {"skipped": None, "worst_case": None}
     try:
         check_reference(ref, sample_rate, metrics)
@@ -99,13 +109,32 @@ def score_pair(
             mel_fn=mel_fn,
             ref_pitch=reference_pitch(ref, sample_rate, metrics),
         )
-        scores, out["worst_case"] = score(ref, est)
+        scores, out["worst_case"] = score(ref, est, broken=cut)
         if rest:
             noisy_scores, _ = score(ref, rest[0])
             scores |= {f"noisy_{k}": v for k, v in noisy_scores.items()}
     except Unscorable as skip:
         return {"skipped": str(skip), "worst_case": None}
     return scores | out
+
+
+def _cut_short(
+    ref: np.ndarray, est: np.ndarray, sample_rate: int, metrics: Sequence[str]
+) -> str | None:
+    """Why an estimate shorter than its (scorable) reference is scored as broken, or None:
+    too short for ``metrics``, or covering only a part of the reference that cannot be scored
+    (silence before the speech).  Cropping the reference instead would skip the pair and so
+    drop a broken generator's output from the mean, raising it."""
+    if est.size >= ref.size:
+        return None
+    try:
+        check_reference(ref[: est.size], sample_rate, metrics)
+    except Unscorable as why:
+        return (
+            f"estimate is too short: {est.size / sample_rate:.3f} s of its reference's "
+            f"{ref.size / sample_rate:.3f} s (the part it covers: {why})"
+        )
+    return None
 
 
 def score_estimate(
@@ -116,12 +145,14 @@ def score_estimate(
     metrics: Sequence[str],
     mel_fn: MelFn | None,
     ref_pitch: pitch.PitchTrack | None,
+    broken: str | None = None,
 ) -> tuple[dict[str, float], str | None]:
     """Scores of one estimate against a checked reference, and why they are worst-case (if so).
 
-    ``ref_pitch`` is the reference's pitch track, needed when a pitch metric is asked for.
+    ``ref_pitch`` is the reference's pitch track, needed when a pitch metric is asked for;
+    ``broken`` is a reason found earlier to score the estimate as worst-case.
     """
-    worst_case = _broken(est)
+    worst_case = broken or _broken(est)
     if worst_case:
         est = np.zeros_like(ref)
     scores: dict[str, float] = {}

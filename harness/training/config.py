@@ -4,12 +4,19 @@ A trial's configuration is a flat mapping of keys (``lr_g``, ``d_steps``, ``lamb
 namespace is the union of :class:`TrainerConfig` and the recipe's own dataclass.  It is resolved
 in layers: recipe defaults <- budget preset <- search sample <- ``--set key=value``.  Unknown keys
 and values of the wrong type are errors that name the key and list the valid ones.
+
+Every numeric key has a :class:`Range` (:data:`RANGES` for the trainer's keys, the ``RANGES`` of
+a recipe's config class for its own), and a recipe's config may add a ``check()`` for rules that
+tie keys together; :func:`build` applies them all, so ``--set``, a search space, a rerun and
+every Ray trial are held to the same rules.  A value out of its range is refused, never clamped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import re
 import types
 import typing
 import warnings
@@ -98,8 +105,88 @@ class TrainerConfig:
     keep_checkpoints: int = 2
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric config key may take: finite, from ``low`` to ``high`` (None: no
+    bound), each end included unless ``low_open`` / ``high_open``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        """``>= 1``, ``> 0``, ``in [0, 1)``..."""
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_bound(self.low)}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {_bound(self.high)}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{_bound(self.low)}, {_bound(self.high)}{right}"
+
+    def check(self, key: str, value: float) -> None:
+        """Raise :class:`ConfigError` naming ``key`` when ``value`` is outside the range."""
+        if not self.admits(value):
+            finite = "" if math.isfinite(value) else "a finite number "
+            raise ConfigError(f"{key}: must be {finite}{self.describe()}, got {value!r}")
+
+
+def _bound(value: float | None) -> str:
+    """A bound as written: whole numbers in full (2**32 as 4294967296), others as %g."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+COUNT = Range(1)  # a count that must be at least one
+NON_NEGATIVE = Range(0)  # a count, weight or size where 0 means none or off
+POSITIVE = Range(0, low_open=True)
+BETA = Range(0, 1, high_open=True)  # Adam's moment decay rates
+
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**32, high_open=True),
+    "batches": COUNT,
+    "batch_size": COUNT,
+    "threads": NON_NEGATIVE,
+    "d_steps": COUNT,
+    "g_steps": COUNT,
+    "disc_start_step": NON_NEGATIVE,
+    "lr_g": POSITIVE,
+    "lr_d": POSITIVE,
+    "b1_g": BETA,
+    "b2_g": BETA,
+    "b1_d": BETA,
+    "b2_d": BETA,
+    "weight_decay": NON_NEGATIVE,
+    "lr_decay": Range(0, 1, low_open=True),  # the learning rate's factor per tick: it decays
+    "epoch_samples": NON_NEGATIVE,
+    "label_smoothing": Range(0, 0.5, high_open=True),
+    "instance_noise": NON_NEGATIVE,
+    "instance_noise_anneal_steps": NON_NEGATIVE,
+    "r1_gamma": NON_NEGATIVE,
+    "health_window": COUNT,
+    "clip_grad_g": NON_NEGATIVE,
+    "clip_grad_d": NON_NEGATIVE,
+    "loss_upper_limit": POSITIVE,
+    "max_consecutive_nonfinite": COUNT,
+    "loss_threshold": NON_NEGATIVE,
+    "log_every": COUNT,
+    "eval_every": COUNT,
+    "checkpoint_every": NON_NEGATIVE,
+    "keep_checkpoints": COUNT,
+}
+"""The range of every numeric key of :class:`TrainerConfig`."""
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICES = "auto, cpu, cuda, cuda:N"
+
 CHOICES: dict[str, tuple[str, ...]] = {
-    "device": (),  # free-form, validated when used
+    "device": (),  # a pattern (DEVICE), checked in build(); whether it exists, when a run starts
     "optimizer": ("adamw", "adam"),
     "scheduler": ("exponential", "constant"),
     "scheduler_interval": ("per_epoch", "per_step"),
@@ -228,28 +315,32 @@ def build(
             if choices and value not in choices:
                 raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
             (trainer_kw if key in trainer_types else model_kw)[key] = value
-    trainer = TrainerConfig(**trainer_kw)
-    _check_trainer(trainer)
-    return TrialConfig(recipe, budget, trainer, model_cls(**model_kw), data)
+    trainer, model = TrainerConfig(**trainer_kw), model_cls(**model_kw)
+    check_values(trainer, model)
+    return TrialConfig(recipe, budget, trainer, model, data)
 
 
-def _check_trainer(c: TrainerConfig) -> None:
-    positive = (
-        "batches",
-        "batch_size",
-        "d_steps",
-        "g_steps",
-        "log_every",
-        "eval_every",
-        "health_window",
-    )
-    for key in positive:
-        if getattr(c, key) < 1:
-            raise ConfigError(f"{key}: must be >= 1, got {getattr(c, key)}")
-    if c.r1_gamma < 0:
-        raise ConfigError(f"r1_gamma: must be >= 0, got {c.r1_gamma}")
-    if not 0.0 <= c.label_smoothing < 0.5:
-        raise ConfigError(f"label_smoothing: must be in [0, 0.5), got {c.label_smoothing}")
-    for key in ("lr_g", "lr_d"):
-        if getattr(c, key) <= 0:
-            raise ConfigError(f"{key}: must be > 0, got {getattr(c, key)}")
+def ranges_of(model_cls: type) -> dict[str, Range]:
+    """The range of every numeric key of a trial with the recipe config ``model_cls``."""
+    return {**RANGES, **getattr(model_cls, "RANGES", {})}
+
+
+def check_value(key: str, value: Any, ranges: dict[str, Range]) -> None:
+    """Raise :class:`ConfigError` when ``value`` of ``key`` is outside its range or, for
+    ``device``, not a device name."""
+    if key == "device" and not DEVICE.fullmatch(str(value)):
+        raise ConfigError(f"device: {value!r} is not one of {DEVICES}")
+    if key in ranges and isinstance(value, int | float) and not isinstance(value, bool):
+        ranges[key].check(key, value)
+
+
+def check_values(trainer: TrainerConfig, model: Any) -> None:
+    """Every key of a resolved trial in its range, then the recipe config's own ``check()``
+    (rules that tie keys together); the first problem is a :class:`ConfigError`."""
+    ranges = ranges_of(type(model))
+    for part in (trainer, model):
+        for key, value in dataclasses.asdict(part).items():
+            check_value(key, value, ranges)
+    check = getattr(model, "check", None)
+    if check is not None:
+        check()

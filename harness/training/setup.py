@@ -27,7 +27,8 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; an unavailable CUDA device is an error.
+    """``auto`` is CUDA when available, else the CPU; a CUDA device this machine lacks is an
+    error (the name's form is checked with the rest of the config, see ``config.DEVICE``).
 
     On CUDA, cuDNN may benchmark its convolution algorithms once per input shape and keep the
     fastest (training batches have one fixed shape).
@@ -38,6 +39,12 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"device: {name!r} requested but this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
         torch.backends.cudnn.benchmark = True
     return device
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from harness.diagnostics.detectors import HealthConfig
 from harness.diagnostics.monitor import HealthMonitor
-from harness.files import remove_stale_temps
+from harness.files import finite, remove_stale_temps
 from harness.status import Status
 from harness.training.budget import Budget
 from harness.training.checkpoints import resumable_state, write_checkpoint
@@ -127,11 +127,12 @@ class Trainer:
         cfg = self.cfg
         last_eval: dict[str, Any] = {}
         ckpt: Path | None = None
-        if self.step == 0:
-            last_eval = self.evaluate()
-            self.report("eval", last_eval, None)
-        self.interval.restart_clock()
         try:
+            if self.step == 0:
+                last_eval = self.evaluate()
+                self.report("eval", last_eval, None)
+                self._require_scores(last_eval)
+            self.interval.restart_clock()
             while not self.budget.spent(self.batch_index):
                 before = self.batch_index
                 self._train_step()
@@ -144,6 +145,7 @@ class Trainer:
                     ckpt = self.save_checkpoint()
                 if evaluating:
                     self.report("eval", last_eval, ckpt)
+                    self._require_scores(last_eval)
                 if evaluating or checkpointing:
                     self.interval.restart_clock()
         except StopTraining as stop:
@@ -345,6 +347,23 @@ class Trainer:
         row = {"step": self.step, "batches": self.batch_index, "epoch": self.epoch}
         row = {**row, "wall_s": self.wall.seconds(), **metrics}
         return {**row, **self.monitor.update(row)}
+
+    def _require_scores(self, row: dict[str, Any]) -> None:
+        """Stop the run at a validation that scored nothing: every held-out utterance skipped
+        (``n_valid`` 0), or none of the metrics the recipe reports finite.  A broken generator
+        scores worst-case, not NaN, so this is a held-out set that cannot be scored: no later
+        validation would score anything either, and a run without a score is not completed."""
+        where = f"validation at step {row['step']}"
+        if row.get("n_valid") == 0:
+            raise StopTraining(
+                f"no score: the {where} could score none of its {row.get('n_skipped')} "
+                "utterances (references silent, too short or without speech)"
+            )
+        metrics = self.recipe.reports(self.recipe.cfg)
+        if metrics and not any(finite(row.get(m)) for m in metrics):
+            raise StopTraining(
+                f"no score: every metric of the {where} is NaN ({', '.join(metrics)})"
+            )
 
     # ---------------------------------------------------------------- checkpoints
     def _stateful(self) -> dict[str, Any]:
