@@ -150,6 +150,7 @@ def test_a_run_the_health_stopper_ended_counts_as_stopped_not_completed(tmp_path
     assert frame["stoi"].iloc[0] == 0.6 and frame["stoi"].isna().iloc[1]
 
 
+@pytest.mark.slow  # a second confirmation on Ray
 def test_a_longer_budget_is_confirmed_apart_and_a_large_gap_decided_in_the_first_round(confirmed):
     """`confirm --batches 600` (seeds auto) confirms the same candidates at twice the search's
     budget: the default 30x too slow is decided after the first round of 3 seeds each; its rows
