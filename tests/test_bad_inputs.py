@@ -203,6 +203,16 @@ CASES = [
     Case("cli-bad-name", SEARCH_RING + " --name ../escape", "--name '../escape'"),
     Case("cli-unknown-objective", SEARCH_RING + " --objective accuracy", "accuracy"),
     Case("cli-confirm-negative", SEARCH_RING + " --confirm -1", "--confirm -1"),
+    Case(
+        "cli-confirm-one-seed", SEARCH_RING + " --confirm 2 --confirm-seeds 1", "--confirm-seeds 1"
+    ),
+    Case("cli-confirm-seeds-word", SEARCH_RING + " --confirm 2 --confirm-seeds many", "many"),
+    Case(
+        "cli-confirm-margin-zero",
+        SEARCH_RING + " --confirm 2 --confirm-margin 0",
+        "--confirm-margin 0",
+    ),
+    Case("cli-confirm-batches-zero", "confirm --batches 0", "--batches 0"),
     Case("cli-search-data-missing", SEARCH_RING + " --data {tmp}/nope", "{tmp}/nope"),
     Case("cli-out-is-a-file", TRAIN_RING, "{tmp}/out", text_file("out")),
     Case("cli-out-unwritable", "train ring --out /proc/nope/out", "/proc/nope/out"),

@@ -11,6 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,6 +29,7 @@ from harness.results.folder import SearchFolder
 from harness.results.trials import read_trials
 
 SLOW, WORKING = 3e-5, 1e-3
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +148,99 @@ def test_a_run_the_health_stopper_ended_counts_as_stopped_not_completed(tmp_path
     assert frame["status"].tolist() == ["completed", "stopped"]
     assert frame["reason"].iloc[1].startswith("mode collapse")
     assert frame["stoi"].iloc[0] == 0.6 and frame["stoi"].isna().iloc[1]
+
+
+@pytest.mark.slow  # a second confirmation on Ray
+def test_a_longer_budget_is_confirmed_apart_and_a_large_gap_decided_in_the_first_round(confirmed):
+    """`confirm --batches 600` (seeds auto) confirms the same candidates at twice the search's
+    budget: the default 30x too slow is decided after the first round of 3 seeds each; its rows
+    record the budget beside the search budget's, which stay as they were, and the leaderboard
+    says whether the search's ranking held there."""
+    folder, _, _ = confirmed
+    root = str(folder.path.parent)
+    before = read_confirmation(folder)
+    code, out = run_cli("confirm", "c", "--results", root, "--top", "1", "--batches", "600")
+    assert code == 0, out
+    table = read_confirmation(folder)
+    longer = table[table["batches"] == 600]
+    assert len(longer) == 6 and set(longer["round"]) == {1}  # one round: decided at once
+    assert (longer["budget"] == "smoke").all() and (longer["status"] == "completed").all()
+    assert set(longer["seed"]) < set(before["seed"])  # the first 3 of the same seeds
+    kept = table[table["batches"] == 300].reset_index(drop=True)
+    assert kept[before.columns].equals(before)  # the search budget's confirmation untouched
+    assert (folder.path / "confirm-smoke-600" / "finished.json").is_file()
+    assert "confirmation at 600 batches (smoke budget)" in out
+    assert "ranking at 600 batches (smoke budget): the search's order held" in out
+    code, text = run_cli("leaderboard", "c", "--results", root, "--format", "json")
+    doc = json.loads(text)
+    (check,) = doc["budget_checks"]
+    assert (check["batches"], check["search_batches"], check["seeds"]) == (600, 300, 3)
+    assert check["outcome"] == "better" and check["finished"] and check["ranking"]["held"]
+    assert [c["rank_change"] for c in check["candidates"]] == [0, 0]
+    assert doc["confirmation"]["batches"] == 300 and doc["confirmation"]["seeds"] == 4
+    report = (folder.path / "report.html").read_text()
+    assert "confirmed reverse_kl at 600 batches" in report
+
+
+SAME = {
+    "objective": "reverse_kl",
+    "space": {"loss_upper_limit": {"choice": [1e6, 1e5]}, "lr_g": WORKING, **TINY_RING},
+    "points_to_evaluate": [{"loss_upper_limit": 1e6}, {"loss_upper_limit": 1e5}],
+}  # two configurations that train identically: no ring loss comes near either limit
+
+
+@pytest.mark.heavy
+def test_identical_configurations_end_bounded_and_a_killed_confirmation_resumes(tmp_path):
+    """`search --confirm 2` of two configurations that train the same: every seed scores the
+    same for both, so the verdict cannot say better; with a margin of 0.3 nats it ends "not
+    better by more than the margin" within the maximum of 5 seeds, after more than one round.
+    The driver is SIGKILLed while the second round trains; the same command finishes it, every
+    seed run once to its end, and nothing that had ended trained again."""
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(SAME))
+    argv = [
+        sys.executable, "run.py", "search", "ring", "--space", str(tmp_path / "same.yaml"),
+        "--trials", "2", "--name", "same", "--results", str(tmp_path), "--scheduler", "none",
+        "--quiet", "--confirm", "2", "--confirm-max-seeds", "5", "--confirm-margin", "0.3",
+    ]  # fmt: skip
+    folder = SearchFolder(tmp_path / "same")
+    confirm = folder.confirm_dir
+
+    def in_round_two() -> bool:
+        runs = [json.loads(p.read_text()) for p in confirm.glob("trials/*/run.json")]
+        return any(run["round"] == 2 for run in runs)
+
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(
+            argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 900
+        while not in_round_two() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert in_round_two(), (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not (confirm / "finished.json").is_file()
+    ended = {p.parent.name: p.stat().st_mtime_ns for p in confirm.glob("trials/*/result.json")}
+    assert len(ended) >= 6  # the first round, 3 seeds of each
+
+    second = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    for trial_id, stamp in ended.items():  # nothing that had ended trained again
+        assert (confirm / "trials" / trial_id / "result.json").stat().st_mtime_ns == stamp
+    table = read_confirmation(folder)
+    done = table[table["status"] == "completed"]
+    assert not done.duplicated(["candidate", "seed"]).any()  # every seed ran once to its end
+    per_seed = done.pivot(index="seed", columns="candidate", values="reverse_kl")
+    assert per_seed.shape[1] == 2 and (per_seed.iloc[:, 0] == per_seed.iloc[:, 1]).all()
+    assert 3 < len(per_seed) <= 5  # more than one round, never past the maximum
+    rounds = yaml.safe_load((confirm / "rounds.yaml").read_text())
+    assert len(rounds) >= 2 and all(len(r) == 2 for r in rounds[1:])  # the best and the default
+    code, text = run_cli("leaderboard", "same", "--results", str(tmp_path), "--format", "json")
+    doc = json.loads(text)["confirmation"]
+    assert doc["finished"] and doc["outcome"] == "bounded" and doc["gain"] == 0
+    assert "by more than 0.3, the margin" in doc["verdict"]
+    third = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0 and "has already finished" in third.stdout

@@ -10,6 +10,7 @@ from pair_corpus import write_pair_corpus
 from harness.recipes.segan import SeganRecipe, de_emphasis, pre_emphasis
 from harness.runs.resolve import resolve_config
 from harness.runs.trial import run_trial
+from harness.training.config import ConfigError
 from harness.training.recipe import DiscriminatorSmoothing
 
 TINY = {
@@ -156,3 +157,25 @@ def test_step_rows_weigh_ds_gradient_against_the_l1_terms(tmp_path, corpus):
     for row in rows:
         assert row["recon_grad_norm"] == pytest.approx(expected, rel=1e-4)
         assert row["adv_recon_ratio"] == pytest.approx(row["adv_grad_norm"] / expected, rel=1e-4)
+
+
+@pytest.mark.slow  # DNSMOS: its model loads in the scoring worker
+def test_extra_metrics_add_a_guard_to_the_validation_without_a_noisy_baseline(corpus):
+    """A confirmation measures an enhancer's guard its validation leaves out (MetricGAN+'s and
+    SEGAN's DNSMOS) through ``extra_metrics``: scored on the enhanced clips only."""
+    plain = tiny_config(corpus)
+    assert SeganRecipe.measuring(plain.model, ("pesq", "stoi")) == {}  # reported already
+    wanted = SeganRecipe.measuring(plain.model, ("stoi", "dnsmos_ovrl"))
+    assert wanted == {"extra_metrics": ("dnsmos_ovrl",)}
+    cfg = tiny_config(corpus, **wanted)
+    assert SeganRecipe.reports(cfg.model)[-1] == "dnsmos_ovrl"
+    recipe = SeganRecipe(cfg.model, str(corpus), cfg.trainer.seed, cfg.trainer.batch_size)
+    try:
+        with torch.no_grad():
+            row = recipe.validate(recipe.build_generator(), 0, None)
+    finally:
+        recipe.close()
+    assert 0.5 < row["dnsmos_ovrl"] < 5.5 and "dnsmos_ovrl_noisy" not in row
+    assert row["pesq_gain"] == pytest.approx(row["pesq"] - row["pesq_noisy"])
+    with pytest.raises(ConfigError, match=r"^extra_metrics: \['pesq'\] not among mel_l1"):
+        tiny_recipe(corpus, extra_metrics="[pesq]")

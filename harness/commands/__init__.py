@@ -37,6 +37,50 @@ def add_results(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", help="results root (default $GAN_HARNESS_RESULTS or ./results)")
 
 
+def add_confirm_options(p: argparse.ArgumentParser, prefix: str) -> None:
+    """How a confirmation decides: ``{prefix}seeds``, ``{prefix}max-seeds``, ``{prefix}margin``
+    (``--confirm-`` on ``search``, ``--`` on ``confirm``); stored as ``confirm_seeds`` ... on
+    ``search``, ``seeds`` ... on ``confirm``."""
+    from harness.results.confirmation import AUTO, parse_seeds
+    from harness.results.sequential import DEFAULT_MAX_SEEDS
+
+    dest = prefix.strip("-").replace("-", "_")
+    dest = f"{dest}_" if dest else ""
+
+    def seeds(text: str) -> int | str:
+        try:
+            return parse_seeds(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    p.add_argument(
+        f"{prefix}seeds",
+        dest=f"{dest}seeds",
+        type=seeds,
+        default=AUTO,
+        metavar="auto|N",
+        help="seeds per configuration: auto (default) adds rounds of seeds to the confirmed best "
+        "and the paper default until the verdict is decided, up to the maximum; N: that many "
+        "each, one look",
+    )
+    p.add_argument(
+        f"{prefix}max-seeds",
+        dest=f"{dest}max_seeds",
+        type=int,
+        default=DEFAULT_MAX_SEEDS,
+        metavar="N",
+        help=f"seeds per configuration at the last look of auto (default {DEFAULT_MAX_SEEDS})",
+    )
+    p.add_argument(
+        f"{prefix}margin",
+        dest=f"{dest}margin",
+        type=float,
+        metavar="X",
+        help="the smallest gain on the objective worth finding: the verdict may end 'not better "
+        "by more than X' (default: the objective's, e.g. 0.02 STOI, 0.1 PESQ)",
+    )
+
+
 def add_verbose(p: argparse.ArgumentParser) -> None:
     """``--verbose``: Ray's and Optuna's output on the console too, not only in the search's log."""
     p.add_argument(

@@ -1,26 +1,40 @@
 """`run.py confirm [NAME]`: retrain a finished search's top configurations and the paper default
-with fresh seeds, and say whether the winner beats the default by more than seed noise."""
+with fresh seeds, at its budget or a longer one, and say whether the confirmed best beats the
+default by more than seed noise, and whether the search's ranking held."""
 
 from __future__ import annotations
 
 import argparse
 
-from harness.commands import add_results, add_verbose
+from harness.commands import add_confirm_options, add_results, add_verbose
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from harness.runs.resolve import BUDGETS
+
     p = sub.add_parser(
         "confirm",
-        help="retrain the best configurations with several seeds (winner vs paper default)",
+        help="retrain the best configurations with fresh seeds (winner vs paper default)",
         description="Retrain the top K configurations of a finished search and the space's first "
-        "point (the paper default) with N fresh seeds each, at the search's budget and through "
-        "the same trial code, on Ray; then print the leaderboard with mean ± std, the 95%% "
-        "interval and a one-sided Welch test of the winner against the default. Running it "
-        "again continues an interrupted confirmation.",
+        "point (the paper default) with fresh seeds, through the same trial code, on Ray; by "
+        "default in rounds until a sequential test (Pocock-corrected one-sided Welch, the best "
+        "of K) decides whether the confirmed best beats the default, or bounds its gain below "
+        "the margin. --batches or --budget confirms at another budget, to see whether the "
+        "search's ranking holds there. Then print the leaderboard with the verdict, the guard "
+        "metrics and the ranking check. Running it again continues an interrupted confirmation.",
     )
     p.add_argument("name", nargs="?", help="search name (default: the most recent search)")
     p.add_argument("--top", type=int, default=2, metavar="K", help="configurations (default 2)")
-    p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds each (default 3)")
+    add_confirm_options(p, "--")
+    p.add_argument(
+        "--budget", choices=BUDGETS, help="budget preset to confirm at (default: the search's)"
+    )
+    p.add_argument(
+        "--batches",
+        type=int,
+        metavar="N",
+        help="batches each run trains (default: the budget's; the search's at its budget)",
+    )
     p.add_argument("--address", help="existing Ray cluster (default: the search's)")
     add_results(p)
     add_verbose(p)
@@ -29,13 +43,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.report import write_search_report
+    from harness.results.confirmation import ConfirmRequest
     from harness.search.flow import confirm
 
+    request = ConfirmRequest(
+        top=args.top,
+        seeds=args.seeds,
+        max_seeds=args.max_seeds,
+        margin=args.margin,
+        budget=args.budget,
+        batches=args.batches,
+    )
     return confirm(
         args.results,
         args.name,
-        top=args.top,
-        seeds=args.seeds,
+        request,
         address=args.address,
         verbose=args.verbose,
         write_report=write_search_report,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands import add_results, add_tracking, add_verbose, request_of
+from harness.commands import (
+    add_confirm_options,
+    add_results,
+    add_tracking,
+    add_verbose,
+    request_of,
+)
 from harness.recipes import RECIPES
 from harness.runs.resolve import BUDGETS
 
@@ -82,16 +88,11 @@ def _add_after(p: argparse.ArgumentParser) -> None:
         default=0,
         metavar="K",
         help="after the search, retrain the top K configurations and the paper default with "
-        "--confirm-seeds fresh seeds each and say whether the winner beats the default by more "
-        "than seed noise (default 0: no confirmation; `run.py confirm NAME` does it later)",
+        "fresh seeds and say whether the confirmed best beats the default by more than seed "
+        "noise, or by at most how much (default 0: no confirmation; `run.py confirm NAME` does "
+        "it later)",
     )
-    p.add_argument(
-        "--confirm-seeds",
-        type=int,
-        default=3,
-        metavar="N",
-        help="seeds per confirmed configuration",
-    )
+    add_confirm_options(p, "--confirm-")
     add_results(p)
     add_tracking(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines while it runs")

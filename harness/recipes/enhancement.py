@@ -29,11 +29,12 @@ from harness.audio.samples import Sample, save_samples
 from harness.diagnostics import signals
 from harness.diagnostics.detectors import HealthConfig
 from harness.scoring.pairs import ScorePair, score_pairs
-from harness.scoring.registry import ENHANCEMENT_BASE
-from harness.training.config import COUNT, NON_NEGATIVE, Range
+from harness.scoring.registry import ENHANCEMENT_BASE, SPEECH
+from harness.training.config import COUNT, NON_NEGATIVE, ConfigError, Range
 from harness.training.recipe import BatchSource, Recipe
 
 SCORED = ENHANCEMENT_BASE  # pesq, stoi, estoi, si_snr, csig, cbak, covl
+EXTRA = tuple(m for m in SPEECH if m not in SCORED)  # what extra_metrics may add
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class EnhancementConfig:
     keep_sample_evals: int = 3  # validations whose WAVs are kept
     corpus_utterances: int = 320  # size of the built-in noisy corpus
     score_workers: int = 0  # scoring processes; 0 = the torch threads this trial was given
+    # scored at every validation besides SCORED, without a noisy baseline: DNSMOS or the pitch
+    # metrics (each about 3 s of one core per 3 s clip), e.g. to guard a confirmation
+    extra_metrics: tuple[str, ...] = ()
 
     RANGES: ClassVar[dict[str, Range]] = {
         "sample_rate": Range(8000),  # the lowest rate PESQ scores
@@ -104,6 +108,7 @@ class EnhancementRecipe(Recipe):
 
     def __init__(self, cfg: Any, data_dir: str | None, seed: int, batch_size: int) -> None:
         super().__init__(cfg, data_dir, seed, batch_size)
+        self.reports(cfg)
         self._split: tuple[list[Pair], list[Pair]] | None = None
         self._valid_audio: list[tuple[Tensor, Tensor]] | None = None
         self._baseline: dict[str, dict[str, float]] | None = None  # pair id -> noisy scores
@@ -169,8 +174,18 @@ class EnhancementRecipe(Recipe):
 
     @classmethod
     def reports(cls, cfg: Any) -> tuple[str, ...]:
-        """Every scored metric, its noisy-input baseline and the gain over it."""
-        return tuple(f"{m}{suffix}" for m in SCORED for suffix in ("", "_noisy", "_gain"))
+        """Every scored metric, its noisy-input baseline and the gain over it; the extra ones."""
+        unknown = [m for m in cfg.extra_metrics if m not in EXTRA]
+        if unknown:
+            raise ConfigError(f"extra_metrics: {unknown} not among {', '.join(EXTRA)}")
+        scored = tuple(f"{m}{suffix}" for m in SCORED for suffix in ("", "_noisy", "_gain"))
+        return (*scored, *cfg.extra_metrics)
+
+    @classmethod
+    def measuring(cls, cfg: Any, metrics: tuple[str, ...]) -> dict[str, Any]:
+        """``extra_metrics`` with the missing ones among ``metrics`` added."""
+        missing = [m for m in metrics if m in EXTRA and m not in cfg.extra_metrics]
+        return {"extra_metrics": (*cfg.extra_metrics, *missing)} if missing else {}
 
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
         """Enhance the held-out pairs; score them, and the noisy input once, in the pool."""
@@ -198,6 +213,15 @@ class EnhancementRecipe(Recipe):
             )
         row = {m: report.mean[m] for m in SCORED}
         row.update(self._against_baseline(report.per_item))
+        if self.cfg.extra_metrics:
+            plain = [ScorePair(c.name, c.reference, c.generated) for c in clips]
+            extra = score_pairs(
+                plain,
+                self.cfg.sample_rate,
+                pool=self.scoring_pool(),
+                metrics=self.cfg.extra_metrics,
+            )
+            row.update({m: extra.mean[m] for m in self.cfg.extra_metrics if m in extra.mean})
         return {**row, "n_valid": report.n_valid, "n_skipped": report.n_skipped}
 
     def _against_baseline(self, per_item: list[dict[str, Any]]) -> dict[str, float]:

@@ -133,6 +133,8 @@ class HifiganRecipe(Recipe):
     trains_on: ClassVar[dict[str, tuple[str, ...]]] = {
         "mel_l1": ("lambda_mel", "lambda_fm", "disc_start_step")
     }
+    # a win on STOI must not cost quality (PESQ) or the spectral fit (mel L1)
+    guards: ClassVar[tuple[str, ...]] = ("stoi", "pesq", "mel_l1")
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny G, D at 1/8 width, 1/4-length segments: minutes on 2 CPU cores
         "smoke": {
@@ -303,6 +305,12 @@ class HifiganRecipe(Recipe):
             choices = ", ".join(m for m in SPEECH if m != "mel_l1")
             raise ConfigError(f"eval_metrics: {unknown or '[]'} not among {choices}")
         return ("mel_l1", *cfg.eval_metrics)
+
+    @classmethod
+    def measuring(cls, cfg: HifiganConfig, metrics: tuple[str, ...]) -> dict[str, Any]:
+        """``eval_metrics`` with the missing ones among ``metrics`` added."""
+        missing = [m for m in metrics if m in SPEECH and m not in cls.reports(cfg)]
+        return {"eval_metrics": (*cfg.eval_metrics, *missing)} if missing else {}
 
     def validate(self, generator: nn.Module, step: int, out_dir: Any) -> dict[str, float]:
         """Copy-synthesis of the held-out set: mel L1 on device, the rest in worker processes."""

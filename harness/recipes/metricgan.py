@@ -122,6 +122,9 @@ class MetricganRecipe(EnhancementRecipe):
         "clip_grad_d": 5.0,
         "d_steps": 2,
     }
+    # its discriminator learns to predict PESQ, so a win on PESQ alone must not cost
+    # intelligibility (STOI) or the overall quality a non-intrusive model hears (DNSMOS)
+    guards: ClassVar[tuple[str, ...]] = ("pesq", "stoi", "dnsmos_ovrl")
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny G, 1 s crops, 2 per batch: minutes on 2 CPU cores, one torch thread training
         # while the pool scores the previous batch's PESQ (pesq_lag 1)

@@ -138,6 +138,8 @@ class RingRecipe(Recipe):
     name = "ring"
     config_cls = RingConfig
     supports_r1 = True
+    # covering the modes evenly must not cost sample quality, nor modes reached
+    guards: ClassVar[tuple[str, ...]] = ("reverse_kl", "modes_covered", "high_quality")
     # lr_decay per step brings the learning rate to 1 % of its start at the last step
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {

@@ -82,6 +82,7 @@ class SeganRecipe(EnhancementRecipe):
         "b2_d": 0.9,
         "scheduler": "constant",
     }
+    guards: ClassVar[tuple[str, ...]] = ("pesq", "stoi")  # a win on PESQ must not cost STOI
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
         # networks at 1/8 width (1.1 M / 0.4 M parameters): minutes on 2 CPU cores
         "smoke": {

@@ -8,20 +8,27 @@ import pandas as pd
 
 from harness.report import page
 from harness.results.leaderboard import Ranking, display_columns
+from harness.results.verdict import summary_lines
 
 
-def confirmation_cells(ranking: Ranking) -> list[str] | None:
-    """Each trial's confirmed objective (mean ± std [95% interval] over fresh seeds), or None
-    while no confirmation has run; "-" for trials that were not confirmed."""
-    summary = ranking.confirmation
-    if summary is None:
-        return None
-    by_trial = {c.source_trial: c for c in summary.candidates if c.source_trial}
-    texts = []
-    for trial_id in ranking.trials["trial_id"]:
-        found = by_trial.get(trial_id)
-        texts.append(found.objective.format() if found and found.objective else "-")
-    return texts
+def confirmation_columns(ranking: Ranking) -> list[tuple[str, list[str]]]:
+    """One column per confirmation (the search's budget first): its header and each trial's
+    confirmed objective (mean ± std [95% interval] over fresh seeds, and the seeds completed);
+    "-" for trials that were not confirmed."""
+    objective = ranking.plan.objective
+    columns = []
+    for summary in ranking.confirmations:
+        by_trial = {c.source_trial: c for c in summary.candidates if c.source_trial}
+        texts = []
+        for trial_id in ranking.trials["trial_id"]:
+            found = by_trial.get(trial_id)
+            shown = found.objective.format() if found and found.objective else "-"
+            texts.append(
+                f"{shown} ({found.completed} seeds)" if found and found.objective else shown
+            )
+        at = "" if summary.setting.search else f" at {summary.setting.batches} batches"
+        columns.append((f"confirmed {objective}{at}", texts))
+    return columns
 
 
 def leaderboard_html(ranking: Ranking, anchors: dict[str, str]) -> str:
@@ -32,10 +39,11 @@ def leaderboard_html(ranking: Ranking, anchors: dict[str, str]) -> str:
         shown.insert(shown.index("step") + 1, "train_s")
     swept = [c for c in shown if c.startswith("config/")]  # last: the table scrolls sideways
     columns = [c for c in shown if c not in swept] + swept
-    confirmed = confirmation_cells(ranking)
+    confirmed = confirmation_columns(ranking)
     header = [c.removeprefix("config/").replace("trial_id", "trial") for c in columns]
-    if confirmed is not None:
-        header.insert(columns.index(plan.objective) + 1, f"confirmed {plan.objective}")
+    if plan.objective in columns:  # search score and confirmed means side by side
+        at = columns.index(plan.objective) + 1
+        header[at:at] = [title for title, _ in confirmed]
     rows = []
     for i, (_, row) in enumerate(frame.iterrows()):
         cells = []
@@ -49,8 +57,8 @@ def leaderboard_html(ranking: Ranking, anchors: dict[str, str]) -> str:
                 cells.append(f'<td class="{kind}">{page.esc(text)}</td>')
             else:
                 cells.append(page.cell(_plain(value)))
-            if column == plan.objective and confirmed is not None:
-                cells.append(f"<td>{page.esc(confirmed[i])}</td>")
+            if column == plan.objective:
+                cells += [f"<td>{page.esc(texts[i])}</td>" for _, texts in confirmed]
         rows.append(f'<tr class="{page.esc(row["status"])}">{"".join(cells)}</tr>')
     parts = [page.table(header, rows)]
     if ranking.importances:
@@ -59,8 +67,8 @@ def leaderboard_html(ranking: Ranking, anchors: dict[str, str]) -> str:
     if plan.multi_objective:
         front = ", ".join(ranking.front) or "none yet"
         parts.append(page.note(f"Pareto front ({plan.objective}, {plan.cost}): {front}"))
-    if ranking.confirmation is not None:
-        parts += [page.note(line) for line in ranking.confirmation.lines()]
+    for summary in ranking.confirmations:
+        parts += [page.note(line) for line in summary_lines(summary)]
     return "".join(parts)
 
 

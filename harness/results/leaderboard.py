@@ -21,14 +21,11 @@ import pandas as pd
 
 from harness.diagnostics.detectors import DETECTORS
 from harness.files import finite
-from harness.results.confirmation import (
-    ConfirmationSummary,
-    read_confirmation,
-    summarise_confirmation,
-)
+from harness.results.confirmation import ConfirmationSummary, summarise_confirmations
 from harness.results.folder import SearchFolder, find_search, list_searches, results_root
 from harness.results.plan import SearchPlan
 from harness.results.trials import read_trials
+from harness.results.verdict import summary_dict, summary_lines
 from harness.scoring.registry import COSTS, METRICS, SCORES
 from harness.status import STATUSES, TERMINAL, Status
 
@@ -153,7 +150,12 @@ class Ranking:
     front: list[str]  # Pareto-optimal trial ids ([] for single-objective searches)
     importances: dict[str, float]  # swept parameter -> importance, most important first
     recorded: int  # trials recorded, lost ones left out
-    confirmation: ConfirmationSummary | None  # seed statistics, once a confirmation ran
+    confirmations: list[ConfirmationSummary]  # the search's budget first, then other budgets
+
+    @property
+    def confirmation(self) -> ConfirmationSummary | None:
+        """The confirmation at the search's own budget, once it has run."""
+        return next((c for c in self.confirmations if c.setting.search), None)
 
 
 def ranking(folder: SearchFolder, sort: str | None = None, healthy_only: bool = False) -> Ranking:
@@ -171,8 +173,8 @@ def ranking(folder: SearchFolder, sort: str | None = None, healthy_only: bool = 
     if plan.multi_objective:
         ranked["pareto"] = ranked["trial_id"].isin(front)
     recorded = int((frame["status"] != "lost").sum())
-    confirmation = confirmation_summary(folder, plan)
-    return Ranking(plan, ranked, front, importances(folder), recorded, confirmation)
+    confirmations = summarise_confirmations(folder, plan, rank(frame, plan))
+    return Ranking(plan, ranked, front, importances(folder), recorded, confirmations)
 
 
 def render(
@@ -228,7 +230,8 @@ def _json(found: Ranking, shown: pd.DataFrame) -> str:
         "trials": json.loads(shown.rename(columns=_short).to_json(orient="records")),
         "importances": found.importances,
         "pareto": found.front,
-        "confirmation": confirmation.as_dict() if confirmation else None,
+        "confirmation": summary_dict(confirmation) if confirmation else None,
+        "budget_checks": [summary_dict(c) for c in found.confirmations if not c.setting.search],
     }
     return json.dumps(doc, indent=2)
 
@@ -244,8 +247,8 @@ def _notes(found: Ranking) -> list[str]:
             f"Pareto front ({plan.objective} {plan.mode}, {plan.cost} {plan.cost_mode}): "
             + (", ".join(found.front) or "none yet")
         )
-    if found.confirmation:
-        notes += found.confirmation.lines()
+    for confirmation in found.confirmations:
+        notes += summary_lines(confirmation)
     return notes
 
 
@@ -314,12 +317,6 @@ def _reasons(frame: pd.DataFrame) -> list[str]:
     ended = frame[(frame["status"] != "completed") & (frame["reason"].fillna("") != "")]
     lines = [f"{row.trial_id} {row.status}: {row.reason}" for row in ended.itertuples()]
     return [line if len(line) <= WIDTH else line[: WIDTH - 3] + "..." for line in lines]
-
-
-def confirmation_summary(folder: SearchFolder, plan: SearchPlan) -> ConfirmationSummary | None:
-    """The confirmation stage's statistics, once it has run."""
-    runs = read_confirmation(folder)
-    return summarise_confirmation(runs, plan) if runs is not None and len(runs) else None
 
 
 def _short(column: str) -> str:

@@ -11,8 +11,10 @@ from pathlib import Path
 from harness.console import print_line
 from harness.files import unwritable_reason
 from harness.recipes import recipe_class
+from harness.results.confirmation import AUTO, ConfirmRequest, search_confirmation_finished
 from harness.results.folder import SearchFolder, results_root
 from harness.results.plan import Resources, SearchPlan
+from harness.results.sequential import DEFAULT_MAX_SEEDS
 from harness.results.space import (
     SearchSpace,
     default_space_file,
@@ -74,9 +76,29 @@ class SearchRequest:
     seed: int | None = None
     allow_trained_objective: bool = False
     confirm: int = 0
-    confirm_seeds: int = 3
+    confirm_seeds: int | str = AUTO
+    confirm_max_seeds: int = DEFAULT_MAX_SEEDS
+    confirm_margin: float | None = None
     track: str | None = None
     track_uri: str | None = None
+
+    def confirmation(self) -> ConfirmRequest:
+        """What ``--confirm`` and its options ask of the confirmation."""
+        return ConfirmRequest(
+            top=self.confirm,
+            seeds=self.confirm_seeds,
+            max_seeds=self.confirm_max_seeds,
+            margin=self.confirm_margin,
+        )
+
+
+CONFIRM_FLAGS = {
+    "top": "--confirm",
+    "seeds": "--confirm-seeds",
+    "max_seeds": "--confirm-max-seeds",
+    "margin": "--confirm-margin",
+    "batches": "--batches",
+}
 
 
 @dataclass(frozen=True)
@@ -93,11 +115,10 @@ class PlannedSearch:
 def plan_search(request: SearchRequest, results: str | Path | None) -> PlannedSearch:
     """The request's search under the results root ``results``: its launched plan if it has
     one (the options given again must match it), else a new plan, checked but not yet saved."""
-    if request.confirm < 0 or request.confirm_seeds < 2:
-        raise PlanError(
-            f"--confirm {request.confirm} --confirm-seeds {request.confirm_seeds}: "
-            "need K >= 0 and N >= 2"
-        )
+    if request.confirm < 0:
+        raise PlanError(f"--confirm {request.confirm}: need K >= 0 (0: no confirmation)")
+    if request.confirm:
+        request.confirmation().check(CONFIRM_FLAGS)
     budget = request.budget or default_budget()
     name = request.name or f"{request.recipe}-{budget}"
     if not NAME.fullmatch(name):
@@ -112,7 +133,7 @@ def plan_search(request: SearchRequest, results: str | Path | None) -> PlannedSe
         return PlannedSearch(folder, plan, space, address)
     plan, resources = SearchPlan.load(folder), Resources.load(folder)
     check_same_search(plan, resources, request)
-    done = folder.finished() and (not request.confirm or folder.confirmation_table.is_file())
+    done = folder.finished() and (not request.confirm or search_confirmation_finished(folder))
     space = None if done else parse_space(plan.space, plan.recipe, plan.space_file)
     return PlannedSearch(folder, plan, space, request.address or resources.address)
 

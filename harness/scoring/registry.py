@@ -143,3 +143,31 @@ COSTS: dict[str, Metric] = {m.name: m for m in REGISTRY if m.family == "cost"}
 def direction(name: str) -> str:
     """'max' or 'min' for a registered metric; KeyError for an unknown one."""
     return METRICS[name].direction
+
+
+_MARGINS: dict[str, float] = {
+    "pesq": 0.1,
+    "stoi": 0.02,
+    "estoi": 0.02,
+    "si_snr": 0.5,
+    "mel_l1": 0.05,
+    "mrstft": 0.05,
+    "csig": 0.1,
+    "cbak": 0.1,
+    "covl": 0.1,
+    "dnsmos_sig": 0.1,
+    "dnsmos_bak": 0.1,
+    "dnsmos_ovrl": 0.1,
+    "pitch_rmse_cents": 10.0,
+    "periodicity_rmse": 0.01,
+    "vuv_f1": 0.01,
+    "modes_covered": 1.0,
+    "high_quality": 0.05,
+    "reverse_kl": 0.1,
+}
+MARGINS: dict[str, float] = {
+    m.name: _MARGINS[m.name.removesuffix("_noisy").removesuffix("_gain")] for m in SCORES.values()
+}
+"""The smallest difference worth finding on each score, in its unit: a confirmation's default
+margin (``--confirm-margin``), the size below which "not better by more than it" counts as no
+gain.  An enhancer's ``<m>_gain`` and ``<m>_noisy`` take their score's."""

@@ -1,9 +1,14 @@
-"""The confirmation stage on Ray: the top K configurations and the paper default, N seeds each.
+"""The confirmation stage on Ray: the top K configurations and the paper default, in rounds of
+fresh seeds until the verdict is decided (or a fixed number each).
 
-Every run is an ordinary trial (:func:`~harness.search.trainable.train_trial`) at the search's
-budget and resources, in ``results/<name>/confirm/`` (its own ``tune/``, ``trials/`` and
-``diagnostics/``), so an interrupted confirmation resumes like a search: run the same command
-again.  What the runs mean is computed by :mod:`harness.results.confirmation`, which needs no Ray.
+Every run is an ordinary trial (:func:`~harness.search.trainable.train_trial`) at the setting's
+budget and the search's resources, in the confirmation's own folder (``confirm/`` at the search's
+budget, ``confirm-<budget>-<batches>/`` at another), with its own ``tune/``, ``trials/`` and
+``diagnostics/``.  Each round is recorded in ``rounds.yaml`` before it starts and runs as its own
+Tune experiment (``tune/`` for the first, ``tune-<r>/`` after), so an interrupted confirmation
+resumes like a search: run the same command again; the round in flight is restored, and the
+rounds after it are decided from the same runs as before.  Which seeds come next and what the runs
+mean is computed by :mod:`harness.results.confirmation`, which needs no Ray.
 """
 
 from __future__ import annotations
@@ -24,13 +29,34 @@ from ray.tune.logger import JsonLoggerCallback
 
 from harness.diagnostics.telemetry import write_table_atomic
 from harness.files import atomic_write, finite
-from harness.results.confirmation import Candidate, confirmation_seeds, pick_candidates
+from harness.recipes import recipe_class
+from harness.results.confirmation import (
+    FINISHED_FILE,
+    PLAN_FILE,
+    Candidate,
+    ConfirmRequest,
+    Setting,
+    confirm_folder,
+    confirmation_seeds,
+    confirmation_spec,
+    guard_metrics,
+    pick_candidates,
+    progress_of,
+    read_confirmation,
+    scores_of,
+    search_batches,
+    setting_for,
+    summarise_confirmation,
+)
 from harness.results.folder import SearchFolder
 from harness.results.leaderboard import rank
 from harness.results.plan import Resources, SearchPlan
+from harness.results.sequential import Design, Progress
 from harness.results.space import SearchSpace
 from harness.results.trial_files import PROGRESS_KEYS, read_outcome, read_result, write_outcome
 from harness.results.trials import read_trials
+from harness.results.verdict import verdict_line
+from harness.runs.resolve import resolve_config
 from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.driver import (
@@ -47,6 +73,7 @@ from harness.search.trials_table import error_reason
 from harness.status import Status
 
 RUN_FILE = "run.json"  # in each confirmation trial's folder: which candidate and seed it is
+ROUNDS_FILE = "rounds.yaml"  # in a confirmation's folder: the runs of each round, as started
 UNFINISHED = {"status": Status.ERRORED.value, "reason": "did not finish (see confirm/tune)"}
 
 
@@ -57,112 +84,205 @@ def confirm_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     train_trial(config["run"]["sample"], setup)
 
 
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+    """One confirmation ready to run: what it trains, where, and how it decides."""
+
+    plan: SearchPlan
+    folder: SearchFolder  # the search's
+    confirm: SearchFolder  # this confirmation's
+    setting: Setting
+    candidates: list[Candidate]
+    design: Design
+    seeds: list[int]  # seed r of every candidate, up to the design's maximum
+    samples: dict[str, dict[str, Any]]  # candidate label -> what each of its runs trains
+
+    @property
+    def labels(self) -> list[str]:
+        return [c.label for c in self.candidates]
+
+
+def prepare(
+    plan: SearchPlan, space: SearchSpace, folder: SearchFolder, request: ConfirmRequest
+) -> Confirmation:
+    """Everything a confirmation needs, checked before anything trains; a second call with a
+    different request for the same setting is refused (the same one resumes)."""
+    setting = setting_for(plan, request.budget, request.batches)
+    default = {**space.fixed, **space.points[0]} if space.points else None
+    candidates = pick_candidates(rank(read_trials(folder), plan), default, request.top)
+    if not candidates:
+        raise SearchError(f"search {plan.name!r} has no completed trial to confirm")
+    design = request.design(plan.objective, candidates)
+    seeds = confirmation_seeds(plan.seed, design.max_seeds)
+    confirm = confirm_folder(folder, setting)
+    check_same_confirmation(confirm, confirmation_spec(candidates, seeds, design, setting))
+    samples = {c.label: run_sample(plan, setting, c) for c in candidates}
+    return Confirmation(plan, folder, confirm, setting, candidates, design, seeds, samples)
+
+
+def run_sample(plan: SearchPlan, setting: Setting, candidate: Candidate) -> dict[str, Any]:
+    """The candidate's sample at the setting's batches, its validation also scoring the
+    recipe's guard metrics where it does not already (checked as a trial would resolve it)."""
+    sample = dict(candidate.sample)
+    if not setting.search:
+        sample["batches"] = setting.batches
+    cfg = resolve_config(plan.recipe, setting.budget, sample=sample, data=plan.data)
+    return {**sample, **recipe_class(plan.recipe).measuring(cfg.model, guard_metrics(plan))}
+
+
 def run_confirmation(
     plan: SearchPlan,
     space: SearchSpace,
     folder: SearchFolder,
+    request: ConfirmRequest,
     *,
-    top: int,
-    seeds: int,
     address: str | None,
     echo: Callable[[str], None],
 ) -> pd.DataFrame:
-    """Confirm the search in ``folder``; returns (and writes) ``confirmation.parquet``."""
-    if top < 1 or seeds < 2:
-        raise SearchError(f"confirmation needs --confirm >= 1 and >= 2 seeds, got {top}, {seeds}")
-    default = {**space.fixed, **space.points[0]} if space.points else None
-    candidates = pick_candidates(rank(read_trials(folder), plan), default, top)
-    if not candidates:
-        raise SearchError(f"search {plan.name!r} has no completed trial to confirm")
-    seed_list = confirmation_seeds(plan.seed, seeds)
-    confirm = SearchFolder(folder.confirm_dir)
-    check_same_confirmation(confirm, candidates, seed_list)
+    """Confirm the search in ``folder`` as ``request`` asks; returns this confirmation's rows
+    (also merged into ``confirmation.parquet``)."""
+    job = prepare(plan, space, folder, request)
+    echo(
+        f"confirming {len(job.candidates)} configurations of {plan.name!r} at "
+        f"{job.setting.describe()}: {', '.join(job.labels)}; {job.design.describe()}"
+    )
+    if (job.confirm.path / FINISHED_FILE).is_file():  # decided before: nothing to train
+        return save_rows(job)
     resources = Resources.load(folder)
     setup = dataclasses.replace(
-        trial_setup(plan, resources, confirm), search=f"{plan.name}-confirm"
-    )
-    runs = [
-        {"candidate": c.label, "source_trial": c.source_trial, "sample": {**c.sample, "seed": s}}
-        for c in candidates
-        for s in seed_list
-    ]
-    echo(
-        f"confirming {len(candidates)} configurations x {seeds} seeds ({len(runs)} runs) of "
-        f"{plan.name!r}: {', '.join(c.label for c in candidates)}"
+        trial_setup(plan, resources, job.confirm),
+        search=f"{plan.name}-confirm",
+        budget=job.setting.budget,
     )
     started = connect(address)
     try:
         with scoped_environ(forced=TUNE_FORCED, defaults=TUNE_DEFAULTS):
-            tuner = confirmation_tuner(plan, resources, confirm, setup, runs, echo)
-            tuner.fit()
+            return run_rounds(job, resources, setup, echo)
     finally:
         if started:
             ray.shutdown()
-    frame = collect(confirm, [c.label for c in candidates], plan.objective)
-    write_table_atomic(folder.confirmation_table, pa.Table.from_pandas(frame, preserve_index=False))
-    return frame
 
 
-def check_same_confirmation(
-    confirm: SearchFolder, candidates: list[Candidate], seeds: list[int]
-) -> None:
-    """Record what is confirmed; a second call must ask for the same (it then resumes)."""
-    spec = {"seeds": seeds, "candidates": [dataclasses.asdict(c) for c in candidates]}
-    path = confirm.path / "plan.yaml"
-    if path.is_file():
-        if yaml.safe_load(path.read_text()) != spec:
-            raise SearchError(
-                f"{confirm.path}: a confirmation of other configurations or seeds is on record; "
-                "run it with the same --confirm and --confirm-seeds, or delete that folder"
+def run_rounds(
+    job: Confirmation, resources: Resources, setup: TrialSetup, echo: Callable[[str], None]
+) -> pd.DataFrame:
+    """Finish the round in flight, then run rounds until the procedure has its verdict."""
+    rounds = read_rounds(job.confirm)
+    if rounds:
+        fit_round(job, resources, setup, len(rounds), rounds[-1], echo)
+    while True:
+        frame = save_rows(job)
+        progress = progress_of(frame, job.plan, job.design, job.labels)
+        if rounds:
+            summary = summarise_confirmation(
+                frame, job.plan, None, job.setting, job.design, job.labels
             )
-        return
-    atomic_write(path, yaml.safe_dump(spec, sort_keys=False))
+            echo(f"after round {len(rounds)}: {verdict_line(summary)}")
+        if progress.finished:
+            atomic_write(
+                job.confirm.path / FINISHED_FILE,
+                json.dumps({"outcome": progress.outcome, "seeds": progress.seeds}),
+            )
+            return frame
+        runs = next_runs(job, frame, progress, len(rounds) + 1)
+        rounds.append(runs)
+        atomic_write(job.confirm.path / ROUNDS_FILE, yaml.safe_dump(rounds, sort_keys=False))
+        fit_round(job, resources, setup, len(rounds), runs, echo)
 
 
-def confirmation_tuner(
-    plan: SearchPlan,
+def next_runs(
+    job: Confirmation, frame: pd.DataFrame, progress: Progress, number: int
+) -> list[dict[str, Any]]:
+    """The runs of round ``number``: each candidate ``progress`` wants, from the seeds it has
+    run up to the seeds it should have."""
+    scores = scores_of(frame, job.plan.objective, job.labels)
+    sources = {c.label: c.source_trial for c in job.candidates}
+    return [
+        {
+            "candidate": label,
+            "source_trial": sources[label],
+            "sample": {**job.samples[label], "seed": seed},
+            "round": number,
+        }
+        for label, wanted in progress.wanted.items()
+        for seed in job.seeds[len(scores[label]) : wanted]
+    ]
+
+
+def read_rounds(confirm: SearchFolder) -> list[list[dict[str, Any]]]:
+    path = confirm.path / ROUNDS_FILE
+    return (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
+
+
+def fit_round(
+    job: Confirmation,
     resources: Resources,
-    confirm: SearchFolder,
     setup: TrialSetup,
+    number: int,
     runs: list[dict[str, Any]],
     echo: Callable[[str], None],
-) -> tune.Tuner:
-    """A grid of (candidate, seed) runs, restored if an earlier call was interrupted."""
+) -> None:
+    """Run round ``number`` to its end: its Tune experiment restored if an earlier call started
+    it (the runs that ended are not trained again), else started."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run["candidate"]] = counts.get(run["candidate"], 0) + 1
+    plan = ", ".join(f"{label} {n} seed{'s' if n > 1 else ''}" for label, n in counts.items())
+    echo(f"round {number}: {plan}")
     trainable = tune.with_resources(
         tune.with_parameters(confirm_trial, setup=setup),
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
     )
-    experiment = str(confirm.tune)
+    name = job.confirm.tune.name if number == 1 else f"{job.confirm.tune.name}-{number}"
+    experiment = str(job.confirm.path / name)
+    callbacks = [
+        ConfirmationProgress(job.plan.objective, echo, len(runs), job.confirm),
+        JsonLoggerCallback(),
+        OneCopyPerCheckpoint(job.confirm),
+        *tracked_trials(job.plan, setup, SearchFolder(job.confirm.path.parent), confirmation=True),
+    ]
     if tune.Tuner.can_restore(experiment):
-        echo(f"resuming the confirmation from {experiment}")
-        return tune.Tuner.restore(
+        echo(f"resuming round {number} from {experiment}")
+        tuner = tune.Tuner.restore(
             experiment, trainable, resume_unfinished=True, resume_errored=True
         )
-    return tune.Tuner(
-        trainable,
-        param_space={"run": tune.grid_search(runs)},
-        tune_config=tune.TuneConfig(
-            num_samples=1,
-            max_concurrent_trials=resources.trials_at_once,
-            reuse_actors=True,
-            trial_dirname_creator=trial_dirname,
-        ),
-        run_config=tune.RunConfig(
-            name=confirm.tune.name,
-            storage_path=str(confirm.path),
-            stop=None,  # every seed trains to the budget: stopping the unhealthy ones would
-            # leave the statistics with the survivors only (flags stay in the diagnostics)
-            failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
-            callbacks=[
-                ConfirmationProgress(plan.objective, echo, len(runs), confirm),
-                JsonLoggerCallback(),
-                OneCopyPerCheckpoint(confirm),
-                *tracked_trials(plan, setup, SearchFolder(confirm.path.parent), confirmation=True),
-            ],
-            verbose=0,
-        ),
-    )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"run": tune.grid_search(runs)},
+            tune_config=tune.TuneConfig(
+                num_samples=1,
+                max_concurrent_trials=resources.trials_at_once,
+                reuse_actors=True,
+                trial_dirname_creator=trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(job.confirm.path),
+                stop=None,  # every seed trains to the budget: stopping the unhealthy ones would
+                # leave the statistics with the survivors only (flags stay in the diagnostics)
+                failure_config=tune.FailureConfig(max_failures=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
+                callbacks=callbacks,
+                verbose=0,
+            ),
+        )
+    tuner.fit()
+
+
+def check_same_confirmation(confirm: SearchFolder, spec: dict[str, Any]) -> None:
+    """Record what is confirmed; a second call must ask for the same (it then resumes)."""
+    path = confirm.path / PLAN_FILE
+    if path.is_file():
+        if yaml.safe_load(path.read_text()) != spec:
+            raise SearchError(
+                f"{confirm.path}: a confirmation of other configurations or seeds is on record "
+                "(or of another maximum or margin); run it with the same --confirm, "
+                "--confirm-seeds, --confirm-max-seeds and --confirm-margin (run.py confirm: "
+                "--top, --seeds, --max-seeds, --margin), or delete that folder"
+            )
+        return
+    atomic_write(path, yaml.safe_dump(spec, sort_keys=False))
 
 
 class ConfirmationProgress(tune.Callback):
@@ -191,15 +311,18 @@ class ConfirmationProgress(tune.Callback):
         self._record(trial, *outcome(trial.last_result or {}, error=False))
         value = (trial.last_result or {}).get(self.objective)
         shown = f"{value:.4g}" if finite(value) else "-"
-        self.ended += 1  # in this call (a resumed confirmation counts its remaining runs)
+        self.ended += 1  # in this call (a resumed round counts its remaining runs)
         self.echo(
             f"  {run['candidate']} seed {run['sample']['seed']}: {self.objective} {shown}"
             f"  [{self.ended} of {self.total} runs ended in this call]"
         )
 
 
-def collect(confirm: SearchFolder, labels: list[str], objective: str) -> pd.DataFrame:
-    """One row per run from the trial folders: which run it is, how it ended, its scores."""
+def collect(
+    confirm: SearchFolder, labels: list[str], objective: str, setting: Setting | None = None
+) -> pd.DataFrame:
+    """One row per run from the trial folders: which run it is, how it ended, its scores, and
+    (given the ``setting``) the budget and batches it trained at."""
     rows = []
     for run_file in sorted(confirm.trials_dir.glob(f"*/{RUN_FILE}")):
         run, result = json.loads(run_file.read_text()), read_result(run_file.parent)
@@ -212,13 +335,45 @@ def collect(confirm: SearchFolder, labels: list[str], objective: str) -> pd.Data
             "status": ended["status"],
             "reason": ended["reason"],
         }
+        if setting is not None:
+            row.update(budget=setting.budget, batches=setting.batches, round=run.get("round", 1))
         if result and result["status"] == Status.COMPLETED:
             last = result["last_eval"]
             row.update({k: v for k, v in last.items() if finite(v) and k not in PROGRESS_KEYS})
         rows.append(row)
     frame = pd.DataFrame(rows)
-    for column in ("candidate", "source_trial", "seed", "trial_id", "status", "reason", objective):
+    columns = ["candidate", "source_trial", "seed", "trial_id", "status", "reason", objective]
+    columns += ["budget", "batches", "round"] if setting is not None else []
+    numbers = {"seed": "int64", "batches": "int64", "round": "int64", objective: float}
+    for column in columns:
         if column not in frame:
-            frame[column] = pd.Series(dtype=float if column in (objective, "seed") else object)
+            frame[column] = pd.Series(dtype=numbers.get(column, object))
     frame["_order"] = frame["candidate"].map({label: i for i, label in enumerate(labels)})
     return frame.sort_values(["_order", "seed"]).drop(columns="_order").reset_index(drop=True)
+
+
+def save_rows(job: Confirmation) -> pd.DataFrame:
+    """This confirmation's rows, written into ``confirmation.parquet`` in place of its earlier
+    ones; the other confirmations' rows are kept (a table from before the ``budget`` and
+    ``batches`` columns is the search's budget).  The search's budget first, then by batches."""
+    frame = collect(job.confirm, job.labels, job.plan.objective, job.setting)
+    table = read_confirmation(job.folder)
+    own = search_batches(job.plan)
+    merged = frame
+    if table is not None and len(table):
+        if "batches" not in table:
+            table = table.assign(budget=job.plan.budget, batches=own)
+        same = (table["budget"] == job.setting.budget) & (table["batches"] == job.setting.batches)
+        kept = [part for part in (table[~same], frame) if len(part)]
+        if len(kept) > 1:
+            merged = pd.concat(kept, ignore_index=True)
+            other = (merged["budget"] != job.plan.budget) | (merged["batches"] != own)
+            order = pd.DataFrame({"other": other, "batches": merged["batches"]})
+            merged = merged.loc[order.sort_values(["other", "batches"], kind="stable").index]
+            merged = merged.reset_index(drop=True)
+        elif kept:
+            merged = kept[0]
+    write_table_atomic(
+        job.folder.confirmation_table, pa.Table.from_pandas(merged, preserve_index=False)
+    )
+    return frame

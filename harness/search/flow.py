@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.console import print_line
+from harness.results.confirmation import ConfirmRequest
 from harness.results.folder import SearchFolder, find_search, results_root
 from harness.results.leaderboard import render
 from harness.results.plan import Resources, SearchPlan
@@ -65,13 +66,7 @@ def run_to_report(
         print_line("")
         started = time.monotonic()
         run_confirmation(
-            plan,
-            space,
-            folder,
-            top=request.confirm,
-            seeds=request.confirm_seeds,
-            address=address,
-            echo=print_line,
+            plan, space, folder, request.confirmation(), address=address, echo=print_line
         )
         confirm_s = time.monotonic() - started
     print_line("")
@@ -95,18 +90,17 @@ def run_to_report(
 def confirm(
     results: str | None,
     name: str | None,
+    request: ConfirmRequest,
     *,
-    top: int,
-    seeds: int,
     address: str | None,
     verbose: bool,
     write_report: ReportWriter,
 ) -> int:
     """Confirm the finished search ``name`` (None: the most recent) under the results root
-    ``results``: retrain its ``top`` configurations and the paper default with ``seeds`` fresh
-    seeds each, then print the leaderboard with the verdict and write the report."""
-    if top < 1 or seeds < 2:
-        raise SearchError(f"--top {top} --seeds {seeds}: need K >= 1 and N >= 2")
+    ``results`` as ``request`` asks (its top configurations and the paper default, fresh seeds,
+    at the search's budget or another), then print the leaderboard with the verdict and write
+    the report."""
+    request.check(CONFIRM_FLAGS)
     folder = find_search(results_root(results), name)
     if not folder.finished():
         raise SearchError(
@@ -115,16 +109,27 @@ def confirm(
     plan = SearchPlan.load(folder)
     space = parse_space(plan.space, plan.recipe, plan.space_file)
     with folder.hold(), chatter_to_log(folder.log, verbose):
+        started = time.monotonic()
         run_confirmation(
             plan,
             space,
             folder,
-            top=top,
-            seeds=seeds,
+            request,
             address=address or Resources.load(folder).address,
             echo=print_line,
         )
+        took = time.monotonic() - started
         print_line("")
         print_line(render(folder, "table"))
         print_line(f"\nreport: {write_report(folder)}")
+        print_line(f"\nconfirmation finished ({took:.0f} s)")
     return 0
+
+
+CONFIRM_FLAGS = {
+    "top": "--top",
+    "seeds": "--seeds",
+    "max_seeds": "--max-seeds",
+    "margin": "--margin",
+    "batches": "--batches",
+}

@@ -99,6 +99,9 @@ class Recipe(ABC):
     # optimise such a metric while sweeping those keys: it would reward weakening the GAN)
     trains_on: ClassVar[dict[str, tuple[str, ...]]] = {}
     supports_r1: ClassVar[bool] = False  # True where discriminator_outputs() is defined
+    # metrics a win on the objective must not cost: a confirmation compares its winner with the
+    # paper default on each (the objective itself left out) and says when one got worse
+    guards: ClassVar[tuple[str, ...]] = ()
     # the health detectors of this recipe's family (toy, vocoder, enhancer): which are on and
     # their thresholds, calibrated on labelled runs (docs/diagnostics.md)
     health_config: ClassVar[HealthConfig] = HealthConfig()
@@ -121,6 +124,13 @@ class Recipe(ABC):
     def reports(cls, cfg: Any) -> tuple[str, ...]:
         """The metrics (harness/scoring/registry.py names) a validation with model settings ``cfg``
         reports: what a search may optimise."""
+
+    @classmethod
+    def measuring(cls, cfg: Any, metrics: tuple[str, ...]) -> dict[str, Any]:
+        """Config values that make a validation with model settings ``cfg`` also report
+        ``metrics``, as far as this recipe can score them ({}: it reports them already, or cannot
+        score them).  A confirmation adds them to its runs to measure the guard metrics."""
+        return {}
 
     @abstractmethod
     def build_generator(self) -> nn.Module: ...
