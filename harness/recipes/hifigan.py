@@ -113,6 +113,7 @@ class HifiganRecipe(Recipe):
     trains_on: ClassVar[dict[str, tuple[str, ...]]] = {
         "mel_l1": ("lambda_mel", "lambda_fm", "disc_start_step")
     }
+    mid_run: ClassVar[tuple[str, ...]] = ("lambda_fm", "lambda_mel")  # read at every step
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny G, D at 1/8 width, 1/4-length segments: minutes on 2 CPU cores
         "smoke": {

@@ -99,6 +99,9 @@ class Recipe(ABC):
     # optimise such a metric while sweeping those keys: it would reward weakening the GAN)
     trains_on: ClassVar[dict[str, tuple[str, ...]]] = {}
     supports_r1: ClassVar[bool] = False  # True where discriminator_outputs() is defined
+    # recipe config keys a run may change where it continues from a checkpoint (loss weights
+    # the losses read at every step); the trainer's own are config.MID_RUN_KEYS
+    mid_run: ClassVar[tuple[str, ...]] = ()
     # the health detectors of this recipe's family (toy, vocoder, enhancer): which are on and
     # their thresholds, calibrated on labelled runs (docs/diagnostics.md)
     health_config: ClassVar[HealthConfig] = HealthConfig()
