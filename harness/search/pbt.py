@@ -177,6 +177,16 @@ class PopulationMixin:
         ]
         return health_quantiles(scored, self._settings.quantile)
 
+    def _checkpoint_or_exploit(
+        self, trial: Trial, tune_controller: Any, upper: list[Trial], lower: list[Trial]
+    ) -> None:
+        """Ray's, with every healthy trial outside the bottom keeping the checkpoint of this
+        perturbation (not only the top's): a trial that is in the top when another needs a
+        rescue then has one to give."""
+        keeps = trial not in lower and not self._flagged(self._trial_state[trial].last_result)
+        upper = [*upper, trial] if keeps and trial not in upper else upper
+        super()._checkpoint_or_exploit(trial, tune_controller, upper, lower)
+
     def _flagged(self, result: dict | None) -> bool:
         return self._health_aware and stop_reason(result or {}) is not None
 
