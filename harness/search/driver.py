@@ -42,7 +42,6 @@ from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
 from harness.search.optuna_bridge import make_searcher, save_importances
 from harness.search.pbt import (
     PopulationEndings,
-    checkpoints_to_keep,
     make_population_scheduler,
     population_param_space,
     population_searcher,
@@ -327,12 +326,12 @@ def new_tuner(
             population_searcher(plan, space),
             make_population_scheduler(plan, space, folder),
         )
-        at_once, stopper, kept = None, None, checkpoints_to_keep(plan, space)
+        at_once, stopper = None, None
         endings: list[tune.Callback] = [PopulationEndings(folder, plan.objective)]
         param_space = population_param_space(space)
     else:
         search_alg, scheduler = make_searcher(plan, space, folder), make_scheduler(plan)
-        at_once, kept, endings = resources.trials_at_once, KEPT_CHECKPOINTS, []
+        at_once, endings = resources.trials_at_once, []
         stopper = HealthStopper() if plan.stop_unhealthy else None
         param_space = dict(space.fixed)
     return tune.Tuner(
@@ -351,7 +350,7 @@ def new_tuner(
             storage_path=storage_path,
             stop=stopper,
             failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=kept),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
             callbacks=[
                 *endings,
                 TrialsTable(setup, plan, echo=progress),

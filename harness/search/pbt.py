@@ -37,6 +37,7 @@ import os
 import random
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,6 @@ from harness.results.folder import SearchFolder
 from harness.results.plan import SearchPlan
 from harness.results.population import (
     PopulationSettings,
-    default_interval,
     initial_population,
     perturb,
     population_settings,
@@ -68,7 +68,6 @@ from harness.runs.schedule import (
     read_lineage,
     with_schedule,
 )
-from harness.search.checkpoints import KEPT_CHECKPOINTS
 from harness.search.optuna_bridge import ENDINGS, outcome, record_ending
 from harness.search.trainable import STATUS
 from harness.status import Status
@@ -77,6 +76,7 @@ log = logging.getLogger(__name__)
 
 CLOCK = "batches"  # the search's cost clock, ASHA's too (driver.COST)
 PINS = "donors"  # trials/<id>/donors/<n>-<donor>/: the donor checkpoints a trial copied
+DONATES = "newest"  # a trial's PBT state: it may donate its newest registered checkpoint
 KEPT_PINS = 2
 """Donor checkpoints a receiver keeps: the one it continues, and the one before, which a search
 restored after a kill may still name (Ray's snapshot can lag an exploit by a few seconds)."""
@@ -180,12 +180,22 @@ class PopulationMixin:
     def _checkpoint_or_exploit(
         self, trial: Trial, tune_controller: Any, upper: list[Trial], lower: list[Trial]
     ) -> None:
-        """Ray's, with every healthy trial outside the bottom keeping the checkpoint of this
-        perturbation (not only the top's): a trial that is in the top when another needs a
-        rescue then has one to give."""
-        keeps = trial not in lower and not self._flagged(self._trial_state[trial].last_result)
-        upper = [*upper, trial] if keeps and trial not in upper else upper
-        super()._checkpoint_or_exploit(trial, tune_controller, upper, lower)
+        """A trial outside the bottom may donate (every healthy one, not only the top's, so
+        that a rescue finds a donor); one in the bottom copies a top trial's newest checkpoint.
+
+        Ray's own asks each top trial to save again here, which registers the checkpoint its
+        validation already reported a second time: Ray then counts it twice against
+        ``num_to_keep`` and deletes the checkpoint before it (a restore after a kill may need
+        it), or the very one it holds twice.  The newest checkpoint Ray has registered is used
+        instead; it is never deleted while it is the newest, and it is pinned as it is copied."""
+        state = self._trial_state[trial]
+        donates = trial not in lower and not self._flagged(state.last_result)
+        state.last_checkpoint = DONATES if donates else None
+        if trial not in lower:
+            return
+        donors = [t for t in upper if self._trial_state[t].last_checkpoint is DONATES]
+        if donors:
+            self._exploit(tune_controller, trial, self._rng.choice(donors))
 
     def _flagged(self, result: dict | None) -> bool:
         return self._health_aware and stop_reason(result or {}) is not None
@@ -194,23 +204,23 @@ class PopulationMixin:
         """``trial`` continues ``trial_to_clone``'s checkpoint, pinned, under a new segment; not
         where that checkpoint is gone, or no later than the batch ``trial`` last copied at."""
         receiver, donor = self._trial_state[trial], self._trial_state[trial_to_clone]
-        current = Segment.from_dict(trial.config[SCHEDULE_KEY][-1])
-        at = (donor.last_result or {}).get(CLOCK)
-        if current.donor is not None and at is not None and at <= current.batches:
-            # it copied at that batch already: going back again could repeat for ever while
-            # the donor waits its turn (a population larger than the trials at once)
-            return
         pins = SearchFolder(Path(self._folder)).trial_dir(trial.trial_id) / PINS
-        pinned = pin_checkpoint(donor.last_checkpoint, pins, trial_to_clone.trial_id)
+        pinned = pin_checkpoint(trial_to_clone.checkpoint, pins, trial_to_clone.trial_id)
         if pinned is None:
             log.warning(
-                "[pbt] %s has no checkpoint to copy any more; %s trains on as it was",
+                "[pbt] %s has no checkpoint to copy; %s trains on as it was",
                 trial_to_clone.trial_id,
                 trial.trial_id,
             )
             return
         lineage = read_lineage(pinned)
         position = int(lineage["batches"])
+        current = Segment.from_dict(trial.config[SCHEDULE_KEY][-1])
+        if current.donor is not None and position <= current.batches:
+            # it copied at that batch already: going back again could repeat for ever while
+            # the donor waits its turn (a population larger than the trials at once)
+            shutil.rmtree(pinned)
+            return
         new_config, done = self._get_new_config(trial, trial_to_clone)
         values = {key: new_config[key] for key in self._params}
         copy = Segment(
@@ -283,6 +293,9 @@ def make_population_scheduler(
     """Ray's PBT (``pbt``) or PB2 (``pbt2``) with the harness's additions, clocked in batches,
     not before the discriminator has started (``plan.grace_period``)."""
     settings = population_settings(space, plan.budget)
+    # Ray warns that num_to_keep <= 2 may delete a checkpoint before it is copied; the donor's
+    # checkpoint is pinned as it is copied (pin_checkpoint), so the advice does not apply
+    warnings.filterwarnings("ignore", message="Using `CheckpointConfig.num_to_keep <= 2`")
     common = dict(
         time_attr=CLOCK,
         metric=plan.objective,
@@ -313,14 +326,6 @@ def population_param_space(space: SearchSpace) -> dict[str, Any]:
     refuses a point with a key its space lacks; the points set them all, so none is drawn)."""
     swept = {name: ray_domain(param) for name, param in space.params.items()}
     return {**space.fixed, **swept, "seed": tune.randint(0, 2**31)}
-
-
-def checkpoints_to_keep(plan: SearchPlan, space: SearchSpace) -> int:
-    """Ray's ``num_to_keep`` under PBT: enough that a trial's checkpoint of its last
-    perturbation (the one a receiver copies) is still kept at its next one (the trainer keeps
-    its own two; Ray's further copies are hard links to the same bytes)."""
-    interval = population_settings(space, plan.budget).interval
-    return max(KEPT_CHECKPOINTS, math.ceil(interval / default_interval(space, plan.budget)) + 1)
 
 
 class PopulationEndings(tune.Callback):
