@@ -193,7 +193,7 @@ class PopulationMixin:
         state.last_checkpoint = DONATES if donates else None
         if trial not in lower:
             return
-        donors = [t for t in upper if self._trial_state[t].last_checkpoint is DONATES]
+        donors = [t for t in upper if self._trial_state[t].last_checkpoint == DONATES]
         if donors:
             self._exploit(tune_controller, trial, self._rng.choice(donors))
 
