@@ -56,13 +56,21 @@ def _add_how(p: argparse.ArgumentParser) -> None:
         help="GPUs per trial, may be 0.25 (default 1 if the cluster has GPUs, else 0)",
     )
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what fits)")
-    p.add_argument("--scheduler", choices=("asha", "none"), help="early stopping (default asha)")
+    p.add_argument(
+        "--scheduler",
+        choices=("asha", "none", "pbt", "pbt2"),
+        help="asha: cut weak trials early (default); none: train every trial to its budget; "
+        "pbt: population-based training, the --trials train side by side and the weakest copy "
+        "the best and perturb their hyperparameters (the space's pbt: section); pbt2: the same, "
+        "new values chosen by PB2's Gaussian-process bandit",
+    )
     p.add_argument(
         "--stop-unhealthy",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="end a trial once its health flags (discriminator overpowering, collapse) are "
-        "raised, recorded as stopped and told to Optuna as failed (default on)",
+        help="act on a trial's health flags (discriminator overpowering, collapse): end it, "
+        "recorded as stopped and told to Optuna as failed; under pbt, replace it from a healthy "
+        "trial's checkpoint at its next perturbation (default on)",
     )
     p.add_argument("--address", help="existing Ray cluster (default $RAY_ADDRESS, else local)")
     p.add_argument("--storage", help="Ray storage URI (s3://..., /mnt/nfs/...) for Tune state")

@@ -135,6 +135,7 @@ class HifiganRecipe(Recipe):
     }
     # a win on STOI must not cost quality (PESQ) or the spectral fit (mel L1)
     guards: ClassVar[tuple[str, ...]] = ("stoi", "pesq", "mel_l1")
+    mid_run: ClassVar[tuple[str, ...]] = ("lambda_fm", "lambda_mel")  # read at every step
     budgets: ClassVar[dict[str, dict[str, Any]]] = {
         # tiny G, D at 1/8 width, 1/4-length segments: minutes on 2 CPU cores
         "smoke": {

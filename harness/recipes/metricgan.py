@@ -109,6 +109,8 @@ class Spectrogram(nn.Module):
 class MetricganRecipe(EnhancementRecipe):
     name = "metricgan"
     config_cls = MetricganConfig
+    # read at every step: the replay share of each D update, the MSE weight of G's loss
+    mid_run: ClassVar[tuple[str, ...]] = ("replay_ratio", "lambda_mse")
     defaults: ClassVar[dict[str, Any]] = {
         "optimizer": "adam",
         "lr_g": 5e-4,

@@ -72,6 +72,7 @@ def de_emphasis(y: Tensor, coeff: float) -> Tensor:
 class SeganRecipe(EnhancementRecipe):
     name = "segan"
     config_cls = SeganConfig
+    mid_run: ClassVar[tuple[str, ...]] = ("lambda_l1",)  # loss weights read at every step
     defaults: ClassVar[dict[str, Any]] = {
         "optimizer": "adam",
         "lr_g": 2e-4,

@@ -25,14 +25,22 @@ from harness.files import atomic_write
 from harness.report import page
 from harness.report.course import course_figure, last_rows
 from harness.report.listening import Listened, listening_html
+from harness.report.schedule_plot import copies_text, schedule_figure
 from harness.report.table import leaderboard_html
 from harness.report.trial_plots import trial_figure
 from harness.results.folder import SearchFolder
 from harness.results.leaderboard import Ranking, ranking
+from harness.results.lineage import read_copies, schedule_of
 from harness.results.plan import SearchPlan
+from harness.results.request import POPULATION_SCHEDULERS
 from harness.search.chatter import chatter_to_log
 from harness.search.figures import study_figures
 
+NO_STUDY = "no Optuna study (optuna.db) in this search folder"
+NO_STUDY_PBT = (
+    "population-based training keeps no Optuna study: its trials follow schedules that no "
+    "sampler proposed (each trial's schedule is drawn in its panel below)"
+)
 DEFAULT_TOP = 3
 REPORT_NAME = "report.html"
 PAPER_DEFAULT = "paper default"
@@ -108,6 +116,9 @@ def intro_html(ranked: Ranking, folder: SearchFolder) -> str:
         f"{ranked.recorded}/{plan.trials} trials ({counts}), {state}; launched {plan.created}; "
         f"report written {time.strftime('%Y-%m-%d %H:%M:%S')}"
     )
+    if "exploits" in trials:
+        copies, rescues = int(trials["exploits"].sum()), int(trials["rescues"].sum())
+        facts += f"; population-based training: {copies} copies, {rescues} of them rescues"
     return f"<p>{page.esc(facts)}</p>"
 
 
@@ -130,7 +141,8 @@ def course_html(
         parts.append(f"<h4>{page.esc(title)}</h4>")
         parts.append(page.figure(fig, height=450) if isinstance(fig, go.Figure) else page.note(fig))
     if not study_figures:
-        parts.append(page.note("no Optuna study (optuna.db) in this search folder"))
+        population = ranked.plan.scheduler in POPULATION_SCHEDULERS
+        parts.append(page.note(NO_STUDY_PBT if population else NO_STUDY))
     return "".join(parts)
 
 
@@ -152,10 +164,26 @@ def trial_html(ranked: Ranking, folder: SearchFolder, tid: str, label: str) -> s
     steps, evals = rows[rows["kind"] == "step"], rows[rows["kind"] == "eval"]
     drawn = trial_figure(steps, evals, plan.objective, health_window(row))
     body = page.figure(*drawn) if drawn is not None else page.note("no diagnostics rows")
+    body += schedule_html(row, folder.trial_dir(tid))
     return (
         f'<article id="trial-{page.esc(tid)}"><h3>{page.esc(label)}</h3>'
         f"<p>{page.esc('; '.join(facts))}</p>"
         f'<p class="note">{page.esc("  ".join(params))}</p>{body}</article>'
+    )
+
+
+def schedule_html(row: pd.Series, trial_dir: Path) -> str:
+    """A population-based trial's schedule and the copies it made ('' for another trial)."""
+    segments = schedule_of(row)
+    if not segments:
+        return ""
+    reached = row.get("batches")
+    reached = segments[-1].batches if reached is None or pd.isna(reached) else int(reached)
+    copies = copies_text(read_copies(trial_dir))
+    return (
+        "<h4>schedule (population-based training)</h4>"
+        + page.figure(*schedule_figure(segments, reached))
+        + (page.note(copies) if copies else "")
     )
 
 

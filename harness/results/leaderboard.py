@@ -90,13 +90,16 @@ def pareto_front(frame: pd.DataFrame, plan: SearchPlan) -> list[str]:
 
 
 def display_columns(frame: pd.DataFrame, plan: SearchPlan) -> list[str]:
-    """rank, trial, status, objective, other scores, cost, swept parameters, steps, time, health
-    flags, the worst health score, each detector's peak and last score, reason."""
+    """rank, trial, status, objective, other scores, cost, swept parameters, steps, the copies of
+    a population-based trial, time, health flags, the worst health score, each detector's peak
+    and last score, reason."""
     scores = [m for m in SCORES if m in frame and m != plan.objective]
     costs = [c for c in COSTS if c in frame]
     params = [f"config/{p}" for p in plan.swept if f"config/{p}" in frame]
     graded = [f"{d}_{part}" for d in DETECTORS for part in ("peak", "last")]
-    tail = [c for c in ("step", "time_s", "flags", "health", *graded, "reason") if c in frame]
+    population = ("exploits", "rescues")  # population-based training: copies a trial made
+    tail = ("step", *population, "time_s", "flags", "health", *graded, "reason")
+    tail = [c for c in tail if c in frame]
     lead = ["rank", "trial_id", "status"] + ([plan.objective] if plan.objective in frame else [])
     extra = ["pareto"] if "pareto" in frame else []
     return lead + extra + scores + costs + params + tail
@@ -280,7 +283,7 @@ def narrow_columns(
 
     Kept in this order while they fit: rank, trial, status, the objective (and the Pareto mark
     and cost objective of a multi-objective search), health flags, the cost a trial consumed
-    (batches drawn, trainer seconds), up to :data:`OTHER_SCORES` other scores (an enhancer's
+    (batches drawn; the copies a population-based trial made; trainer seconds), up to :data:`OTHER_SCORES` other scores (an enhancer's
     noisy baseline and gain of its objective first), the worst health score
     (:func:`worst_health`), then the swept parameters, most important first.  Reasons go below
     the table (:func:`_reasons`).
@@ -294,6 +297,7 @@ def narrow_columns(
     swept.sort(key=lambda c: -weights.get(c.removeprefix("config/"), -1.0))
     cost = [plan.cost] if plan.multi_objective else []
     wanted = ["rank", "trial_id", "status", plan.objective, "pareto", *cost, "flags", "batches"]
+    wanted += ["exploits"]  # population-based training: the copies a trial made
     # batches: the cost, so no step; the most important swept parameter before the health score
     wanted += ["train_s", *scores[:OTHER_SCORES], *swept[:1], "health", *swept[1:]]
     candidates = list(dict.fromkeys(c for c in wanted if c in frame))
@@ -306,7 +310,7 @@ def narrow_columns(
             kept.append(column)
             used += 2 + cell_width
     order = ["rank", "trial_id", "status", plan.objective, "pareto", *scores, *cost]
-    tail = ["batches", "train_s", "flags", "health", *swept]
+    tail = ["batches", "exploits", "train_s", "flags", "health", *swept]
     return [c for c in dict.fromkeys([*order, *tail]) if c in kept]
 
 

@@ -14,6 +14,7 @@ from harness.recipes import recipe_class
 from harness.results.confirmation import AUTO, ConfirmRequest, search_confirmation_finished
 from harness.results.folder import SearchFolder, results_root
 from harness.results.plan import Resources, SearchPlan
+from harness.results.population import PopulationSettings, population_settings
 from harness.results.sequential import DEFAULT_MAX_SEEDS
 from harness.results.space import (
     SearchSpace,
@@ -30,6 +31,7 @@ from harness.training.config import TrialConfig
 from harness.training.setup import pick_device
 
 DEFAULT_TRIALS = {"smoke": 8, "small": 32, "paper": 64}
+POPULATION_SCHEDULERS = ("pbt", "pbt2")  # population-based training (harness/search/pbt.py)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # options that define a search; given again on resume they must match what was launched
 # (for the resources: what the search got on its cluster, see launched_options)
@@ -191,6 +193,9 @@ def make_plan(request: SearchRequest, name: str, budget: str) -> tuple[SearchPla
     check_data(base)
     multi = bool(request.multi_objective)
     scheduler, grace, max_t = pick_scheduler(request.scheduler, multi, space, recipe, budget)
+    settings = population_settings(space, budget)  # a bad pbt: section is refused whatever runs
+    if scheduler in POPULATION_SCHEDULERS:
+        check_population(request, space, base, settings, scheduler, grace, max_t)
     plan = SearchPlan(
         name=name,
         recipe=recipe,
@@ -288,6 +293,49 @@ def data_folder(given: str | None) -> str | None:
     if not Path(given).is_dir():
         raise PlanError(f"--data {given}: no such folder")
     return str(Path(given).resolve())
+
+
+def check_population(
+    request: SearchRequest,
+    space: SearchSpace,
+    base: TrialConfig,
+    settings: PopulationSettings,
+    scheduler: str,
+    grace: int,
+    max_t: int,
+) -> None:
+    """What population-based training needs of a search: one objective, keys to perturb, a
+    checkpoint at every validation (a trial is copied from one), a validation between the
+    discriminator's start and the budget, and its whole population live at once."""
+    flag = f"--scheduler {scheduler}"
+    if request.multi_objective:
+        raise PlanError(f"{flag}: population-based training ranks trials on one objective")
+    if request.max_concurrent is not None:
+        raise PlanError(
+            f"--max-concurrent: {flag} trains its population side by side as far as "
+            "--cpus-per-trial and --gpus-per-trial allow, pausing trials in turn"
+        )
+    if not settings.mutable:
+        raise PlanError(
+            f"{flag}: {space.source} sweeps no key that may change while a trial trains; sweep "
+            "a learning rate, beta, label smoothing or loss weight (or list one in pbt.mutable)"
+        )
+    if scheduler == "pbt2" and all(space.params[k].kind == "choice" for k in settings.mutable):
+        raise PlanError(f"{flag}: PB2 models numeric keys; pbt.mutable holds only choices")
+    for key in ("eval_every", "checkpoint_every"):
+        if key in space.params:
+            raise PlanError(f"{flag}: {space.source}: {key} cannot be swept under PBT")
+    every = base.trainer.checkpoint_every
+    if every not in (0, base.trainer.eval_every):
+        raise PlanError(
+            f"{flag}: checkpoint_every {every} must be 0 (a checkpoint at every validation): a "
+            "trial is copied from the checkpoint of the validation that ranked it"
+        )
+    if grace >= max_t:
+        raise PlanError(
+            f"{flag}: no validation falls between the discriminator's start and the budget of "
+            f"{max_t} batches, so no trial could ever be compared and copied"
+        )
 
 
 def pick_scheduler(

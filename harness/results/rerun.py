@@ -3,7 +3,9 @@ path, with its per-seed scores beside those the search recorded.
 
 The trial's stored resolved configuration is run as it was (same seed, same budget), so a CPU
 trial reproduces its recorded scores; more seeds, another budget or batch count, or another
-corpus change it.  Output: ``results/<name>/reruns/<trial>-<time>/`` (``summary.json``, and per
+corpus change it.  A trial of a population-based search is replayed from scratch along its
+schedule (harness/runs/schedule.py): each segment's values from the batch it starts at, as the
+search's trials trained them, so its final scores are reproduced too.  Output: ``results/<name>/reruns/<trial>-<time>/`` (``summary.json``, and per
 seed the trial's folder and diagnostics).
 """
 
@@ -22,11 +24,12 @@ from harness.diagnostics.telemetry import read_diagnostics
 from harness.files import finite
 from harness.results.folder import SearchFolder, find_search, results_root
 from harness.results.leaderboard import rank
+from harness.results.lineage import schedule_of
 from harness.results.plan import SearchPlan
 from harness.results.stats import summarise
 from harness.results.trials import read_trials
 from harness.runs.resolve import check_data, config_from_flat, resolve_config
-from harness.runs.trial import run_trial
+from harness.runs.schedule import Segment, Stage, describe, run_schedule
 from harness.scoring.registry import SCORES
 from harness.training.config import TrialConfig
 from harness.training.setup import pick_device
@@ -57,6 +60,9 @@ def rerun(
     if batches is not None and batches < 1:
         raise RerunError(f"--batches {batches}: must be >= 1")
     row = pick_trial(rank(read_trials(folder), plan), rank_k, trial_id, folder.name)
+    segments = schedule_of(row)
+    if segments is not None:
+        check_replayable(segments, row, budget, batches)
     configs = rerun_configs(row, seeds, budget, batches, data)
     pick_device(configs[0].trainer.device)  # refused here, before its folder is made
     check_data(configs[0])
@@ -67,7 +73,9 @@ def rerun(
         f"{first.budget} budget, {first.trainer.batches} batches, seeds "
         f"{', '.join(str(c.trainer.seed) for c in configs)} -> {out}"
     )
-    runs = [run_seed(cfg, out, folder.name, row["trial_id"]) for cfg in configs]
+    if segments is not None and len(segments) > 1:
+        print_line(f"replaying its schedule: {describe(segments)}")
+    runs = [run_seed(cfg, out, folder.name, row["trial_id"], segments) for cfg in configs]
     print_line("")
     same_step = recorded_at(folder, row["trial_id"], runs[0]["step"])
     print_line(summary_table(plan, row, runs, same_step))
@@ -141,12 +149,43 @@ def rerun_configs(
     return configs
 
 
-def run_seed(cfg: TrialConfig, out: Path, search: str, trial_id: str) -> dict[str, Any]:
-    """Train one seed; a line per validation, then its final scores."""
+def check_replayable(
+    segments: list[Segment], row: dict[str, Any], budget: str | None, batches: int | None
+) -> None:
+    """A schedule replays at the budget it was searched at, for at least its last change."""
+    flat = json.loads(row["resolved_config"])
+    if budget is not None and budget != flat["budget"]:
+        raise RerunError(
+            f"--budget {budget}: trial {row['trial_id']!r} follows a schedule of the "
+            f"{flat['budget']} budget (its values change at given batches); use --batches"
+        )
+    if batches is not None and batches <= segments[-1].batches:
+        raise RerunError(
+            f"--batches {batches}: trial {row['trial_id']!r}'s schedule changes at batch "
+            f"{segments[-1].batches}; give more batches than that"
+        )
+
+
+def replay_stages(cfg: TrialConfig, segments: list[Segment] | None) -> list[Stage]:
+    """``cfg`` as one stage, or along ``segments``: each segment's values over ``cfg``."""
+    if not segments:
+        return [(0, cfg)]
+    return [(s.batches, config_from_flat({**cfg.flat(), **s.params})) for s in segments]
+
+
+def run_seed(
+    cfg: TrialConfig,
+    out: Path,
+    search: str,
+    trial_id: str,
+    segments: list[Segment] | None = None,
+) -> dict[str, Any]:
+    """Train one seed (along ``segments``, a population-based trial's schedule); a line per
+    validation, then its final scores."""
     seed = cfg.trainer.seed
     t0 = time.perf_counter()
-    result = run_trial(
-        cfg,
+    result = run_schedule(
+        replay_stages(cfg, segments),
         out / f"seed{seed}",
         search=search,
         trial_id=f"{trial_id}-rerun-seed{seed}",

@@ -1,7 +1,8 @@
 """Training seeds derived from a search's seed, so one ``--seed`` reproduces a whole search.
 
-Each use draws from its own stream (the search's trials, the confirmation runs), so a
-confirmation never reuses the seed that made a trial look good in the search.
+Each use draws from its own stream (the search's trials, the confirmation runs, the draws of a
+population-based search), so a confirmation never reuses the seed that made a trial look good in
+the search.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 
 TRIALS = 0  # stream of the search's trials, indexed by Optuna trial number
 CONFIRMATION = 1  # stream of the confirmation runs, indexed by replicate
+POPULATION = 2  # a population-based search: its random members (0) and perturbations (1)
 
 
 def derive_seed(search_seed: int, stream: int, index: int) -> int:

@@ -12,6 +12,8 @@ A space file looks like this (``search_spaces/ring.yaml``)::
       g_hidden: 128                # a fixed value: every trial gets it, nothing is sampled
     points_to_evaluate:            # complete known-good configurations, tried first
       - {lr_g: 1.0e-3, d_steps: 1, label_smoothing: 0.0, loss: bce}
+    pbt:                           # population-based training only (harness/results/population.py)
+      mutable: [lr_g, label_smoothing]
 
 Every problem is a :class:`SpaceError` whose one-line message names the file and the key.
 This module knows nothing of Ray or Optuna; ``harness/search/`` converts a :class:`SearchSpace`.
@@ -39,7 +41,7 @@ from harness.training.config import ConfigError, Range, TrainerConfig, renamed
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
-TOP_LEVEL = ("objective", "cost", "space", "points_to_evaluate", "description")
+TOP_LEVEL = ("objective", "cost", "space", "points_to_evaluate", "pbt", "description")
 RESERVED = ("recipe", "budget", "data")  # set by the search itself, never sampled
 
 
@@ -83,6 +85,7 @@ class SearchSpace:
     points: list[dict[str, Any]] = field(default_factory=list)
     objective: str = ""
     cost: str = "params_g"
+    pbt: dict[str, Any] = field(default_factory=dict)  # read by harness/results/population.py
 
     @property
     def swept(self) -> list[str]:
@@ -177,7 +180,10 @@ def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:
     if not isinstance(points, list):
         raise fail("points_to_evaluate", "expected a list of mappings")
     checked = [_check_point(i, p, params, fixed, kinds, fail) for i, p in enumerate(points)]
-    return SearchSpace(source, recipe, params, fixed, checked, objective, cost)
+    pbt = doc.get("pbt") or {}
+    if not isinstance(pbt, dict):
+        raise fail("pbt", "expected a mapping (mutable, interval, quantile, resample)")
+    return SearchSpace(source, recipe, params, fixed, checked, objective, cost, pbt)
 
 
 def config_field_types(recipe: str) -> dict[str, Any]:

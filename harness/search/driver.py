@@ -33,12 +33,19 @@ from harness.files import atomic_write
 from harness.recipes import RECIPES
 from harness.results.folder import SearchFolder
 from harness.results.plan import Resources, SearchPlan
+from harness.results.request import POPULATION_SCHEDULERS
 from harness.results.space import SearchSpace
 from harness.results.trials import read_trials, write_trials
 from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
 from harness.search.optuna_bridge import make_searcher, save_importances
+from harness.search.pbt import (
+    PopulationEndings,
+    make_population_scheduler,
+    population_param_space,
+    population_searcher,
+)
 from harness.search.snapshot import SnapshotKeeper, heal
 from harness.search.tracking import open_trial_tracker, tracked_trials, tracking_target
 from harness.search.trainable import TrialSetup, train_trial
@@ -316,24 +323,40 @@ def new_tuner(
 ) -> tune.Tuner:
     storage_path, name = experiment_path(plan, folder)
     local = local_experiment(plan, folder)
+    if plan.scheduler in POPULATION_SCHEDULERS:
+        # the whole population live at once (Ray pauses members in turn), no sampler, and health
+        # flags answered by a copy from a healthy donor (harness/search/pbt.py), not by a stop
+        search_alg, scheduler = (
+            population_searcher(plan, space),
+            make_population_scheduler(plan, space, folder),
+        )
+        at_once, stopper = None, None
+        endings: list[tune.Callback] = [PopulationEndings(folder, plan.objective)]
+        param_space = population_param_space(space)
+    else:
+        search_alg, scheduler = make_searcher(plan, space, folder), make_scheduler(plan)
+        at_once, endings = resources.trials_at_once, []
+        stopper = HealthStopper() if plan.stop_unhealthy else None
+        param_space = dict(space.fixed)
     return tune.Tuner(
         trainable,
-        param_space=dict(space.fixed),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(plan, space, folder),
-            scheduler=make_scheduler(plan),
+            search_alg=search_alg,
+            scheduler=scheduler,
             num_samples=plan.trials,
-            max_concurrent_trials=resources.trials_at_once,
+            max_concurrent_trials=at_once,
             reuse_actors=True,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage_path,
-            stop=HealthStopper() if plan.stop_unhealthy else None,
+            stop=stopper,
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
             callbacks=[
+                *endings,
                 TrialsTable(setup, plan, echo=progress),
                 JsonLoggerCallback(),
                 OneCopyPerCheckpoint(folder),

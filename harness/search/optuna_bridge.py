@@ -170,10 +170,7 @@ class StatusAwareOptunaSearch(OptunaSearch):
     def _record(self, trial_id: str, status: Status, reason: str, result: dict) -> None:
         """Write ``outcome.json`` before Optuna is told, so that a crash between the two
         still leaves the ending on disk for the trials table and for a replay on resume."""
-        scores = {k: v for k, v in numbers(result).items() if k not in TUNE_BOOKKEEPING_KEYS}
-        scores = {k: v for k, v in scores.items() if "/" not in k}  # not Tune's config/...
-        doc = {"status": status.value, "reason": reason, "step": result.get("step"), **scores}
-        write_outcome(self._trial_dir(trial_id), doc)
+        record_ending(self._trial_dir(trial_id), status, reason, result)
 
     def _add_resumed(self, number: int, trial_id: str, values: list[float], reason: str) -> None:
         """An errored trial that completed when resumed: add its result as a new Optuna trial
@@ -205,6 +202,14 @@ class StatusAwareOptunaSearch(OptunaSearch):
                 if "trial_id" in frozen.user_attrs:
                     trial_dir = self._trial_dir(frozen.user_attrs["trial_id"])
                     write_outcome(trial_dir, {"status": Status.LOST.value, "reason": LOST})
+
+
+def record_ending(trial_dir: Path, status: Status, reason: str, result: dict) -> None:
+    """A trial's ending and the scores of its last result, as ``outcome.json``."""
+    scores = {k: v for k, v in numbers(result).items() if k not in TUNE_BOOKKEEPING_KEYS}
+    scores = {k: v for k, v in scores.items() if "/" not in k}  # not Tune's config/...
+    doc = {"status": status.value, "reason": reason, "step": result.get("step"), **scores}
+    write_outcome(trial_dir, doc)
 
 
 ENDINGS = {Status.COMPLETED, Status.STOPPED, Status.PRUNED}

@@ -14,9 +14,11 @@ from harness.console import print_line
 from harness.faults import fault_point
 from harness.files import finite
 from harness.results.folder import SearchFolder
+from harness.results.lineage import population_columns, write_lineage
 from harness.results.plan import SearchPlan
 from harness.results.trial_files import read_outcome
 from harness.results.trials import write_trials
+from harness.runs.schedule import SCHEDULE_KEY
 from harness.scoring.registry import SCORES
 from harness.search.optuna_bridge import ENDINGS, outcome
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, TrialSetup
@@ -49,12 +51,16 @@ def trial_row(
     for key, stats in trial.metric_analysis.items():
         if key in TUNE_BOOKKEEPING_KEYS or "/" in key:
             continue
-        row[key] = stats.get("max" if key.startswith("flag_") else "last")  # flag: ever raised
+        # a flag stays raised along the weights' lineage (harness/diagnostics/monitor.py), so its
+        # last value says whether it was ever raised there; a trial that copied a healthy
+        # donor's checkpoint (population-based training) ends with the donor's
+        row[key] = stats.get("last")
         if key in SCORES:
             row[f"best_{key}"] = stats.get(SCORES[key].direction)
     row.update({f"config/{k}": trial.config.get(k) for k in swept})
     row["seed"] = trial.config.get("seed")  # the trial's training seed (from --seed)
     row["sample"] = json.dumps(trial.config)
+    row.update(population_columns(trial.config, Path(setup.folder) / "trials" / trial.trial_id))
     try:
         row["resolved_config"] = json.dumps(setup.trial_config(trial.config).flat())
     except ValueError:
@@ -99,13 +105,15 @@ class TrialsTable(tune.Callback):
         self.total = plan.trials
         self.echo = echo
         self.t0 = time.perf_counter()
+        self.announced: set[tuple] = set()  # the copies of a population-based search said
 
     def setup(self, **info) -> None:
         self.t0 = time.perf_counter()  # also on resume, where this object was unpickled
 
     def _write(self, trials: list[Trial], ended: Trial | None = None) -> list[dict[str, Any]]:
         rows = [trial_row(t, self.trial_setup, self.swept, ended=t is ended) for t in trials]
-        write_trials(SearchFolder(Path(self.trial_setup.folder)), rows, every_live_trial=True)
+        folder = SearchFolder(Path(self.trial_setup.folder))
+        write_lineage(folder, write_trials(folder, rows, every_live_trial=True))
         return rows
 
     def _say(self, text: str) -> None:
@@ -115,7 +123,15 @@ class TrialsTable(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._write(trials)
         params = "  ".join(f"{k}={_short(trial.config.get(k))}" for k in self.swept)
-        self._say(f"{trial.trial_id} started: {params}")
+        copied = copy_made(trial)
+        if copied is None:
+            self._say(f"{trial.trial_id} started: {params}")
+        elif copied not in self.announced:
+            self.announced.add(copied)
+            self._say(
+                f"{trial.trial_id} continues {copied[1]}'s checkpoint at batch {copied[2]} "
+                f"({copied[3]}): {params}"
+            )
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info
@@ -145,6 +161,16 @@ class TrialsTable(tune.Callback):
             f"{trial_id} {row['status']} at step {row['step']}: {self.objective} {shown}{why}"
             f"  [{done}/{self.total} done]"
         )
+
+
+def copy_made(trial: Trial) -> tuple | None:
+    """(trial, donor, batch, reason) of the copy a population-based trial starts from, if it
+    starts from one it made itself; None otherwise."""
+    segments = trial.config.get(SCHEDULE_KEY) or []
+    last = segments[-1] if segments else {}
+    if last.get("donor") is None or last.get("trial") != trial.trial_id:
+        return None
+    return trial.trial_id, last["donor"], last["batches"], last.get("reason", "")
 
 
 def _short(value: Any) -> str:

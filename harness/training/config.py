@@ -185,6 +185,32 @@ RANGES: dict[str, Range] = {
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 DEVICES = "auto, cpu, cuda, cuda:N"
 
+
+MID_RUN_KEYS: tuple[str, ...] = (
+    "lr_g",
+    "lr_d",
+    "b1_g",
+    "b2_g",
+    "b1_d",
+    "b2_d",
+    "weight_decay",
+    "lr_decay",
+    "label_smoothing",
+    "instance_noise",
+    "r1_gamma",
+    "clip_grad_g",
+    "clip_grad_d",
+    "loss_threshold",
+    "d_steps",
+    "g_steps",
+)
+"""Trainer keys a run may change where it continues from a checkpoint (population-based
+training): the optimizers and schedulers take their learning rates, betas, weight decay and decay
+rate from the new config (:func:`~harness.training.setup.adopt_hyperparameters`), and the loop
+reads the rest at every iteration.  Every other key (network sizes, the optimizer and scheduler
+kind, precision, the budget and its clocks, the seed) stays as the run began."""
+
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": (),  # a pattern (DEVICE), checked in build(); whether it exists, when a run starts
     "optimizer": ("adamw", "adam"),

@@ -102,6 +102,9 @@ class Recipe(ABC):
     # metrics a win on the objective must not cost: a confirmation compares its winner with the
     # paper default on each (the objective itself left out) and says when one got worse
     guards: ClassVar[tuple[str, ...]] = ()
+    # recipe config keys a run may change where it continues from a checkpoint (loss weights
+    # the losses read at every step); the trainer's own are config.MID_RUN_KEYS
+    mid_run: ClassVar[tuple[str, ...]] = ()
     # the health detectors of this recipe's family (toy, vocoder, enhancer): which are on and
     # their thresholds, calibrated on labelled runs (docs/diagnostics.md)
     health_config: ClassVar[HealthConfig] = HealthConfig()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,8 +94,56 @@ def make_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainerConfig
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """Exponential decay by ``cfg.lr_decay`` per tick, or constant (an ExponentialLR of 1)."""
-    gamma = cfg.lr_decay if cfg.scheduler == "exponential" else 1.0
-    return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
+    return torch.optim.lr_scheduler.ExponentialLR(
+        opt, gamma=schedule_gamma(cfg.scheduler, cfg.lr_decay)
+    )
+
+
+def schedule_gamma(scheduler: str, lr_decay: float) -> float:
+    """The per-tick decay factor of a ``scheduler`` kind: ``lr_decay``, or 1 for constant."""
+    return lr_decay if scheduler == "exponential" else 1.0
+
+
+def adopt_hyperparameters(
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    cfg: TrainerConfig,
+    net: str,
+    trained_under: Mapping[str, Any],
+) -> None:
+    """Give one network's loaded optimizer and scheduler the hyperparameters of ``cfg`` where
+    they differ from ``trained_under``, the config the checkpoint was saved under.
+
+    ``load_state_dict`` restores an optimizer's learning rate, betas and weight decay and a
+    scheduler's base rate and decay as they were saved; a run that continues another run's
+    checkpoint under a new configuration (an exploit of population-based training) must train
+    with the new ones.  ``net`` is "g" or "d" (the keys ``lr_g``, ``b1_g``...).  The learning
+    rate keeps the decay the schedule has applied so far: the new base rate times the same
+    factor.  Unchanged values are left exactly as loaded, so a plain resume stays bit-identical.
+    """
+    old_lr = float(trained_under.get(f"lr_{net}", getattr(cfg, f"lr_{net}")))
+    new_lr = getattr(cfg, f"lr_{net}")
+    betas = (getattr(cfg, f"b1_{net}"), getattr(cfg, f"b2_{net}"))
+    old_betas = tuple(trained_under.get(f"b{i}_{net}", betas[i - 1]) for i in (1, 2))
+    decay = cfg.weight_decay if cfg.optimizer == "adamw" else 0.0
+    old_decay = trained_under.get("weight_decay", cfg.weight_decay) if decay else 0.0
+    for group in opt.param_groups:
+        if new_lr != old_lr:
+            group["lr"] = group["lr"] / old_lr * new_lr
+            group["initial_lr"] = new_lr
+        if betas != old_betas:
+            group["betas"] = betas
+        if decay != old_decay:
+            group["weight_decay"] = decay
+    if new_lr != old_lr:
+        sched.base_lrs = [new_lr for _ in opt.param_groups]
+        sched._last_lr = [group["lr"] for group in opt.param_groups]
+    gamma = schedule_gamma(cfg.scheduler, cfg.lr_decay)
+    old_gamma = schedule_gamma(
+        trained_under.get("scheduler", cfg.scheduler), trained_under.get("lr_decay", cfg.lr_decay)
+    )
+    if gamma != old_gamma:
+        sched.gamma = gamma
 
 
 def generator_objective(through_d: Tensor, reconstruction: Tensor) -> Tensor:

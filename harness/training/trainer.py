@@ -37,6 +37,7 @@ from harness.training.recipe import DiscriminatorSmoothing, Recipe
 from harness.training.regularisation import r1_penalty, smoothing_at
 from harness.training.rng import capture_rng, preserved_rng, restore_rng
 from harness.training.setup import (
+    adopt_hyperparameters,
     build_networks,
     generator_objective,
     make_optimizer,
@@ -395,8 +396,13 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``; where this trainer's config changes a hyperparameter the
+        checkpoint was trained under (``MID_RUN_KEYS``), the optimizers train with the new one."""
         for key, part in self._stateful().items():
             part.load_state_dict(state[key])
+        trained_under = state.get("config", {})
+        adopt_hyperparameters(self.opt_g, self.sched_g, self.cfg, "g", trained_under)
+        adopt_hyperparameters(self.opt_d, self.sched_d, self.cfg, "d", trained_under)
         self.step = state["step"]
         self.batch_index = state["batch_index"]
         self.guards.counters = Counters(**state["counters"])
