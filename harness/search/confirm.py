@@ -57,6 +57,7 @@ from harness.results.trial_files import PROGRESS_KEYS, read_outcome, read_result
 from harness.results.trials import read_trials
 from harness.results.verdict import verdict_line
 from harness.runs.resolve import resolve_config
+from harness.runs.schedule import SCHEDULE_KEY
 from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.driver import (
@@ -122,11 +123,13 @@ def prepare(
 
 def run_sample(plan: SearchPlan, setting: Setting, candidate: Candidate) -> dict[str, Any]:
     """The candidate's sample at the setting's batches, its validation also scoring the
-    recipe's guard metrics where it does not already (checked as a trial would resolve it)."""
+    recipe's guard metrics where it does not already (checked as a trial would resolve it; a
+    population-based winner's schedule stays in the sample, and the run replays it)."""
     sample = dict(candidate.sample)
     if not setting.search:
         sample["batches"] = setting.batches
-    cfg = resolve_config(plan.recipe, setting.budget, sample=sample, data=plan.data)
+    static = {k: v for k, v in sample.items() if k != SCHEDULE_KEY}  # a PBT winner's schedule
+    cfg = resolve_config(plan.recipe, setting.budget, sample=static, data=plan.data)
     return {**sample, **recipe_class(plan.recipe).measuring(cfg.model, guard_metrics(plan))}
 
 
