@@ -34,6 +34,7 @@ from harness.results.trials import read_trials
 from harness.runs.resolve import config_from_flat, resolve_config
 from harness.runs.trial import run_trial
 from harness.scoring.registry import SCORES
+from harness.search.study_storage import load_study
 from harness.status import TERMINAL, Status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +156,7 @@ def assert_records_intact(
 
 
 def load(folder: SearchFolder) -> optuna.Study:
-    return optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder.optuna_db}")
+    return load_study(folder, folder.name)
 
 
 def untold(folder: SearchFolder) -> dict[str, str]:
@@ -559,7 +560,7 @@ def test_nan_weights_are_skipped_counted_and_stop_the_trial(faulty_search):
     stopped = sorted(faulty_search.trial_dir(row["trial_id"]).glob("checkpoints/step_*.pt"))[-1]
     counters = torch.load(stopped, weights_only=False)["counters"]
     assert counters["nonfinite_skips"] >= MAX_SKIPS
-    study = optuna.load_study(study_name="faulty", storage=f"sqlite:///{faulty_search.optuna_db}")
+    study = load_study(faulty_search, "faulty")
     (told,) = [t for t in study.trials if t.user_attrs.get("trial_id") == row["trial_id"]]
     assert told.state.name == "PRUNED" and told.values is None  # never told as a score
     code, text = run_cli(

@@ -130,7 +130,7 @@ def course_html(
         parts.append(f"<h4>{page.esc(title)}</h4>")
         parts.append(page.figure(fig, height=450) if isinstance(fig, go.Figure) else page.note(fig))
     if not study_figures:
-        parts.append(page.note("no Optuna study (optuna.db) in this search folder"))
+        parts.append(page.note("no Optuna study in this search folder"))
     return "".join(parts)
 
 

@@ -21,6 +21,7 @@ from harness.results.space import SearchSpace, parse_space
 from harness.search.chatter import chatter_to_log
 from harness.search.confirm import run_confirmation
 from harness.search.driver import SearchError, run_search
+from harness.search.study_rebuild import repair_study
 
 ReportWriter = Callable[[SearchFolder], Path]
 
@@ -40,10 +41,21 @@ def search(
     if planned.space is None:
         see = f"see `run.py leaderboard {folder.name}`"
         print_line(f"search {folder.name!r} has already finished; {see}")
+        mend_finished_study(folder)
         print_line(render(folder, "table"))
         return 0
     with folder.hold("pick another --name"), chatter_to_log(folder.log, verbose):
         return run_to_report(planned, planned.space, request, progress, write_report)
+
+
+def mend_finished_study(folder: SearchFolder) -> None:
+    """Rebuild a finished search's study from its trials table if it cannot be read (what
+    the report's warning about a damaged study says to do)."""
+    plan = SearchPlan.load(folder)
+    with folder.hold():
+        note = repair_study(plan, parse_space(plan.space, plan.recipe, plan.space_file), folder)
+    if note:
+        print_line(note)
 
 
 def run_to_report(
