@@ -102,7 +102,9 @@ def rebuild_study(
 def damaged_copy(path: Path) -> Path:
     """Where the damaged study at ``path`` is kept: ``<name>.damaged``, or ``.damaged-2`` ...
     where an earlier one is kept already."""
-    candidates = (path.with_name(f"{path.name}.damaged{f'-{n}' if n > 1 else ''}") for n in count(1))
+    candidates = (
+        path.with_name(f"{path.name}.damaged{f'-{n}' if n > 1 else ''}") for n in count(1)
+    )
     return next(c for c in candidates if not c.exists())
 
 
