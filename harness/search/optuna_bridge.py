@@ -219,16 +219,14 @@ class StatusAwareOptunaSearch(OptunaSearch):
             study_name=old.study_name, storage=storage, sampler=old.sampler, pruner=old.pruner
         )
         rebuilt = REBUILT in study.user_attrs
-        by_id = {
-            t.user_attrs["trial_id"]: t._trial_id
-            for t in study.get_trials(deepcopy=False)
-            if "trial_id" in t.user_attrs
-        }
+        held = study.get_trials(deepcopy=False)
+        by_id = {t.user_attrs["trial_id"]: t._trial_id for t in held if "trial_id" in t.user_attrs}
+        ids = {t._trial_id for t in held}
         trials = {}
         for trial_id, trial in self._ot_trials.items():
             if trial_id in by_id:
                 trials[trial_id] = optuna.trial.Trial(study, by_id[trial_id])
-            elif not rebuilt:
+            elif not rebuilt and trial._trial_id in ids:
                 trials[trial_id] = optuna.trial.Trial(study, trial._trial_id)
         self._ot_study, self._ot_trials = study, trials
 

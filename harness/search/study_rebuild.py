@@ -46,6 +46,7 @@ from harness.search.study_storage import (
     damage,
     journal_lock,
     journal_storage,
+    load_study,
     tidy_journal,
 )
 from harness.status import Status
@@ -57,7 +58,7 @@ def repair_study(plan: SearchPlan, space: SearchSpace, folder: SearchFolder) -> 
     """Make ``folder``'s study whole before the search holding its lock writes it again; a
     one-line note where it had to be rebuilt (None where it read whole)."""
     tidy_journal(folder)
-    why = damage(folder, plan.name)
+    why = damage(folder, plan.name) or untold_trials(folder, plan.name)
     if why is None:
         return None
     study_file = folder.study_file
@@ -67,6 +68,21 @@ def repair_study(plan: SearchPlan, space: SearchSpace, folder: SearchFolder) -> 
         f"trials.parquet ({told} trials)"
         + (f"; the damaged file is kept as {kept.name}" if kept is not None else "")
     )
+
+
+def untold_trials(folder: SearchFolder, name: str) -> str | None:
+    """Where trials.parquet records trials the study has never heard of (a study cut short: a
+    journal truncated, a copy cut off), which ones; None where it knows every one.  A healthy
+    study always does: a trial is named to Optuna before Ray starts it and the table lists it."""
+    study = load_study(folder, name)
+    known = (
+        {t.user_attrs.get("trial_id") for t in study.get_trials(deepcopy=False)} if study else set()
+    )
+    missing = sorted(set(read_trials(folder)["trial_id"]) - known)
+    if not missing:
+        return None
+    shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    return f"it lacks {len(missing)} trial(s) that trials.parquet records: {shown}"
 
 
 def rebuild_study(
@@ -195,9 +211,11 @@ def recorded_trial(
                 state, values = TrialState.PRUNED, None
     intermediate = dict(evals)
     if status == Status.STOPPED and not plan.multi_objective:
-        step = row.get("step")
-        after = max(intermediate, default=-1) + 1
-        intermediate[max(int(step) if finite(step) else 0, after)] = math.nan
+        # the validation it stopped at was not told (a health flag ended it there); a NaN was,
+        # at that step or, where none, the one after the last told
+        step = int(row["step"]) if finite(row.get("step")) else 0
+        intermediate = {s: v for s, v in intermediate.items() if s < step}
+        intermediate[max(step, max(intermediate, default=-1) + 1)] = math.nan
     if state == TrialState.PRUNED and intermediate:  # as Optuna tells a pruned trial
         value = intermediate[max(intermediate)]
         values = [value] if finite(value) else None
