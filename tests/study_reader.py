@@ -1,4 +1,4 @@
-"""A reader polling a search's Optuna study while the search writes it (tests/test_study_storage.py).
+"""A reader polling a search's Optuna study while the search writes it (test_study_storage.py).
 
 ``python tests/study_reader.py FOLDER NAME OUT`` reads the study of the search folder FOLDER
 in a loop, the harness's way (:func:`harness.search.study_storage.load_study`) and the way

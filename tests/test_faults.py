@@ -1,8 +1,8 @@
 """Fault injection: the harness survives each fault of docs/reliability.md with nothing lost.
 
-Every case runs the real thing: `run.py search` processes on a local Ray, the Optuna SQLite
-study, the Parquet diagnostics and trials table, on the toy ring recipe with budgets of a few
-hundred steps.  The search driver is SIGKILLed from outside where timing can hit the point
+Every case runs the real thing: `run.py search` processes on a local Ray, the Optuna study (a
+journal file), the Parquet diagnostics and trials table, on the toy ring recipe with budgets of
+a few hundred steps.  The search driver is SIGKILLed from outside where timing can hit the point
 (mid-trial) and through ``GAN_HARNESS_FAULT`` (harness/faults.py) where it cannot.  After every
 fault the records are read back (:func:`assert_records_intact`).
 """
@@ -259,6 +259,43 @@ def test_a_snapshot_the_kill_cut_short_is_replaced_by_the_last_whole_one(tmp_pat
     second = run(argv)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert f"note: Ray's snapshot {newest.name} was cut short" in second.stdout
+    assert_search_complete(folder, TRIALS)
+    assert_records_intact(folder, before)
+    trials = read_trials(folder).set_index("trial_id")
+    for trial_id in before:
+        assert trials.loc[trial_id, "status"] == recorded_status(folder, trial_id), trial_id
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("damage", ["garbled", "cut-short"])
+def test_a_killed_search_whose_study_is_damaged_resumes_on_a_rebuilt_one(tmp_path, damage):
+    """The study made unreadable (bytes in its middle zeroed) or cut short (truncated to half,
+    as a copy cut off or a disk that filled would leave it) while the search lies killed between
+    a trial's end and the trials table write: the same command rebuilds it from trials.parquet,
+    says so in one line, keeps the damaged file and completes the search, no ended trial lost,
+    trained or told twice."""
+    folder = SearchFolder(tmp_path / "study")
+    argv = command(tmp_path, "study")
+    first = launch(argv, tmp_path / "first.log", env={FAULT_ENV: "before_trials_write"})
+    try:
+        assert first.wait(timeout=900) == -signal.SIGKILL, (tmp_path / "first.log").read_text()
+    finally:
+        kill_session(first)
+    before = snapshot(folder)
+    assert before, "the fault came before any trial ended"
+    journal = folder.optuna_journal
+    if damage == "garbled":
+        data = bytearray(journal.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
+        journal.write_bytes(bytes(data))
+    else:
+        os.truncate(journal, journal.stat().st_size // 2)
+
+    second = run(argv)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"note: the Optuna study {journal} could not be read (" in second.stdout
+    assert "rebuilt it from trials.parquet" in second.stdout
+    assert journal.with_name("optuna.journal.damaged").is_file()
     assert_search_complete(folder, TRIALS)
     assert_records_intact(folder, before)
     trials = read_trials(folder).set_index("trial_id")
