@@ -21,6 +21,7 @@ from harness.results.space import SearchSpace, parse_space
 from harness.search.chatter import chatter_to_log
 from harness.search.confirm import run_confirmation
 from harness.search.driver import SearchError, run_search
+from harness.search.reach import check_reachable
 from harness.search.study_rebuild import repair_study
 
 ReportWriter = Callable[[SearchFolder], Path]
@@ -44,6 +45,7 @@ def search(
         mend_finished_study(folder)
         print_line(render(folder, "table"))
         return 0
+    check_reachable(planned.address)
     with folder.hold("pick another --name"), chatter_to_log(folder.log, verbose):
         return run_to_report(planned, planned.space, request, progress, write_report)
 
@@ -126,6 +128,8 @@ def confirm(
         )
     plan = SearchPlan.load(folder)
     space = parse_space(plan.space, plan.recipe, plan.space_file)
+    address = address or Resources.load(folder).address
+    check_reachable(address)
     with folder.hold(), chatter_to_log(folder.log, verbose):
         run_confirmation(
             plan,
@@ -133,7 +137,7 @@ def confirm(
             folder,
             top=top,
             seeds=seeds,
-            address=address or Resources.load(folder).address,
+            address=address,
             echo=print_line,
         )
         print_line("")
