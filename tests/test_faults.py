@@ -25,7 +25,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import TINY_RING, flaky_recipe, run_cli
+from conftest import TINY_RING, fill, flaky_recipe, run_cli
 
 from harness.diagnostics.telemetry import read_diagnostics
 from harness.faults import FAULT_ENV, POINTS
@@ -441,35 +441,6 @@ def test_damaged_checkpoint_falls_back_to_the_newest_intact_one(
 
 
 # ------------------------------------------------------------------------------------ case 4
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 64 MiB tmpfs at ``tmp_path/disk`` (root only; skipped where mount is not permitted)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    """Fill ``disk`` to the last byte; the filler file to delete to free it again."""
-    filler = disk / "filler"
-    with open(filler, "wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-    return filler
-
-
 # Ray's own notice as a local ray.init() turns token authentication on (absent when RAY_AUTH_MODE
 # is already in the environment, e.g. inherited from an earlier in-process search of the session)
 RAY_TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
