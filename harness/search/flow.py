@@ -22,7 +22,7 @@ from harness.search.chatter import chatter_to_log
 from harness.search.confirm import run_confirmation
 from harness.search.driver import SearchError, run_search
 from harness.search.reach import check_reachable
-from harness.search.study_rebuild import repair_study
+from harness.search.study_rebuild import repair_study, unusable
 
 ReportWriter = Callable[[SearchFolder], Path]
 
@@ -52,8 +52,10 @@ def search(
 
 def mend_finished_study(folder: SearchFolder) -> None:
     """Rebuild a finished search's study from its trials table if it cannot be read (what
-    the report's warning about a damaged study says to do)."""
+    the report's warning about a damaged study says to do); a whole one is only read."""
     plan = SearchPlan.load(folder)
+    if unusable(folder, plan.name) is None:
+        return
     with folder.hold():
         note = repair_study(plan, parse_space(plan.space, plan.recipe, plan.space_file), folder)
     if note:

@@ -58,7 +58,7 @@ def repair_study(plan: SearchPlan, space: SearchSpace, folder: SearchFolder) -> 
     """Make ``folder``'s study whole before the search holding its lock writes it again; a
     one-line note where it had to be rebuilt (None where it read whole)."""
     tidy_journal(folder)
-    why = damage(folder, plan.name) or untold_trials(folder, plan.name)
+    why = unusable(folder, plan.name)
     if why is None:
         return None
     study_file = folder.study_file
@@ -68,6 +68,11 @@ def repair_study(plan: SearchPlan, space: SearchSpace, folder: SearchFolder) -> 
         f"trials.parquet ({told} trials)"
         + (f"; the damaged file is kept as {kept.name}" if kept is not None else "")
     )
+
+
+def unusable(folder: SearchFolder, name: str) -> str | None:
+    """Why the study ``name`` of ``folder`` must be rebuilt before it is resumed, or None."""
+    return damage(folder, name) or untold_trials(folder, name)
 
 
 def untold_trials(folder: SearchFolder, name: str) -> str | None:
