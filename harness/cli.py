@@ -30,6 +30,14 @@ COMMANDS = (
 )
 
 
+NO_ROOM = {
+    errno.ENOSPC: ("no space left on device", "free some space"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or raise the quota"),
+    errno.EFBIG: ("file too large", "raise the file size limit (`ulimit -f`)"),
+}
+"""A write the file system refused for want of room: what it was, what to do."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
@@ -60,12 +68,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        if err.errno != errno.ENOSPC:
+        if err.errno not in NO_ROOM:
             raise
+        what, remedy = NO_ROOM[err.errno]
         where = err.filename or "results"
         print(
-            f"error: no space left on device writing {where}; free some space and run the "
-            "same command again",
+            f"error: {what} writing {where}; {remedy} and run the same command again",
             file=sys.stderr,
         )
         return 2

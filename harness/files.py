@@ -56,11 +56,17 @@ def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""The errors of a write the file system refuses for want of room: a full disk, an exceeded
+quota, a file over the size limit (``ulimit -f``, or the file system's own)."""
+
+
 @contextmanager
 def atomic_output(path: Path | str) -> Iterator[IO[bytes]]:
     """A binary file handle whose contents replace ``path`` only once the block succeeds.
 
-    On a full disk the temp file is removed and the ``OSError`` (ENOSPC) names ``path``.
+    On a full disk (or an exceeded quota or file size limit: :data:`FULL`) the temp file is
+    removed and the ``OSError`` names ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +79,8 @@ def atomic_output(path: Path | str) -> Iterator[IO[bytes]]:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if err.errno == errno.ENOSPC and err.filename is None:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+        if err.errno in FULL and err.filename is None:
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,9 +1,11 @@
 """Test-wide settings: one torch thread (tiny models; avoids oversubscribing 2-core CI), the
-tiny ring trial settings and ``run_cli`` the search tests share, and the small real ring search
-that the leaderboard and report tests read."""
+tiny ring trial settings and ``run_cli`` the search tests share, the small real ring search
+that the leaderboard and report tests read, and a small tmpfs (``small_disk``) to fill for the
+full-disk tests."""
 
 import contextlib
 import io
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +108,32 @@ def ring_search(tmp_path_factory) -> tuple[SearchFolder, str]:
         )  # fmt: skip
     assert code == 0, out.getvalue()
     return SearchFolder(root / "ring6"), out.getvalue()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs at ``tmp_path/disk`` (root only; skipped where mount is not permitted)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; the filler file to delete to free it again."""
+    filler = disk / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,14 +32,16 @@ Setup = Callable[[Path], None]
 
 @dataclass(frozen=True)
 class Case:
-    """``argv`` after ``run.py`` ({tmp} is the case's folder); the last stderr line must contain
-    ``culprit``; ``setup`` writes the inputs first."""
+    """``argv`` after ``run.py`` ({tmp} is the case's folder, {port} a TCP port where nothing
+    listens); the last stderr line must contain ``culprit``; ``setup`` writes the inputs first;
+    ``env`` is set for the command."""
 
     id: str
     argv: str
     culprit: str
     setup: Setup = field(default=lambda tmp: None)
     absent: str = ""  # a path (under {tmp}) the command must not create
+    env: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- inputs the cases read
@@ -219,12 +222,32 @@ CASES = [
     Case("cli-results-unwritable", "search ring --results /proc/nope", "/proc/nope"),
     Case("cli-results-is-a-file", SEARCH_RING, "{tmp}/results", text_file("results")),
     Case("cli-noise-missing", "train segan --noise {tmp}/nope --out {tmp}/out", "{tmp}/nope"),
+    Case("cli-storage-unwritable", SEARCH_RING + " --storage /proc/nope/ray", "/proc/nope/ray"),
+    Case(
+        "cli-address-unreachable",
+        SEARCH_RING + " --address 127.0.0.1:{port}",
+        "cannot reach Ray at '127.0.0.1:{port}': nothing listens on",
+    ),
     Case(
         "cli-resume-malicious-checkpoint",
         TRAIN_RING + " --resume",
         "step_00000001.pt: refused: it would call",
         malicious_checkpoint,
         absent="pwned",
+    ),
+    # ------------------------------------------------------------ environment
+    Case(
+        "env-cache-unwritable",
+        "train hifigan --out {tmp}/out",
+        "corpus cache /proc/nope/cache ($GAN_HARNESS_CACHE): cannot create folders in /proc",
+        env={"GAN_HARNESS_CACHE": "/proc/nope/cache"},
+    ),
+    Case(
+        "env-cache-is-a-file",
+        "train segan --out {tmp}/out",
+        "corpus cache {tmp}/cache.txt ($GAN_HARNESS_CACHE): {tmp}/cache.txt is a file",
+        text_file("cache.txt"),
+        env={"GAN_HARNESS_CACHE": "{tmp}/cache.txt"},
     ),
     # ------------------------------------------------------------ config keys and values
     Case("set-unknown-key", TRAIN_RING + " --set lr_gen=1e-3", "lr_gen"),
@@ -424,6 +447,13 @@ CASES = [
 ]
 
 
+def free_port() -> int:
+    """A TCP port on this machine where nothing listens (bound once, then let go)."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, int] | None]:
     """Every file (size, mtime) and folder (None) under ``folder`` but the harness cache."""
     found: dict[str, tuple[int, int] | None] = {}
@@ -455,12 +485,14 @@ FIRST_OF_KIND = {case.id.split("-")[0]: case.id for case in reversed(CASES)}
 def test_bad_input_is_one_line_error_and_leaves_nothing(case: Case, tmp_path: Path) -> None:
     case.setup(tmp_path)
     before = snapshot(tmp_path)
-    argv = case.argv.format(tmp=tmp_path).split()
+    names = {"tmp": tmp_path, "port": free_port()}
+    argv = case.argv.format(**names).split()
     env = {
         **os.environ,
         "GAN_HARNESS_CACHE": str(tmp_path / "cache"),  # scan verdicts land here, not in ~/.cache
         "GAN_HARNESS_RESULTS": str(tmp_path / "results"),
         "PYTHONWARNINGS": "default",
+        **{key: value.format(**names) for key, value in case.env.items()},
     }
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run(
@@ -476,7 +508,7 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(case: Case, tmp_path: Pa
     assert "Traceback" not in output, output
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines and ERROR_LINE.match(lines[-1]), output
-    assert case.culprit.format(tmp=tmp_path) in lines[-1], output
+    assert case.culprit.format(**names) in lines[-1], output
     assert snapshot(tmp_path) == before, "the command left files behind"
     if case.absent:
         assert not (tmp_path / case.absent).exists(), "the checkpoint ran its code"
@@ -484,5 +516,5 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(case: Case, tmp_path: Pa
 
 def test_the_table_covers_every_kind_of_input() -> None:
     kinds = {case.id.split("-")[0] for case in CASES}
-    assert {"cli", "set", "space", "preflight", "data", "pairs", "score", "use"} <= kinds
+    assert {"cli", "env", "set", "space", "preflight", "data", "pairs", "score", "use"} <= kinds
     assert len(CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)

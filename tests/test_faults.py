@@ -1,8 +1,8 @@
 """Fault injection: the harness survives each fault of docs/reliability.md with nothing lost.
 
-Every case runs the real thing: `run.py search` processes on a local Ray, the Optuna SQLite
-study, the Parquet diagnostics and trials table, on the toy ring recipe with budgets of a few
-hundred steps.  The search driver is SIGKILLed from outside where timing can hit the point
+Every case runs the real thing: `run.py search` processes on a local Ray, the Optuna study (a
+journal file), the Parquet diagnostics and trials table, on the toy ring recipe with budgets of
+a few hundred steps.  The search driver is SIGKILLed from outside where timing can hit the point
 (mid-trial) and through ``GAN_HARNESS_FAULT`` (harness/faults.py) where it cannot.  After every
 fault the records are read back (:func:`assert_records_intact`).
 """
@@ -25,7 +25,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import TINY_RING, flaky_recipe, run_cli
+from conftest import TINY_RING, fill, flaky_recipe, run_cli
 
 from harness.diagnostics.telemetry import read_diagnostics
 from harness.faults import FAULT_ENV, POINTS
@@ -34,6 +34,7 @@ from harness.results.trials import read_trials
 from harness.runs.resolve import config_from_flat, resolve_config
 from harness.runs.trial import run_trial
 from harness.scoring.registry import SCORES
+from harness.search.study_storage import load_study
 from harness.status import TERMINAL, Status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +156,7 @@ def assert_records_intact(
 
 
 def load(folder: SearchFolder) -> optuna.Study:
-    return optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder.optuna_db}")
+    return load_study(folder, folder.name)
 
 
 def untold(folder: SearchFolder) -> dict[str, str]:
@@ -258,6 +259,43 @@ def test_a_snapshot_the_kill_cut_short_is_replaced_by_the_last_whole_one(tmp_pat
     second = run(argv)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert f"note: Ray's snapshot {newest.name} was cut short" in second.stdout
+    assert_search_complete(folder, TRIALS)
+    assert_records_intact(folder, before)
+    trials = read_trials(folder).set_index("trial_id")
+    for trial_id in before:
+        assert trials.loc[trial_id, "status"] == recorded_status(folder, trial_id), trial_id
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("damage", ["garbled", "cut-short"])
+def test_a_killed_search_whose_study_is_damaged_resumes_on_a_rebuilt_one(tmp_path, damage):
+    """The study made unreadable (bytes in its middle zeroed) or cut short (truncated to half,
+    as a copy cut off or a disk that filled would leave it) while the search lies killed between
+    a trial's end and the trials table write: the same command rebuilds it from trials.parquet,
+    says so in one line, keeps the damaged file and completes the search, no ended trial lost,
+    trained or told twice."""
+    folder = SearchFolder(tmp_path / "study")
+    argv = command(tmp_path, "study")
+    first = launch(argv, tmp_path / "first.log", env={FAULT_ENV: "before_trials_write"})
+    try:
+        assert first.wait(timeout=900) == -signal.SIGKILL, (tmp_path / "first.log").read_text()
+    finally:
+        kill_session(first)
+    before = snapshot(folder)
+    assert before, "the fault came before any trial ended"
+    journal = folder.optuna_journal
+    if damage == "garbled":
+        data = bytearray(journal.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
+        journal.write_bytes(bytes(data))
+    else:
+        os.truncate(journal, journal.stat().st_size // 2)
+
+    second = run(argv)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"note: the Optuna study {journal} could not be read (" in second.stdout
+    assert "rebuilt it from trials.parquet" in second.stdout
+    assert journal.with_name("optuna.journal.damaged").is_file()
     assert_search_complete(folder, TRIALS)
     assert_records_intact(folder, before)
     trials = read_trials(folder).set_index("trial_id")
@@ -403,35 +441,6 @@ def test_damaged_checkpoint_falls_back_to_the_newest_intact_one(
 
 
 # ------------------------------------------------------------------------------------ case 4
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 64 MiB tmpfs at ``tmp_path/disk`` (root only; skipped where mount is not permitted)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    """Fill ``disk`` to the last byte; the filler file to delete to free it again."""
-    filler = disk / "filler"
-    with open(filler, "wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-    return filler
-
-
 # Ray's own notice as a local ray.init() turns token authentication on (absent when RAY_AUTH_MODE
 # is already in the environment, e.g. inherited from an earlier in-process search of the session)
 RAY_TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
@@ -559,7 +568,7 @@ def test_nan_weights_are_skipped_counted_and_stop_the_trial(faulty_search):
     stopped = sorted(faulty_search.trial_dir(row["trial_id"]).glob("checkpoints/step_*.pt"))[-1]
     counters = torch.load(stopped, weights_only=False)["counters"]
     assert counters["nonfinite_skips"] >= MAX_SKIPS
-    study = optuna.load_study(study_name="faulty", storage=f"sqlite:///{faulty_search.optuna_db}")
+    study = load_study(faulty_search, "faulty")
     (told,) = [t for t in study.trials if t.user_attrs.get("trial_id") == row["trial_id"]]
     assert told.state.name == "PRUNED" and told.values is None  # never told as a score
     code, text = run_cli(

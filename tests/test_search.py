@@ -22,6 +22,7 @@ from harness.diagnostics.telemetry import read_diagnostics
 from harness.recipes import RECIPES
 from harness.results.folder import SearchFolder
 from harness.results.trials import read_trials
+from harness.search.study_storage import load_study
 
 TINY = {**TINY_RING, "max_consecutive_nonfinite": 3, "fail_at_step": 200}
 NORMAL = {"lr_g": 1e-3, "fail_times": 0, "loss_upper_limit": 1e6}
@@ -67,7 +68,7 @@ def test_search_runs_every_trial_and_prints_the_leaderboard(search):
     trials = read_trials(folder)
     assert len(trials) == 5 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"completed", "stopped", "errored"}
-    for path in (folder.config, folder.optuna_db, folder.tune, folder.summary):
+    for path in (folder.config, folder.optuna_journal, folder.tune, folder.summary):
         assert path.exists(), path
     for trial_id in trials["trial_id"]:
         assert (folder.trial_dir(trial_id) / "config.yaml").is_file()
@@ -121,7 +122,7 @@ def test_trial_that_keeps_failing_is_errored_with_its_reason(search):
 def test_optuna_is_told_how_each_trial_ended(search):
     folder, _, _ = search
     trials = read_trials(folder).set_index("trial_id")
-    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{folder.optuna_db}")
+    study = load_study(folder, "e2e")
     assert len(study.trials) == 5
     for t in study.trials:
         row = trials.loc[t.user_attrs["trial_id"]]

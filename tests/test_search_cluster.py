@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 
-import optuna
 import pytest
 import yaml
 
@@ -18,6 +17,7 @@ from harness.cli import main
 from harness.results.folder import SearchFolder
 from harness.results.plan import Resources, SearchPlan
 from harness.results.trials import read_trials
+from harness.search.study_storage import load_study
 
 SPACE = {
     "objective": "reverse_kl",
@@ -79,7 +79,7 @@ def test_two_node_cluster_runs_a_multi_objective_search(tmp_path):
     trials = read_trials(folder)
     assert len(trials) == 4 and (trials["status"] == "completed").all()
 
-    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{folder.optuna_db}")
+    study = load_study(folder, "mo")
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
     by_id = trials.set_index("trial_id")
     for t in study.trials:

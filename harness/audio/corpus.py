@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from harness.files import unwritable_reason
+
 SAMPLE_RATE = 22050
 CORPUS_VERSION = 1  # bump when the grammar, voices or processing change
 
@@ -80,6 +82,17 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "gan-harness"
 
 
+CACHE_ADVICE = "point GAN_HARNESS_CACHE at a folder this user can write"
+
+
+def cache_name(root: Path) -> str:
+    """``root`` as the user knows it: the corpus cache, named by ``$GAN_HARNESS_CACHE`` where
+    that set it."""
+    named = os.environ.get("GAN_HARNESS_CACHE")
+    where = " ($GAN_HARNESS_CACHE)" if named and Path(named).expanduser() == root else ""
+    return f"corpus cache {root}{where}"
+
+
 def ensure_corpus(
     root: Path | None = None, n_utterances: int = 320, seed: int = 0, progress: bool = True
 ) -> Path:
@@ -105,6 +118,9 @@ def build_once(root: Path, name: str, build: Callable[[Path], None]) -> Path:
     final = root / name
     if final.is_dir():
         return final
+    unwritable = unwritable_reason(root)
+    if unwritable is not None:
+        raise CorpusError(f"{cache_name(root)}: {unwritable}; {CACHE_ADVICE}")
     root.mkdir(parents=True, exist_ok=True)
     with _file_lock(root / f".{name}.lock"):
         if final.is_dir():  # another process finished it while we waited

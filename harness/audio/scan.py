@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from harness.audio.corpus import default_cache_dir
-from harness.files import atomic_write
+from harness.audio.corpus import CACHE_ADVICE, cache_name, default_cache_dir
+from harness.console import HarnessWarning
+from harness.files import atomic_write, unwritable_reason
 
 SCAN_VERSION = 2  # bump when what a scan checks changes: older verdicts are then re-read
 BLOCK_FRAMES = 1 << 18
@@ -61,7 +63,16 @@ def scan_files(root: Path, paths: Sequence[Path]) -> dict[Path, str]:
             bad[path] = str(entry.get("verdict"))
     if verdicts != known:
         document = {"version": SCAN_VERSION, "root": str(root), "files": verdicts}
-        atomic_write(cache_file, json.dumps(document, indent=1))
+        try:
+            atomic_write(cache_file, json.dumps(document, indent=1))
+        except OSError as err:  # the verdicts stand; only the next open re-reads the files
+            why = unwritable_reason(cache_file.parent) or err.strerror or str(err)
+            warnings.warn(
+                f"{cache_name(cache_file.parents[1])}: cannot keep the scan's verdicts "
+                f"({why}); the corpus is decoded again next time, unless you {CACHE_ADVICE}",
+                HarnessWarning,
+                stacklevel=2,
+            )
     return bad
 
 

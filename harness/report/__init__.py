@@ -36,7 +36,7 @@ from harness.results.request import POPULATION_SCHEDULERS
 from harness.search.chatter import chatter_to_log
 from harness.search.figures import study_figures
 
-NO_STUDY = "no Optuna study (optuna.db) in this search folder"
+NO_STUDY = "no Optuna study in this search folder"
 NO_STUDY_PBT = (
     "population-based training keeps no Optuna study: its trials follow schedules that no "
     "sampler proposed (each trial's schedule is drawn in its panel below)"

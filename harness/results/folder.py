@@ -6,7 +6,9 @@
       config.yaml       the search as launched (harness/results/plan.py: SearchPlan) and the
                         share of the cluster each trial got (Resources, its ``resources:``)
       tune/             Ray Tune experiment (restorable), unless --storage moved it
-      optuna.db         Optuna study (SQLite): optuna-dashboard sqlite:///results/<name>/optuna.db
+      optuna.journal    the Optuna study, a journal file (harness/search/study_storage.py):
+                        optuna-dashboard results/<name>/optuna.journal; optuna.db (SQLite) in
+                        folders of older searches
       diagnostics/      Parquet dataset of step and eval rows, partitioned by trial_id
       trials/<id>/      one trial: config.yaml, checkpoints/, samples/, result.json (training
                         ended), outcome.json (how the search recorded its end)
@@ -62,8 +64,22 @@ class SearchFolder:
         return self.path / "tune"
 
     @property
+    def optuna_journal(self) -> Path:
+        """The Optuna study of a search: an append-only journal of operations."""
+        return self.path / "optuna.journal"
+
+    @property
     def optuna_db(self) -> Path:
+        """The Optuna study (SQLite) of a search started before studies were journals."""
         return self.path / "optuna.db"
+
+    @property
+    def study_file(self) -> Path:
+        """The file holding this search's Optuna study: the journal, unless the folder holds
+        only an SQLite study (an older search, read and resumed as it is)."""
+        if self.optuna_db.is_file() and not self.optuna_journal.is_file():
+            return self.optuna_db
+        return self.optuna_journal
 
     @property
     def diagnostics(self) -> Path:
@@ -119,6 +135,8 @@ class SearchFolder:
         leaderboard run beside it writes ``report.html``)."""
         return (
             self.config,
+            self.optuna_journal,
+            self.optuna_db,
             self.trials_table,
             self.summary,
             self.importances,

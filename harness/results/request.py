@@ -184,6 +184,10 @@ def make_plan(request: SearchRequest, name: str, budget: str) -> tuple[SearchPla
     trials = request.trials if request.trials is not None else DEFAULT_TRIALS[budget]
     check_counts(request, trials)
     check_tracking(request)
+    if request.storage and "://" not in request.storage:  # a folder on this machine
+        problem = unwritable_reason(Path(request.storage).expanduser())
+        if problem:
+            raise PlanError(f"--storage {request.storage}: {problem}")
     data = data_folder(request.data)
     for point in [{}, *space.points]:  # fixed values and known-good points must be valid configs
         resolve_config(recipe, budget, sample={**space.fixed, **point}, data=data)

@@ -1,7 +1,8 @@
 """The search itself: Ray up, the trials' share of the cluster, the Tuner, and the summary.
 
 Everything lives in ``results/<name>/`` (see harness/results/folder.py).  Running the same search
-again restores the Ray experiment (``Tuner.restore``) and the Optuna study (SQLite): unfinished
+again restores the Ray experiment (``Tuner.restore``) and the Optuna study (rebuilt from the
+trials table first if it cannot be read, see harness/search/study_rebuild.py): unfinished
 and errored trials resume from their last checkpoint, and a trial whose training had already
 ended before the interruption reports its recorded result instead of training again.
 """
@@ -47,6 +48,8 @@ from harness.search.pbt import (
     population_searcher,
 )
 from harness.search.snapshot import SnapshotKeeper, heal
+from harness.search.study_rebuild import repair_study
+from harness.search.study_storage import journal_lock
 from harness.search.tracking import open_trial_tracker, tracked_trials, tracking_target
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import TrialsTable
@@ -112,6 +115,8 @@ def fit(
             echo(f"resuming search {plan.name!r} from {experiment}")
             local = local_experiment(plan, folder)
             if local is not None and (note := heal(local)):
+                echo(note)
+            if note := repair_study(plan, space, folder):
                 echo(note)
             tuner = tune.Tuner.restore(
                 experiment, trainable, resume_unfinished=True, resume_errored=True
@@ -234,7 +239,8 @@ def start_fresh(plan: SearchPlan, folder: SearchFolder, address: str | None) -> 
     plan.save(folder, resources)
     fault_point("search_prepared")
     # whatever a start that never got to record a trial left behind
-    for stale in (folder.optuna_db, folder.tune, folder.trials_dir, folder.diagnostics):
+    study = (folder.optuna_journal, folder.optuna_db, journal_lock(folder.optuna_journal))
+    for stale in (*study, folder.tune, folder.trials_dir, folder.diagnostics):
         if stale.is_dir():
             shutil.rmtree(stale)
         else:

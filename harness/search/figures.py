@@ -1,6 +1,7 @@
 """Optuna's own plots of a search's study, for the HTML report (search code: imports Optuna).
 
-Read-only: the study is loaded from ``results/<name>/optuna.db``.  Every plot that cannot be
+Read-only: the study is read from its file in ``results/<name>/`` (harness/search/study_storage.py);
+one that cannot be read is a warning and a note in place of the plots.  Every plot that cannot be
 drawn yet (too few completed trials, no intermediate values) is replaced by the reason, so a
 report of a young or failed search still renders.
 """
@@ -19,9 +20,11 @@ from optuna import visualization as vis
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.console import print_warning
 from harness.results.folder import SearchFolder
 from harness.results.plan import SearchPlan
-from harness.search.optuna_bridge import IMPORTANCE_MINIMUM, load_study
+from harness.search.optuna_bridge import IMPORTANCE_MINIMUM
+from harness.search.study_storage import StudyUnreadable, load_study
 
 
 def study_trials(study: optuna.Study) -> dict[int, str]:
@@ -61,7 +64,11 @@ def study_figures(
     folder: SearchFolder, plan: SearchPlan
 ) -> tuple[dict[str, go.Figure | str], dict[int, str]]:
     """(title -> figure, or why it is missing; Optuna trial number -> trial id)."""
-    study = load_study(folder, plan.name)
+    try:
+        study = load_study(folder, plan.name)
+    except StudyUnreadable as err:
+        print_warning(f"{err.path}: {err.problem}; the report leaves out its plots; {err.advice}")
+        return {"the study": f"not drawn: {err.problem}; {err.advice}"}, {}
     if study is None:
         return {}, {}
     target: Callable[[FrozenTrial], float] | None = None

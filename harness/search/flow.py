@@ -17,11 +17,13 @@ from harness.results.confirmation import ConfirmRequest
 from harness.results.folder import SearchFolder, find_search, results_root
 from harness.results.leaderboard import render
 from harness.results.plan import Resources, SearchPlan
-from harness.results.request import PlannedSearch, SearchRequest, plan_search
+from harness.results.request import POPULATION_SCHEDULERS, PlannedSearch, SearchRequest, plan_search
 from harness.results.space import SearchSpace, parse_space
 from harness.search.chatter import chatter_to_log
 from harness.search.confirm import run_confirmation
 from harness.search.driver import SearchError, run_search
+from harness.search.reach import check_reachable
+from harness.search.study_rebuild import repair_study, unusable
 
 ReportWriter = Callable[[SearchFolder], Path]
 
@@ -41,10 +43,24 @@ def search(
     if planned.space is None:
         see = f"see `run.py leaderboard {folder.name}`"
         print_line(f"search {folder.name!r} has already finished; {see}")
+        mend_finished_study(folder)
         print_line(render(folder, "table"))
         return 0
+    check_reachable(planned.address)
     with folder.hold("pick another --name"), chatter_to_log(folder.log, verbose):
         return run_to_report(planned, planned.space, request, progress, write_report)
+
+
+def mend_finished_study(folder: SearchFolder) -> None:
+    """Rebuild a finished search's study from its trials table if it cannot be read (what
+    the report's warning about a damaged study says to do); a whole one is only read."""
+    plan = SearchPlan.load(folder)
+    if plan.scheduler in POPULATION_SCHEDULERS or unusable(folder, plan.name) is None:
+        return
+    with folder.hold():
+        note = repair_study(plan, parse_space(plan.space, plan.recipe, plan.space_file), folder)
+    if note:
+        print_line(note)
 
 
 def run_to_report(
@@ -108,6 +124,8 @@ def confirm(
         )
     plan = SearchPlan.load(folder)
     space = parse_space(plan.space, plan.recipe, plan.space_file)
+    address = address or Resources.load(folder).address
+    check_reachable(address)
     with folder.hold(), chatter_to_log(folder.log, verbose):
         started = time.monotonic()
         run_confirmation(
@@ -115,7 +133,7 @@ def confirm(
             space,
             folder,
             request,
-            address=address or Resources.load(folder).address,
+            address=address,
             echo=print_line,
         )
         took = time.monotonic() - started

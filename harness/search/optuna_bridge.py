@@ -35,6 +35,7 @@ from harness.results.plan import SearchPlan
 from harness.results.seeds import TRIALS, derive_seed
 from harness.results.space import Param, SearchSpace
 from harness.results.trial_files import LOST, read_outcome, write_outcome
+from harness.search.study_storage import REBUILT, load_study, open_storage
 from harness.search.trainable import STATUS, TUNE_BOOKKEEPING_KEYS, numbers
 from harness.status import Status
 
@@ -195,6 +196,7 @@ class StatusAwareOptunaSearch(OptunaSearch):
         """Restore, then close the Optuna trials asked for after Ray's last snapshot: Ray has
         forgotten them, so they failed, and their folders say they were lost."""
         super().restore(checkpoint_path)
+        self._reopen_study()
         known = {t.number for t in self._ot_trials.values()}
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number not in known:
@@ -202,6 +204,28 @@ class StatusAwareOptunaSearch(OptunaSearch):
                 if "trial_id" in frozen.user_attrs:
                     trial_dir = self._trial_dir(frozen.user_attrs["trial_id"])
                     write_outcome(trial_dir, {"status": Status.LOST.value, "reason": LOST})
+
+    def _reopen_study(self) -> None:
+        """The study as the folder holds it now, in place of the one Ray pickled (whose journal
+        reader keeps byte offsets of the file as it was, wrong once the study was rebuilt), and
+        each of Ray's trials bound to its Optuna trial by Ray trial id.  In a rebuilt study a
+        trial Ray had not started by its snapshot has no Optuna trial and is left untold."""
+        old = self._ot_study
+        storage = open_storage(SearchFolder(Path(self._folder)), create=True)
+        study = optuna.load_study(
+            study_name=old.study_name, storage=storage, sampler=old.sampler, pruner=old.pruner
+        )
+        rebuilt = REBUILT in study.user_attrs
+        held = study.get_trials(deepcopy=False)
+        by_id = {t.user_attrs["trial_id"]: t._trial_id for t in held if "trial_id" in t.user_attrs}
+        ids = {t._trial_id for t in held}
+        trials = {}
+        for trial_id, trial in self._ot_trials.items():
+            if trial_id in by_id:
+                trials[trial_id] = optuna.trial.Trial(study, by_id[trial_id])
+            elif not rebuilt and trial._trial_id in ids:
+                trials[trial_id] = optuna.trial.Trial(study, trial._trial_id)
+        self._ot_study, self._ot_trials = study, trials
 
 
 def record_ending(trial_dir: Path, status: Status, reason: str, result: dict) -> None:
@@ -234,7 +258,8 @@ def outcome(result: dict[str, Any], error: bool) -> tuple[Status, str]:
 def make_searcher(
     plan: SearchPlan, space: SearchSpace, folder: SearchFolder
 ) -> StatusAwareOptunaSearch:
-    """TPE (multivariate, grouped, constant liar, seeded) on a SQLite study in the folder."""
+    """TPE (multivariate, grouped, constant liar, seeded) on the folder's study (a journal
+    file for a new search, see harness/search/study_storage.py)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(
@@ -244,7 +269,7 @@ def make_searcher(
         constant_liar=True,
         n_startup_trials=max(2, min(10, plan.trials // 3)),
     )
-    storage = optuna.storages.RDBStorage(f"sqlite:///{folder.optuna_db}")
+    storage = open_storage(folder, create=True)
     metric = plan.metrics if plan.multi_objective else plan.objective
     mode = plan.modes if plan.multi_objective else plan.mode
     return StatusAwareOptunaSearch(
@@ -260,17 +285,6 @@ def make_searcher(
         search_seed=plan.seed,
         stop_unhealthy=plan.stop_unhealthy,
     )
-
-
-def load_study(folder: SearchFolder, name: str) -> optuna.Study | None:
-    """The search's Optuna study, or None if it has none yet."""
-    if not folder.optuna_db.is_file():
-        return None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=name, storage=f"sqlite:///{folder.optuna_db}")
-    except KeyError:
-        return None
 
 
 IMPORTANCE_MINIMUM = 4  # completed trials before parameter importances mean anything

@@ -12,7 +12,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -35,10 +35,43 @@ def write_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int
     checkpoints (at least this one) and delete the rest."""
     path = ckpt_dir / f"step_{step:08d}.pt"
     with atomic_output(path) as handle:
-        torch.save(state, handle)
+        save_state(state, handle)
     for old in sorted(ckpt_dir.glob("step_*.pt"))[: -max(1, keep)]:
         old.unlink()
     return path
+
+
+class _WriteErrors:
+    """A binary file handle that remembers the ``OSError`` its ``write`` raised: torch's zip
+    writer turns any failed write into its own ``RuntimeError`` ("unexpected pos ..."), losing
+    the cause (a full disk, a quota, a file size limit)."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+def save_state(state: dict[str, Any], handle: IO[bytes]) -> None:
+    """``torch.save(state, handle)``; a write the file system refused raises that ``OSError``
+    (``ENOSPC``, ``EDQUOT``, ``EFBIG``), whatever torch made of it, so the caller can name the
+    file and the cause."""
+    recorder = _WriteErrors(handle)
+    try:
+        torch.save(state, recorder)
+    except RuntimeError:
+        if recorder.error is not None:
+            raise recorder.error from None
+        raise
 
 
 def resumable_state(
