@@ -41,7 +41,8 @@ def test_scan_verdicts_the_cache_cannot_keep_are_one_warning(tmp_path, monkeypat
     monkeypatch.setenv("GAN_HARNESS_CACHE", "/proc/nope/cache")
     good, bad = tmp_path / "data" / "good.wav", tmp_path / "data" / "bad.wav"
     good.parent.mkdir()
-    sf.write(good, np.full(1600, 0.1, np.float32), 16000, subtype="FLOAT")
+    tone = 0.1 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000)
+    sf.write(good, tone.astype(np.float32), 16000, subtype="FLOAT")
     sf.write(bad, np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
