@@ -49,6 +49,12 @@ class SearchFolder:
 
     path: Path
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its path in one string (a ``Path`` pickles as its parts), so a folder held
+        in Ray's pickled experiment state can be re-rooted when the folder is copied or moved
+        (harness/search/reroot.py)."""
+        return (search_folder_at, (str(self.path),))
+
     @property
     def name(self) -> str:
         return self.path.name
@@ -143,6 +149,11 @@ class SearchFolder:
         """Seconds since the epoch of the newest table or config write (for "most recent")."""
         stamps = [p.stat().st_mtime for p in (self.trials_table, self.config) if p.exists()]
         return max(stamps, default=0.0)
+
+
+def search_folder_at(path: str) -> SearchFolder:
+    """The :class:`SearchFolder` at ``path`` (how a pickled one is rebuilt)."""
+    return SearchFolder(Path(path))
 
 
 def list_searches(root: Path) -> list[SearchFolder]:

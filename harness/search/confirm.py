@@ -22,6 +22,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 
+from harness import interrupts
 from harness.diagnostics.telemetry import write_table_atomic
 from harness.files import atomic_write, finite
 from harness.results.confirmation import Candidate, confirmation_seeds, pick_candidates
@@ -40,7 +41,9 @@ from harness.search.driver import (
     trial_setup,
 )
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
+from harness.search.graceful import GracefulStop
 from harness.search.optuna_bridge import outcome
+from harness.search.reroot import mark, reroot
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import error_reason
 from harness.status import Status
@@ -93,10 +96,14 @@ def run_confirmation(
     try:
         with scoped_environ(forced=TUNE_FORCED, defaults=TUNE_DEFAULTS):
             tuner = confirmation_tuner(plan, resources, confirm, setup, runs, echo)
-            tuner.fit()
+            try:
+                tuner.fit()
+            finally:
+                interrupts.route()  # Tune's SIGINT handler is gone with its run
     finally:
         if started:
             ray.shutdown()
+    interrupts.stop_if_asked()  # stopped by a signal: resumed by the same command
     frame = collect(confirm, [c.label for c in candidates], plan.objective)
     write_table_atomic(folder.confirmation_table, pa.Table.from_pandas(frame, preserve_index=False))
     return frame
@@ -134,10 +141,12 @@ def confirmation_tuner(
     experiment = str(confirm.tune)
     if tune.Tuner.can_restore(experiment):
         echo(f"resuming the confirmation from {experiment}")
+        if note := reroot(confirm.tune, confirm.path):
+            echo(note)
         return tune.Tuner.restore(
             experiment, trainable, resume_unfinished=True, resume_errored=True
         )
-    return tune.Tuner(
+    tuner = tune.Tuner(
         trainable,
         param_space={"run": tune.grid_search(runs)},
         tune_config=tune.TuneConfig(
@@ -156,11 +165,14 @@ def confirmation_tuner(
             callbacks=[
                 ConfirmationProgress(plan.objective, echo, len(runs), confirm),
                 JsonLoggerCallback(),
+                GracefulStop(),
                 OneCopyPerCheckpoint(confirm),
             ],
             verbose=0,
         ),
     )
+    mark(confirm.tune, confirm.path)
+    return tuner
 
 
 class ConfirmationProgress(tune.Callback):

@@ -27,6 +27,7 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
+from harness import interrupts
 from harness.diagnostics.detectors import stop_reason
 from harness.faults import fault_point
 from harness.files import atomic_write
@@ -38,7 +39,9 @@ from harness.results.trials import read_trials, write_trials
 from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
+from harness.search.graceful import GracefulStop
 from harness.search.optuna_bridge import make_searcher, save_importances
+from harness.search.reroot import mark, reroot
 from harness.search.snapshot import SnapshotKeeper, heal
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import TrialsTable
@@ -78,7 +81,9 @@ def run_search(
         if started:
             ray.shutdown()
     wall_s = time.perf_counter() - t_start  # Ray start, trials, Ray shutdown
-    return finish(plan, folder, {"wall_s": wall_s, "ray_start_s": ray_start_s, "fit_s": fit_s})
+    outcome = finish(plan, folder, {"wall_s": wall_s, "ray_start_s": ray_start_s, "fit_s": fit_s})
+    interrupts.stop_if_asked()  # stopped by a signal: the table is written, the command ends
+    return outcome
 
 
 def fit(
@@ -103,16 +108,23 @@ def fit(
         if resuming:
             echo(f"resuming search {plan.name!r} from {experiment}")
             local = local_experiment(plan, folder)
-            if local is not None and (note := heal(local)):
-                echo(note)
+            if local is not None:  # mended where a kill cut it short, re-rooted where it moved
+                for note in (heal(local), reroot(local, folder.path)):
+                    if note:
+                        echo(note)
             tuner = tune.Tuner.restore(
                 experiment, trainable, resume_unfinished=True, resume_errored=True
             )
         else:
             tuner = new_tuner(plan, space, resources, folder, setup, trainable, progress)
+            if (local := local_experiment(plan, folder)) is not None:
+                mark(local, folder.path)
         echo(f"TensorBoard (step and eval rows per trial): tensorboard --logdir {folder.tune}")
         t_fit = time.perf_counter()
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            interrupts.route()  # Tune's SIGINT handler is gone with its run
         return time.perf_counter() - t_fit
 
 
@@ -160,6 +172,7 @@ def connect(address: str | None) -> bool:
             ray.init(address=address, **common)
         except ConnectionError as err:
             raise SearchError(f"cannot reach Ray at {address!r}: {err}") from None
+        interrupts.route()  # in place of the SIGTERM handlers ray.init installed
         return True
 
     def start_local() -> None:
@@ -175,12 +188,14 @@ def connect(address: str | None) -> bool:
     for _ in range(LOCAL_RAY_ATTEMPTS - 1):
         try:
             start_local()
-            return True
+            break
         except Exception as err:  # Ray raises a bare Exception when its daemons start late
             if RAY_START_TIMEOUT not in str(err):
                 raise
             ray.shutdown()  # the half-started node, before the next try
-    start_local()  # the last try: what it raises is the answer
+    else:
+        start_local()  # the last try: what it raises is the answer
+    interrupts.route()  # in place of the SIGTERM handlers ray.init installed
     return True
 
 
@@ -332,6 +347,7 @@ def new_tuner(
             callbacks=[
                 TrialsTable(setup, plan, echo=progress),
                 JsonLoggerCallback(),
+                GracefulStop(),
                 OneCopyPerCheckpoint(folder),
                 *([SnapshotKeeper(local)] if local is not None else []),
             ],
