@@ -88,6 +88,13 @@ class RunFolder:
             )
         if overwrite:
             return
+        if not self.config.exists():  # no record of what it trained: its checkpoints must do
+            if resume:
+                return
+            raise RunFolderError(
+                f"--out {self.path}: holds parts of a run ({', '.join(entries)}) but no "
+                "config.yaml; --resume continues from its checkpoints, --overwrite replaces them"
+            )
         theirs = self.saved_config()
         if theirs.get("recipe") != cfg.recipe:
             raise RunFolderError(
@@ -127,10 +134,9 @@ class RunFolder:
         try:
             saved = yaml.safe_load(self.config.read_text())
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise RunFolderError(
-                f"--out {self.path}: holds run files but no readable config.yaml ({reason}); "
-                "--overwrite replaces them"
+                f"{self.config}: unreadable ({reason}); --overwrite replaces the run"
             ) from None
         if not isinstance(saved, dict):
             raise RunFolderError(
