@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness import interrupts
+
+    interrupts.start()
     with warnings.catch_warnings():
         warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
         args = build_parser().parse_args(argv)
@@ -77,9 +80,11 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (harness/interrupts.py)
+        from harness import interrupts
+
         print("interrupted", file=sys.stderr)
-        return 130
+        return interrupts.exit_status()
 
 
 def _show_warning(

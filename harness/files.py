@@ -20,6 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+RESULTS_ENV = "GAN_HARNESS_RESULTS"
+
+
+def results_root(arg: str | Path | None = None) -> Path:
+    """``--results DIR``, else ``$GAN_HARNESS_RESULTS``, else ``./results`` (absolute): where
+    searches, and the local MLflow store of tracked runs, live."""
+    return Path(arg or os.environ.get(RESULTS_ENV) or "results").expanduser().resolve()
+
 
 def finite(value: Any) -> bool:
     """True for a real number (not a bool) that is neither NaN nor infinite."""

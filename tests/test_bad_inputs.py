@@ -8,6 +8,7 @@ files).  The table of cases is written up in docs/reliability.md, "Bad inputs".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -22,6 +23,8 @@ import pytest
 import soundfile as sf
 import yaml
 from hostile import WritesAFile
+
+from harness.files import exclusive_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -42,6 +45,7 @@ class Case:
     setup: Setup = field(default=lambda tmp: None)
     absent: str = ""  # a path (under {tmp}) the command must not create
     env: dict[str, str] = field(default_factory=dict)
+    held: str = ""  # a lock file (under {tmp}) another process holds while the command runs
 
 
 # ---------------------------------------------------------------- inputs the cases read
@@ -188,6 +192,16 @@ def trained(recipe: str, damaged: bool = False, noisy: Path | None = None) -> Se
 
 
 ENHANCE = "enhance {tmp}/run {tmp}/noisy {tmp}/out"
+
+
+def ring_run(tmp: Path) -> None:
+    """``run/`` holding a ring run (its config.yaml: the ring defaults at the smoke budget)."""
+    from harness.runs.resolve import resolve_config
+
+    (tmp / "run").mkdir()
+    resolve_config("ring", "smoke").save(tmp / "run" / "config.yaml")
+
+
 TRAIN_RING = "train ring --out {tmp}/out"
 TRAIN_HIFIGAN = "train hifigan --out {tmp}/out --data {tmp}/data"
 TRAIN_METRICGAN = "train metricgan --out {tmp}/out --data {tmp}/data"
@@ -227,6 +241,31 @@ CASES = [
         "cli-address-unreachable",
         SEARCH_RING + " --address 127.0.0.1:{port}",
         "cannot reach Ray at '127.0.0.1:{port}': nothing listens on",
+    ),
+    Case(
+        "cli-out-foreign-run",
+        "train ring --budget smoke --out {tmp}/run --set lr_g=0.001",
+        "{tmp}/run: holds a ring run with other settings (lr_g: 0.003 there, 0.001 here)",
+        ring_run,
+    ),
+    Case(
+        "cli-out-not-a-run",
+        "train ring --out {tmp}/mine",
+        "{tmp}/mine: holds 'notes.txt', which is not part of a training run",
+        text_file("mine/notes.txt"),
+    ),
+    Case(
+        "cli-out-second-train",
+        "train ring --budget smoke --out {tmp}/run --resume",
+        "{tmp}/run: another run is training into this folder",
+        ring_run,
+        held="run/.run.lock",
+    ),
+    Case(
+        "cli-resume-wrong-recipe",
+        "train grid --out {tmp}/run --resume",
+        "{tmp}/run: holds a ring run, not grid",
+        ring_run,
     ),
     Case(
         "cli-resume-malicious-checkpoint",
@@ -484,6 +523,11 @@ FIRST_OF_KIND = {case.id.split("-")[0]: case.id for case in reversed(CASES)}
 )
 def test_bad_input_is_one_line_error_and_leaves_nothing(case: Case, tmp_path: Path) -> None:
     case.setup(tmp_path)
+    with exclusive_lock(tmp_path / case.held, "held") if case.held else contextlib.nullcontext():
+        check_one_line_and_nothing_left(case, tmp_path)
+
+
+def check_one_line_and_nothing_left(case: Case, tmp_path: Path) -> None:
     before = snapshot(tmp_path)
     names = {"tmp": tmp_path, "port": free_port()}
     argv = case.argv.format(**names).split()

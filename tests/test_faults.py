@@ -10,6 +10,7 @@ fault the records are read back (:func:`assert_records_intact`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -138,14 +139,18 @@ def snapshot(folder: SearchFolder) -> dict[str, tuple[set[str], int, int]]:
 def assert_records_intact(
     folder: SearchFolder, before: dict | None = None, *, just_killed: bool = False
 ) -> None:
-    """Case 8: trials.parquet and the diagnostics read back whole, no temp file is left, and
-    every trial that had ended before the fault kept its files and rows (not trained again).
+    """Case 8: trials.parquet and the diagnostics read back whole, no trial holds a row twice,
+    no temp file is left, and every trial that had ended before the fault kept its files and
+    rows (not trained again).
     ``just_killed``: read between a SIGKILL and the resume, when a write the kill cut short may
     still have its temp file beside the whole record it was replacing (the resume clears it)."""
     trials = read_trials(folder)
     assert trials["trial_id"].is_unique
     diagnostics = read_diagnostics(folder.diagnostics)
     assert set(diagnostics["trial_id"]) <= set(trials["trial_id"])
+    # every trial's rows, ended or not: a resume drops what it logs again, so each row is once
+    twice = diagnostics[diagnostics.duplicated(["trial_id", "kind", "step"], keep=False)]
+    assert twice.empty, twice.groupby("trial_id")["step"].unique().to_dict()
     if not just_killed:
         leftovers = [p for p in folder.path.rglob(".*.tmp") if folder.tune not in p.parents]
         assert not leftovers, leftovers
@@ -156,7 +161,9 @@ def assert_records_intact(
 
 
 def load(folder: SearchFolder) -> optuna.Study:
-    return load_study(folder, folder.name)
+    """The study in the folder, named as the search was launched (a copy keeps that name)."""
+    launched = yaml.safe_load(folder.config.read_text())["name"]
+    return load_study(folder, launched)
 
 
 def untold(folder: SearchFolder) -> dict[str, str]:
@@ -467,6 +474,102 @@ def test_full_disk_is_a_one_line_error_and_the_same_command_resumes(small_disk):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert_search_complete(folder, 2)
     assert_records_intact(folder)
+
+
+# ------------------------------------------------------------------------------------ case 9
+def session_processes(session: int) -> list[int]:
+    """Processes alive in ``session``: a driver launched in a session of its own and every Ray
+    process it started."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def interrupt_mid_trial(root: Path, name: str, how: signal.Signals) -> tuple[int, list[str]]:
+    """Send ``how`` to a search's driver (alone) once a trial has ended and another is training;
+    (its exit status, its standard error lines but Ray's token notice).  Every process of its
+    session is gone when this returns (any left are named in the assertion and then killed)."""
+    folder = SearchFolder(root / name)
+    argv = command(root, name, batches=3000)
+    with open(root / f"{name}.out", "w") as out, open(root / f"{name}.err", "w") as err:
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
+    try:
+        wait_until(lambda: mid_trial(folder), process, "a trial was mid-way")
+        process.send_signal(how)
+        code = process.wait(timeout=300)
+        deadline = time.monotonic() + 30  # Ray's daemons end as ray.shutdown returns
+        while session_processes(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not session_processes(process.pid), "Ray processes outlived the driver"
+    finally:
+        kill_session(process)
+    lines = (root / f"{name}.err").read_text().splitlines()
+    return code, [line for line in lines if line.strip() and RAY_TOKEN_NOTICE not in line]
+
+
+def test_sigterm_on_a_search_is_one_line_ray_shut_down_and_exit_143(tmp_path):
+    """What a cluster scheduler or `docker stop` sends: the search stops as a second Ctrl-C
+    stops it (harness/interrupts.py), without Ray's stack dumps and abort."""
+    code, errors = interrupt_mid_trial(tmp_path, "term", signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM and errors == ["interrupted"], (code, errors)
+    folder = SearchFolder(tmp_path / "term")
+    assert not folder.finished()
+    assert_records_intact(folder)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (hidden ones too) with a hash of its bytes."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.heavy
+def test_a_copied_and_a_moved_search_folder_resume_as_themselves(tmp_path):
+    """`cp -a results/a results/b`, then the search named b: it resumes to its end in b, and
+    not a byte of a changes (Ray's pickled state and the Optuna storage URL named a); then a
+    moved (`mv a c`), which resumes in c, and nothing appears where it was.  Killed by SIGTERM
+    first, so the resumes also show that no diagnostics row is logged twice."""
+    code, errors = interrupt_mid_trial(tmp_path, "a", signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM and errors == ["interrupted"], (code, errors)
+    original = SearchFolder(tmp_path / "a")
+    before = snapshot(original)
+    assert before, "the fault came before any trial ended"
+    unchanged = digest(original.path)
+    assert (original.tune / ".written_for").read_text() == str(original.path)
+
+    subprocess.run(["cp", "-a", str(original.path), str(tmp_path / "b")], check=True)
+    copied = SearchFolder(tmp_path / "b")
+    argv = command(tmp_path, "b", batches=3000)
+    resumed = run(argv)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"copied or moved from {original.path}" in resumed.stdout
+    assert_search_complete(copied, TRIALS)
+    assert_records_intact(copied, before)
+    assert digest(original.path) == unchanged  # the original: not a byte changed
+    assert not [p for p in copied.path.rglob("*") if p.is_file() and str(original.path) in
+                p.read_bytes().decode(errors="replace") and p.name != "search.log"]  # fmt: skip
+
+    copy_done = digest(copied.path)
+    moved = SearchFolder(tmp_path / "elsewhere" / "c")
+    moved.path.parent.mkdir()
+    original.path.rename(moved.path)
+    argv = command(tmp_path, "c", batches=3000)
+    argv[argv.index("--results") + 1] = str(moved.path.parent)
+    resumed = run(argv)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert_search_complete(moved, TRIALS)
+    assert_records_intact(moved, before)
+    assert not original.path.exists()  # nothing written where it was
+    assert digest(copied.path) == copy_done
 
 
 # ------------------------------------------------------------------------------------ case 5

@@ -12,7 +12,7 @@ from pathlib import Path
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("files", "status", "faults", "console", "scoped", "text"),
+    ("files", "status", "faults", "console", "scoped", "text", "interrupts"),
     ("models", "audio", "tracking"),
     ("scoring",),
     ("diagnostics",),

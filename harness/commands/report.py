@@ -28,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.files import results_root
     from harness.report import write_search_report
-    from harness.results.folder import find_search, results_root
+    from harness.results.folder import find_search
 
     folder = find_search(results_root(args.results), args.name)
     print(write_search_report(folder, trial_ids=args.trials, top=args.top))

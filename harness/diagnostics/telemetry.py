@@ -27,11 +27,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from harness.diagnostics.detectors import DETECTORS
-from harness.files import atomic_output, remove_stale_temps
+from harness.files import atomic_output, fsync_dir, remove_stale_temps
 from harness.scoring.registry import SCORES
 
 
@@ -271,6 +272,37 @@ class DiagnosticsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def drop_rows_after(root: Path, trial_id: str, step: int) -> int:
+    """Remove the rows of ``trial_id`` under ``root`` logged past ``step`` (all of them for
+    ``step`` -1); the number removed.
+
+    A run resumed from its checkpoint at ``step`` logs the steps after it again, so the rows an
+    interrupted run logged past that checkpoint would otherwise be in the record twice (or,
+    where the resumed run ends sooner, describe training its weights never had).  Every row up
+    to ``step`` was on record before that checkpoint was written (the trainer flushes first),
+    so the trial's history stays whole.  Each part file is rewritten atomically, or deleted
+    where none of its rows stay; a kill in the middle leaves whole files, and the next resume
+    finishes the job.
+    """
+    folder = Path(root) / f"trial_id={trial_id}"
+    parts = (
+        sorted(p for p in folder.iterdir() if _PART.fullmatch(p.name)) if folder.is_dir() else []
+    )
+    dropped = 0
+    for part in parts:
+        table = pq.read_table(part, schema=FILE_SCHEMA)
+        kept = table.filter(pc.less_equal(table["step"], step))
+        if kept.num_rows == table.num_rows:
+            continue
+        dropped += table.num_rows - kept.num_rows
+        if kept.num_rows:
+            write_table_atomic(part, kept)
+        else:
+            part.unlink()
+            fsync_dir(folder)
+    return dropped
 
 
 def read_diagnostics(

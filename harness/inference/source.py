@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from harness.console import HarnessWarning
-from harness.results.folder import ResultsError, SearchFolder, find_search, results_root
+from harness.files import results_root
+from harness.results.folder import ResultsError, SearchFolder, find_search
 from harness.results.leaderboard import rank
 from harness.results.plan import SearchPlan
 from harness.results.rerun import pick_trial

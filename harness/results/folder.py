@@ -25,7 +25,6 @@ No Ray here: the leaderboard and rerun read these files without starting anythin
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,16 +32,9 @@ from pathlib import Path
 
 from harness.files import exclusive_lock, remove_stale_temps
 
-RESULTS_ENV = "GAN_HARNESS_RESULTS"
-
 
 class ResultsError(ValueError):
     """A results folder or trial is missing or unreadable; one line naming it."""
-
-
-def results_root(arg: str | Path | None = None) -> Path:
-    """``--results DIR``, else ``$GAN_HARNESS_RESULTS``, else ``./results`` (absolute)."""
-    return Path(arg or os.environ.get(RESULTS_ENV) or "results").expanduser().resolve()
 
 
 @dataclass(frozen=True)
@@ -50,6 +42,12 @@ class SearchFolder:
     """Paths inside ``results/<name>/``."""
 
     path: Path
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its path in one string (a ``Path`` pickles as its parts), so a folder held
+        in Ray's pickled experiment state can be re-rooted when the folder is copied or moved
+        (harness/search/reroot.py)."""
+        return (search_folder_at, (str(self.path),))
 
     @property
     def name(self) -> str:
@@ -161,6 +159,11 @@ class SearchFolder:
         """Seconds since the epoch of the newest table or config write (for "most recent")."""
         stamps = [p.stat().st_mtime for p in (self.trials_table, self.config) if p.exists()]
         return max(stamps, default=0.0)
+
+
+def search_folder_at(path: str) -> SearchFolder:
+    """The :class:`SearchFolder` at ``path`` (how a pickled one is rebuilt)."""
+    return SearchFolder(Path(path))
 
 
 def list_searches(root: Path) -> list[SearchFolder]:

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from harness.diagnostics.detectors import DETECTORS
-from harness.files import finite
+from harness.files import finite, results_root
 from harness.results.confirmation import ConfirmationSummary, summarise_confirmations
-from harness.results.folder import SearchFolder, find_search, list_searches, results_root
+from harness.results.folder import SearchFolder, find_search, list_searches
 from harness.results.plan import SearchPlan
 from harness.results.trials import read_trials
 from harness.results.verdict import summary_dict, summary_lines

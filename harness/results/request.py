@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.console import print_line
-from harness.files import unwritable_reason
+from harness.files import results_root, unwritable_reason
 from harness.recipes import recipe_class
 from harness.results.confirmation import AUTO, ConfirmRequest, search_confirmation_finished
-from harness.results.folder import SearchFolder, results_root
+from harness.results.folder import SearchFolder
 from harness.results.plan import Resources, SearchPlan
 from harness.results.population import PopulationSettings, population_settings
 from harness.results.sequential import DEFAULT_MAX_SEEDS

@@ -21,8 +21,8 @@ import pandas as pd
 
 from harness.console import print_line
 from harness.diagnostics.telemetry import read_diagnostics
-from harness.files import finite
-from harness.results.folder import SearchFolder, find_search, results_root
+from harness.files import finite, results_root
+from harness.results.folder import SearchFolder, find_search
 from harness.results.leaderboard import rank
 from harness.results.lineage import schedule_of
 from harness.results.plan import SearchPlan

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.diagnostics.telemetry import DiagnosticsWriter
+from harness.diagnostics.telemetry import DiagnosticsWriter, drop_rows_after
 from harness.files import atomic_write
 from harness.runs.resolve import make_recipe
 from harness.training.checkpoints import resumable_state
@@ -48,9 +48,10 @@ def run_trial(
     """Train ``cfg`` into ``out_dir``: config.yaml, checkpoints/, samples/, result.json.
 
     Rows go to a Parquet dataset under ``diagnostics_root`` (default ``out_dir/diagnostics``),
-    a line per row to ``echo``, and every row to ``on_report`` (the Ray bridge uses this).
-    ``on_start`` gets the recipe's static facts (``describe``: parameter counts) once the
-    models are built, before the first row.
+    where the rows an earlier, interrupted run of the trial logged past the step this one starts
+    from are dropped first; a line per row goes to ``echo``, and every row to ``on_report`` (the
+    Ray bridge uses this).  ``on_start`` gets the recipe's static facts (``describe``: parameter
+    counts) once the models are built, before the first row.
     """
     out_dir = Path(out_dir)
     # what can be refused is refused before anything is written: the device, the recipe's
@@ -62,20 +63,18 @@ def run_trial(
     state = resumable_state(out_dir / "checkpoints", checkpoint, device) if resuming else None
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(out_dir / "config.yaml")
-    diagnostics = DiagnosticsWriter(diagnostics_root or out_dir / "diagnostics", search, trial_id)
+    root = diagnostics_root or out_dir / "diagnostics"
+    drop_rows_after(root, trial_id, state["step"] if state is not None else -1)
 
     def report(kind: str, row: dict[str, Any], ckpt: Path | None) -> None:
-        diagnostics.write({"kind": kind, **row})
-        if kind == "eval":
-            diagnostics.flush()  # an eval row is never held back in memory
         if echo:
             echo(format_row(kind, row))
         if on_report:
             on_report(kind, row, ckpt)
 
     try:
-        with diagnostics:
-            trainer = Trainer(recipe, cfg.trainer, out_dir, report)
+        with DiagnosticsWriter(root, search, trial_id) as diagnostics:
+            trainer = Trainer(recipe, cfg.trainer, out_dir, report, log=diagnostics)
             if on_start:
                 on_start(recipe.describe(trainer.G))
             if state is not None:
@@ -83,14 +82,21 @@ def run_trial(
             result = trainer.fit()
     finally:
         recipe.close()
+    write_summary(out_dir, result, recipe.describe(trainer.G))
+    return result
+
+
+def write_summary(out_dir: Path, result: TrainResult, facts: dict[str, Any]) -> None:
+    """``result.json``: how the run ended, its last validation, its newest checkpoint (relative
+    to ``out_dir``, so a copied or moved folder names its own) and the recipe's facts."""
+    ckpt = result.checkpoint
     summary = {
         "status": result.status,
         "reason": result.reason,
         "step": result.step,
         "last_eval": result.last_eval,
-        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "checkpoint": ckpt.relative_to(out_dir).as_posix() if ckpt else None,
         "compile_s": result.compile_s,
-        **recipe.describe(trainer.G),
+        **facts,
     }
     atomic_write(out_dir / "result.json", json.dumps(summary, indent=2))
-    return result

@@ -27,6 +27,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 
+from harness import interrupts
 from harness.diagnostics.telemetry import write_table_atomic
 from harness.files import atomic_write, finite
 from harness.recipes import recipe_class
@@ -67,7 +68,9 @@ from harness.search.driver import (
     trial_setup,
 )
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
+from harness.search.graceful import GracefulStop
 from harness.search.optuna_bridge import outcome
+from harness.search.reroot import mark, reroot
 from harness.search.tracking import tracked_trials
 from harness.search.trainable import TrialSetup, train_trial
 from harness.search.trials_table import error_reason
@@ -237,17 +240,20 @@ def fit_round(
         {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
     )
     name = job.confirm.tune.name if number == 1 else f"{job.confirm.tune.name}-{number}"
-    experiment = str(job.confirm.path / name)
+    experiment = job.confirm.path / name
     callbacks = [
         ConfirmationProgress(job.plan.objective, echo, len(runs), job.confirm),
         JsonLoggerCallback(),
+        GracefulStop(),
         OneCopyPerCheckpoint(job.confirm),
         *tracked_trials(job.plan, setup, SearchFolder(job.confirm.path.parent), confirmation=True),
     ]
-    if tune.Tuner.can_restore(experiment):
+    if tune.Tuner.can_restore(str(experiment)):
         echo(f"resuming round {number} from {experiment}")
+        if note := reroot(experiment, job.confirm.path):
+            echo(note)
         tuner = tune.Tuner.restore(
-            experiment, trainable, resume_unfinished=True, resume_errored=True
+            str(experiment), trainable, resume_unfinished=True, resume_errored=True
         )
     else:
         tuner = tune.Tuner(
@@ -270,7 +276,12 @@ def fit_round(
                 verbose=0,
             ),
         )
-    tuner.fit()
+        mark(experiment, job.confirm.path)
+    try:
+        tuner.fit()
+    finally:
+        interrupts.route()  # Tune's SIGINT handler is gone with its run
+    interrupts.stop_if_asked()  # stopped by a signal: resumed by the same command
 
 
 def check_same_confirmation(confirm: SearchFolder, spec: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
+from harness import interrupts
 from harness.diagnostics.detectors import stop_reason
 from harness.faults import fault_point
 from harness.files import atomic_write
@@ -40,6 +41,7 @@ from harness.results.trials import read_trials, write_trials
 from harness.scoped import scoped_environ
 from harness.search.checkpoints import KEPT_CHECKPOINTS, OneCopyPerCheckpoint
 from harness.search.environment import TUNE_DEFAULTS, TUNE_FORCED
+from harness.search.graceful import GracefulStop
 from harness.search.optuna_bridge import make_searcher, save_importances
 from harness.search.pbt import (
     PopulationEndings,
@@ -47,6 +49,7 @@ from harness.search.pbt import (
     population_param_space,
     population_searcher,
 )
+from harness.search.reroot import mark, reroot
 from harness.search.snapshot import SnapshotKeeper, heal
 from harness.search.study_rebuild import repair_study
 from harness.search.study_storage import journal_lock
@@ -89,7 +92,9 @@ def run_search(
         if started:
             ray.shutdown()
     wall_s = time.perf_counter() - t_start  # Ray start, trials, Ray shutdown
-    return finish(plan, folder, {"wall_s": wall_s, "ray_start_s": ray_start_s, "fit_s": fit_s})
+    outcome = finish(plan, folder, {"wall_s": wall_s, "ray_start_s": ray_start_s, "fit_s": fit_s})
+    interrupts.stop_if_asked()  # stopped by a signal: the table is written, the command ends
+    return outcome
 
 
 def fit(
@@ -114,8 +119,10 @@ def fit(
         if resuming:
             echo(f"resuming search {plan.name!r} from {experiment}")
             local = local_experiment(plan, folder)
-            if local is not None and (note := heal(local)):
-                echo(note)
+            if local is not None:  # mended where a kill cut it short, re-rooted where it moved
+                for note in (heal(local), reroot(local, folder.path)):
+                    if note:
+                        echo(note)
             if note := repair_study(plan, space, folder):
                 echo(note)
             tuner = tune.Tuner.restore(
@@ -123,12 +130,17 @@ def fit(
             )
         else:
             tuner = new_tuner(plan, space, resources, folder, setup, trainable, progress)
+            if (local := local_experiment(plan, folder)) is not None:
+                mark(local, folder.path)
         echo(f"TensorBoard (step and eval rows per trial): tensorboard --logdir {folder.tune}")
         target = tracking_target(plan)
         if target is not None:  # the tracker opened, so checked, before a trial starts
             echo(f"tracking: {open_trial_tracker(target, folder).where()}")
         t_fit = time.perf_counter()
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            interrupts.route()  # Tune's SIGINT handler is gone with its run
         return time.perf_counter() - t_fit
 
 
@@ -176,6 +188,7 @@ def connect(address: str | None) -> bool:
             ray.init(address=address, **common)
         except ConnectionError as err:
             raise SearchError(f"cannot reach Ray at {address!r}: {err}") from None
+        interrupts.route()  # in place of the SIGTERM handlers ray.init installed
         return True
 
     def start_local() -> None:
@@ -191,12 +204,14 @@ def connect(address: str | None) -> bool:
     for _ in range(LOCAL_RAY_ATTEMPTS - 1):
         try:
             start_local()
-            return True
+            break
         except Exception as err:  # Ray raises a bare Exception when its daemons start late
             if RAY_START_TIMEOUT not in str(err):
                 raise
             ray.shutdown()  # the half-started node, before the next try
-    start_local()  # the last try: what it raises is the answer
+    else:
+        start_local()  # the last try: what it raises is the answer
+    interrupts.route()  # in place of the SIGTERM handlers ray.init installed
     return True
 
 
@@ -365,6 +380,7 @@ def new_tuner(
                 *endings,
                 TrialsTable(setup, plan, echo=progress),
                 JsonLoggerCallback(),
+                GracefulStop(),
                 OneCopyPerCheckpoint(folder),
                 *([SnapshotKeeper(local)] if local is not None else []),
                 *tracked_trials(plan, setup, folder),

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.console import print_line
+from harness.files import results_root
 from harness.results.confirmation import ConfirmRequest
-from harness.results.folder import SearchFolder, find_search, results_root
+from harness.results.folder import SearchFolder, find_search
 from harness.results.leaderboard import render
 from harness.results.plan import Resources, SearchPlan
 from harness.results.request import POPULATION_SCHEDULERS, PlannedSearch, SearchRequest, plan_search
@@ -93,13 +94,13 @@ def run_to_report(
     print_line(f"\nreport: {report} ({size:.1f} MiB, {time.monotonic() - started:.0f} s)")
     if not outcome.finished:
         print_line(
-            f"\nsearch {plan.name!r} is unfinished; run the same command again to continue it"
+            f"\nsearch {folder.name!r} is unfinished; run the same command again to continue it"
         )
         return 1
     took = f"search {outcome.wall_s:.0f} s" + (
         f", confirmation {confirm_s:.0f} s" if confirm_s else ""
     )
-    print_line(f"\nfinished ({took}); rerun the best: `run.py rerun {plan.name}`")
+    print_line(f"\nfinished ({took}); rerun the best: `run.py rerun {folder.name}`")
     return 0
 
 

@@ -96,8 +96,12 @@ class SnapshotKeeper(tune.Callback):
     kept one (its newest experiment state changed on disk)."""
 
     def __init__(self, tune_dir: Path) -> None:
-        self.tune_dir = Path(tune_dir)
+        self.folder = str(tune_dir)  # one string, which harness/search/reroot.py can re-root
         self.seen: tuple[str, int, int] | None = None
+
+    @property
+    def tune_dir(self) -> Path:
+        return Path(self.folder)
 
     def _keep(self) -> None:
         state = newest_state(self.tune_dir)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +50,16 @@ Reporter = Callable[[str, dict[str, Any], Path | None], None]
 """``report(kind, row, checkpoint)``: kind is "step" or "eval"; checkpoint is set on evals."""
 
 
+class RowLog(Protocol):
+    """The durable record of a run's rows (a :class:`~harness.diagnostics.telemetry.
+    DiagnosticsWriter`): ``write`` takes a row with its ``kind``, ``flush`` makes every row
+    written so far durable."""
+
+    def write(self, row: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
 @dataclass
 class TrainResult:
     """How :meth:`Trainer.fit` ended: COMPLETED or STOPPED (with the reason), and where."""
@@ -67,6 +77,11 @@ class Trainer:
 
     ``health`` sets the detectors' thresholds (default: the recipe's ``health_config``, its
     family's calibrated detectors); their window is ``cfg.health_window`` whatever it says.
+
+    Every row goes to ``log`` as soon as it exists, and the log is flushed after each eval row
+    and before each checkpoint is written: every row up to a checkpoint's step is on record
+    before the checkpoint is, so a run resumed from it needs only the rows after it again.
+    ``report`` sees each row after that (an eval row with the checkpoint written at its step).
     """
 
     def __init__(
@@ -76,6 +91,7 @@ class Trainer:
         out_dir: Path,
         report: Reporter | None = None,
         health: HealthConfig | None = None,
+        log: RowLog | None = None,
     ) -> None:
         if cfg.r1_gamma > 0 and not recipe.supports_r1:
             raise ConfigError(
@@ -88,6 +104,7 @@ class Trainer:
         self.ckpt_dir = self.out_dir / "checkpoints"
         remove_stale_temps(self.ckpt_dir)  # a save a kill cut short (this is its only writer)
         self.report = report or (lambda kind, row, ckpt: None)
+        self.log = log
         self.device = pick_device(cfg.device)
         set_threads(cfg.threads)
         self.G, self.D = build_networks(cfg, recipe.build_generator, recipe.build_discriminator)
@@ -131,6 +148,7 @@ class Trainer:
         try:
             if self.step == 0:
                 last_eval = self.evaluate()
+                self._record("eval", last_eval)
                 self.report("eval", last_eval, None)
                 self._require_scores(last_eval)
             self.interval.restart_clock()
@@ -142,6 +160,7 @@ class Trainer:
                 checkpointing = self.budget.crosses(every, before, self.batch_index)
                 if evaluating:  # before the checkpoint, which then holds the health it saw
                     last_eval = self.evaluate()
+                    self._record("eval", last_eval)
                 if checkpointing:
                     ckpt = self.save_checkpoint()
                 if evaluating:
@@ -172,7 +191,16 @@ class Trainer:
             if d_trained:
                 self.sched_d.step()
         if logging:
-            self.report("step", self._step_row(), None)
+            row = self._step_row()
+            self._record("step", row)
+            self.report("step", row, None)
+
+    def _record(self, kind: str, row: dict[str, Any]) -> None:
+        """``row`` to the log; an eval row durable at once."""
+        if self.log is not None:
+            self.log.write({"kind": kind, **row})
+            if kind == "eval":
+                self.log.flush()
 
     def _guarded_iteration(self, logging: bool) -> bool:
         """One iteration; False where a CUDA out-of-memory error skipped it (counted)."""
@@ -413,7 +441,10 @@ class Trainer:
         self.wall = WallClock(before=state["wall_s"])
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_XXXXXXXX.pt`` atomically; prune old ones."""
+        """Write ``checkpoints/step_XXXXXXXX.pt`` atomically, once every row logged so far is
+        durable; prune old ones."""
+        if self.log is not None:
+            self.log.flush()
         state, keep = self.state_dict(), self.cfg.keep_checkpoints
         return write_checkpoint(state, self.ckpt_dir, self.step, keep)
 
