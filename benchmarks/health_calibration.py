@@ -130,10 +130,17 @@ def healthy(recipe: str, seeds: range = range(5)) -> dict[str, Run]:
     return {f"{recipe}/healthy_seed{s}": Run(recipe, (), {"seed": s}) for s in seeds}
 
 
+def overpowered(recipe: str, lr_d: float, d_steps: int, seed: int | None = None) -> Run:
+    """``recipe`` with D's learning rate raised to ``lr_d`` and ``d_steps`` D steps per G step:
+    the overpowering class."""
+    changes = {"lr_d": lr_d, "d_steps": d_steps, **({} if seed is None else {"seed": seed})}
+    return Run(recipe, ("overpower",), changes)
+
+
 def lr5_d4(seed: int) -> Run:
     """The SEGAN rig with D at 5x the learning rate and 4 steps per G step, whose D starts
     starving G at a time that varies with the seed (benchmarks/health-calibration.md)."""
-    return Run("segan", ("overpower",), {"lr_d": 1e-3, "d_steps": 4, "seed": seed})
+    return overpowered("segan", 1e-3, 4, seed)
 
 
 def longer(runs: dict[str, Run], steps: int) -> dict[str, Run]:
@@ -149,23 +156,15 @@ RUNS: dict[str, Run] = {
     # the held-out part of the set (benchmarks/health-calibration.md)
     **healthy("hifigan", range(10)),
     # the issue's "new user" rig: D at 10x the learning rate, 3 D steps per G step
-    "hifigan/overpower_lr10_d3": Run("hifigan", ("overpower",), {"lr_d": 2e-3, "d_steps": 3}),
-    "hifigan/overpower_lr50_d5": Run("hifigan", ("overpower",), {"lr_d": 1e-2, "d_steps": 5}),
-    "hifigan/overpower_lr20_d2": Run(
-        "hifigan", ("overpower",), {"lr_d": 4e-3, "d_steps": 2, "seed": 1}
-    ),
-    "hifigan/overpower_lr10_d5": Run(
-        "hifigan", ("overpower",), {"lr_d": 2e-3, "d_steps": 5, "seed": 2}
-    ),
+    "hifigan/overpower_lr10_d3": overpowered("hifigan", 2e-3, 3),
+    "hifigan/overpower_lr50_d5": overpowered("hifigan", 1e-2, 5),
+    "hifigan/overpower_lr20_d2": overpowered("hifigan", 4e-3, 2, 1),
+    "hifigan/overpower_lr10_d5": overpowered("hifigan", 2e-3, 5, 2),
     # the second held-out part: defined before the vocoder thresholds were checked on the
     # 600-batch smoke budget and the DC-free generator, trained after that
     **healthy("hifigan", range(10, 15)),
-    "hifigan/overpower_lr5_d4": Run(
-        "hifigan", ("overpower",), {"lr_d": 1e-3, "d_steps": 4, "seed": 3}
-    ),
-    "hifigan/overpower_lr20_d3": Run(
-        "hifigan", ("overpower",), {"lr_d": 4e-3, "d_steps": 3, "seed": 4}
-    ),
+    "hifigan/overpower_lr5_d4": overpowered("hifigan", 1e-3, 4, 3),
+    "hifigan/overpower_lr20_d3": overpowered("hifigan", 4e-3, 3, 4),
     "hifigan/constant": Run(rigged("hifigan", "constant"), ("collapse",)),
     "hifigan/input_free": Run(rigged("hifigan", "input_free"), ("collapse",)),
     # D wins against a G that no longer fights it: at the smoke budget that, not the audio,
@@ -173,24 +172,18 @@ RUNS: dict[str, Run] = {
     "hifigan/mel_only": Run(rigged("hifigan", "mel_only"), ("oversmooth", "overpower")),
     "hifigan/diverging_lr": Run("hifigan", ("diverge",), {"lr_g": 5e-2, "lr_d": 5e-2}),
     **healthy("segan"),
-    "segan/overpower_lr10_d3": Run("segan", ("overpower",), {"lr_d": 2e-3, "d_steps": 3}),
-    "segan/overpower_lr50_d5": Run("segan", ("overpower",), {"lr_d": 1e-2, "d_steps": 5}),
+    "segan/overpower_lr10_d3": overpowered("segan", 2e-3, 3),
+    "segan/overpower_lr50_d5": overpowered("segan", 1e-2, 5),
     # held out: defined before the enhancer family's hold (0.5) was tried on them, trained after
     **healthy("segan", range(5, 10)),
-    "segan/overpower_lr20_d3": Run(
-        "segan", ("overpower",), {"lr_d": 4e-3, "d_steps": 3, "seed": 1}
-    ),
+    "segan/overpower_lr20_d3": overpowered("segan", 4e-3, 3, 1),
     "segan/overpower_lr5_d4": lr5_d4(2),
     # the third held-out part, defined (with these predictions) before any of it was trained and
     # after the enhancer family's overpowering moved to the gradient against the L1 term's:
     # no paper-configuration seed flagged; both rigs flagged by overpower
     **healthy("segan", range(10, 15)),
-    "segan/overpower_lr15_d3": Run(
-        "segan", ("overpower",), {"lr_d": 3e-3, "d_steps": 3, "seed": 3}
-    ),
-    "segan/overpower_lr30_d4": Run(
-        "segan", ("overpower",), {"lr_d": 6e-3, "d_steps": 4, "seed": 4}
-    ),
+    "segan/overpower_lr15_d3": overpowered("segan", 3e-3, 3, 3),
+    "segan/overpower_lr30_d4": overpowered("segan", 6e-3, 4, 4),
     # seen, not held out: their first 300 batches are those of segan/long/overpower_lr5_d4_seed5
     # and _seed6 (constant learning rates), replayed before these were trained
     **{f"segan/overpower_lr5_d4_seed{s}": lr5_d4(s) for s in (5, 6)},

@@ -20,8 +20,8 @@ from harness.audio.corpus import (
     corpus_name,
     default_cache_dir,
     ensure_corpus,
-    make_sentence,
 )
+from harness.audio.sentences import make_sentence
 
 N = 12
 

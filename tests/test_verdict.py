@@ -15,12 +15,8 @@ import pytest
 import yaml
 
 from harness.diagnostics.telemetry import write_table_atomic
-from harness.results.confirmation import (
-    DEFAULT_LABEL,
-    search_confirmation_finished,
-    summarise_confirmation,
-    summarise_confirmations,
-)
+from harness.results.confirmation import DEFAULT_LABEL, search_confirmation_finished
+from harness.results.confirmation_summary import summarise_confirmation, summarise_confirmations
 from harness.results.folder import SearchFolder
 from harness.results.plan import SearchPlan
 from harness.results.sequential import Design, schedule

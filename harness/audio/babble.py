@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from harness.audio import corpus
+from harness.audio.sentences import make_sentence
 
 TALKER_VARIANTS = (
     "m8", "Andy", "Lee", "Michael", "benjamin", "david", "john",
@@ -57,7 +58,7 @@ def write_talkers(folder: Path, seed: int) -> None:
         pitch_range = rng.randint(*corpus.PITCH_RANGE)
         texts, clips = [], []
         for _ in range(SENTENCES):
-            texts.append(corpus.make_sentence(rng, rng.randint(*WORDS)))
+            texts.append(make_sentence(rng, rng.randint(*WORDS)))
             spoken = espeak.speak(texts[-1], voice, rate, pitch, pitch_range, rng.randrange(2**31))
             clips.append(corpus.fit_margins(spoken))
         track = np.concatenate(clips)

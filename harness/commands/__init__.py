@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import warnings
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
+def call(fn: Callable[..., T], args: argparse.Namespace) -> T:
+    """``fn`` called with each of its parameters from the option of the same name in ``args``:
+    a command's one call, its options passed through by name."""
+    names = inspect.signature(fn).parameters
+    return fn(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
+
 def request_of(cls: type[T], args: argparse.Namespace) -> T:
-    """The dataclass ``cls`` from the options of the same names in ``args``."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    """The dataclass ``cls`` from the options of the same names in ``args`` (a field the command
+    has no option for keeps its default)."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{name: getattr(args, name) for name in fields if hasattr(args, name)})
 
 
 def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:
@@ -30,6 +41,11 @@ def add_budget_and_overrides(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override any config key (repeatable), e.g. --set lr_g=1e-4",
     )
+
+
+def add_name(p: argparse.ArgumentParser) -> None:
+    """NAME, the search a command reads; the most recent one when left out."""
+    p.add_argument("name", nargs="?", help="search name (default: the most recent search)")
 
 
 def add_results(p: argparse.ArgumentParser) -> None:
@@ -53,9 +69,11 @@ def add_confirm_options(p: argparse.ArgumentParser, prefix: str) -> None:
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 
-    p.add_argument(
-        f"{prefix}seeds",
-        dest=f"{dest}seeds",
+    def option(name: str, **how: Any) -> None:
+        p.add_argument(f"{prefix}{name}", dest=dest + name.replace("-", "_"), **how)
+
+    option(
+        "seeds",
         type=seeds,
         default=AUTO,
         metavar="auto|N",
@@ -63,17 +81,10 @@ def add_confirm_options(p: argparse.ArgumentParser, prefix: str) -> None:
         "and the paper default until the verdict is decided, up to the maximum; N: that many "
         "each, one look",
     )
-    p.add_argument(
-        f"{prefix}max-seeds",
-        dest=f"{dest}max_seeds",
-        type=int,
-        default=DEFAULT_MAX_SEEDS,
-        metavar="N",
-        help=f"seeds per configuration at the last look of auto (default {DEFAULT_MAX_SEEDS})",
-    )
-    p.add_argument(
-        f"{prefix}margin",
-        dest=f"{dest}margin",
+    max_help = f"seeds per configuration at the last look of auto (default {DEFAULT_MAX_SEEDS})"
+    option("max-seeds", type=int, default=DEFAULT_MAX_SEEDS, metavar="N", help=max_help)
+    option(
+        "margin",
         type=float,
         metavar="X",
         help="the smallest gain on the objective worth finding: the verdict may end 'not better "
@@ -83,12 +94,8 @@ def add_confirm_options(p: argparse.ArgumentParser, prefix: str) -> None:
 
 def add_verbose(p: argparse.ArgumentParser) -> None:
     """``--verbose``: Ray's and Optuna's output on the console too, not only in the search's log."""
-    p.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show Ray's and Optuna's own output on the console too (it always goes to "
-        "results/<name>/search.log)",
-    )
+    shown = "show Ray's and Optuna's own output on the console too (always in its search.log)"
+    p.add_argument("--verbose", action="store_true", help=shown)
 
 
 def renamed_option(new: str) -> type[argparse.Action]:
@@ -117,8 +124,14 @@ def add_source(p: argparse.ArgumentParser) -> None:
         "results/train/segan: its newest checkpoint), or a search (its name or folder)",
     )
     pick = p.add_mutually_exclusive_group()
-    pick.add_argument("--rank", type=int, help="a search's trial by leaderboard rank (default 1)")
-    pick.add_argument("--trial", help="a search's trial by id")
+    pick.add_argument(
+        "--rank",
+        dest="rank_k",
+        type=int,
+        metavar="K",
+        help="a search's trial by leaderboard rank (default 1)",
+    )
+    pick.add_argument("--trial", dest="trial_id", metavar="ID", help="a search's trial by id")
     add_results(p)
 
 
@@ -131,7 +144,12 @@ def add_inference(p: argparse.ArgumentParser) -> None:
         default="PCM_16",
         help="sample format of the WAVs written (default PCM_16)",
     )
-    p.add_argument("--quiet", action="store_true", help="no line per file, only the summary")
+    p.add_argument(
+        "--quiet",
+        dest="progress",
+        action="store_false",
+        help="no line per file, only the summary",
+    )
 
 
 def add_tracking(p: argparse.ArgumentParser) -> None:

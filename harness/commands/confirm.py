@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands import add_confirm_options, add_results, add_verbose
+from harness.commands import add_confirm_options, add_name, add_results, add_verbose
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "search's ranking holds there. Then print the leaderboard with the verdict, the guard "
         "metrics and the ranking check. Running it again continues an interrupted confirmation.",
     )
-    p.add_argument("name", nargs="?", help="search name (default: the most recent search)")
+    add_name(p)
     p.add_argument("--top", type=int, default=2, metavar="K", help="configurations (default 2)")
     add_confirm_options(p, "--")
     p.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands import add_inference, add_source
+from harness.commands import add_inference, add_source, request_of
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +18,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "in chunks with the recipe's own framing, so memory stays bounded.",
     )
     add_source(p)
-    p.add_argument("input", type=Path, metavar="IN", help="a noisy recording, or a folder of them")
     p.add_argument(
-        "output", type=Path, metavar="OUT", help="output folder (or a .wav path for one file)"
+        "given_in", type=Path, metavar="IN", help="a noisy recording, or a folder of them"
+    )
+    p.add_argument(
+        "given_out", type=Path, metavar="OUT", help="output folder (or a .wav path for one file)"
     )
     p.add_argument(
         "--chunk-seconds",
@@ -34,16 +36,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.inference.enhance import enhance
+    from harness.inference.jobs import ApplyRequest
 
-    return enhance(
-        args.source,
-        args.input,
-        args.output,
-        rank_k=args.rank,
-        trial_id=args.trial,
-        results=args.results,
-        device=args.device,
-        chunk_seconds=args.chunk_seconds,
-        subtype=args.subtype,
-        progress=not args.quiet,
-    )
+    return enhance(request_of(ApplyRequest, args))

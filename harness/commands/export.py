@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands import add_source
+from harness.commands import add_source, call
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "inference.py loads unchanged; with --torchscript, generator.torchscript.pt.",
     )
     add_source(p)
-    p.add_argument("output", type=Path, metavar="OUT", help="output folder")
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
     p.add_argument(
         "--torchscript",
         action="store_true",
@@ -30,11 +30,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.inference.export import export
 
-    return export(
-        args.source,
-        args.output,
-        rank_k=args.rank,
-        trial_id=args.trial,
-        results=args.results,
-        torchscript=args.torchscript,
-    )
+    return call(export, args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands import add_results
+from harness.commands import add_name, add_results, call
 from harness.results.leaderboard import FORMATS
 
 
@@ -16,8 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and errored ones with their reasons; parameter importances and, for multi-objective "
         "searches, the Pareto front below the table.",
     )
-    p.add_argument("name", nargs="?", help="search name (default: the most recent search)")
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    add_name(p)
+    p.add_argument("--format", dest="fmt", choices=FORMATS, default="table", help="output format")
     p.add_argument("--top", type=int, help="show only the first N trials")
     p.add_argument("--sort", metavar="METRIC[:asc|:desc]", help="rank by another column")
     p.add_argument(
@@ -30,7 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the table with every column (default: what fits 120 characters)",
     )
-    p.add_argument("--list", action="store_true", help="list the searches in the results folder")
+    p.add_argument(
+        "--list",
+        dest="listing",
+        action="store_true",
+        help="list the searches in the results folder",
+    )
     add_results(p)
     p.set_defaults(func=run)
 
@@ -38,16 +43,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.results.leaderboard import leaderboard
 
-    print(
-        leaderboard(
-            args.results,
-            args.name,
-            listing=args.list,
-            fmt=args.format,
-            top=args.top,
-            sort=args.sort,
-            healthy_only=args.healthy_only,
-            wide=args.wide,
-        )
-    )
+    print(call(leaderboard, args))
     return 0

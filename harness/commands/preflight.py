@@ -11,7 +11,7 @@ from harness.recipes import RECIPES
 EPILOG = """\
 G alone (no discriminator) is trained on one fixed training batch with its reconstruction loss,
 from the same seeded initialisation for every learning rate.  Verdicts: "learns" (ends at least
-10 %% below its start), "stalls" (less), "diverges" (non-finite, ends above 1.1x its start or
+10 % below its start), "stalls" (less), "diverges" (non-finite, ends above 1.1x its start or
 rebounds above 3x its best).  Exit status 1 when no learning rate learns.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands import add_results
+from harness.commands import add_name, add_results
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "course with Optuna's plots, the diagnostics of the best trials and of the paper "
         "default, and their validation audio with spectrograms.  One file, works offline.",
     )
-    p.add_argument("name", nargs="?", help="search name (default: the most recent search)")
+    add_name(p)
     p.add_argument(
         "--trials",
         type=trial_ids,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands import add_results, renamed_option
+from harness.commands import add_name, add_results, call, renamed_option
 from harness.runs.resolve import BUDGETS
 
 
@@ -18,10 +18,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "trial code as the search; prints per-seed and mean ± std scores beside the score the "
         "search recorded.",
     )
-    p.add_argument("name", nargs="?", help="search name (default: the most recent search)")
+    add_name(p)
     pick = p.add_mutually_exclusive_group()
-    pick.add_argument("--rank", type=int, default=1, help="leaderboard rank to rerun (default 1)")
-    pick.add_argument("--trial", help="trial id to rerun")
+    pick.add_argument(
+        "--rank",
+        dest="rank_k",
+        type=int,
+        default=1,
+        metavar="K",
+        help="leaderboard rank to rerun (default 1)",
+    )
+    pick.add_argument("--trial", dest="trial_id", metavar="ID", help="trial id to rerun")
     p.add_argument("--seeds", type=int, default=1, help="seeds: the trial's own, then +1, +2...")
     p.add_argument("--budget", choices=BUDGETS, help="another budget preset (default: as searched)")
     p.add_argument("--batches", type=int, help="training batches (default: as searched)")
@@ -34,13 +41,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.results.rerun import rerun
 
-    return rerun(
-        args.results,
-        args.name,
-        rank_k=args.rank,
-        trial_id=args.trial,
-        seeds=args.seeds,
-        budget=args.budget,
-        batches=args.batches,
-        data=args.data,
-    )
+    return call(rerun, args)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from harness.commands import call
 from harness.scoring.checks import METRICS, MODES
 from harness.scoring.files import score_files
 from harness.scoring.formats import FORMATS
@@ -40,10 +41,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--mode", choices=MODES, default="wb", help="PESQ band (default: wb)")
     parser.add_argument(
         "--metrics",
-        default=",".join(METRICS),
+        type=metric_names,
+        default=METRICS,
         help=f"comma-separated subset of {','.join(METRICS)} (default: all)",
     )
-    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--format", dest="output_format", choices=FORMATS, default="table")
     parser.add_argument(
         "--workers", type=int, default=None, help="scoring processes (default: every usable CPU)"
     )
@@ -52,11 +54,9 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the report on stdout, problems on stderr; 0 when every file could be used."""
-    return score_files(
-        args.ref,
-        args.est,
-        mode=args.mode,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-        workers=args.workers,
-        output_format=args.format,
-    )
+    return call(score_files, args)
+
+
+def metric_names(text: str) -> tuple[str, ...]:
+    """``--metrics A,B`` as its names (checked against the registry by the scoring)."""
+    return tuple(m.strip() for m in text.split(",") if m.strip())

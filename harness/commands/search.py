@@ -69,7 +69,8 @@ def _add_how(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="act on a trial's health flags (discriminator overpowering, collapse): end it, "
-        "recorded as stopped and told to Optuna as failed; under pbt, replace it from a healthy "
+        "recorded as stopped and told to Optuna as pruned where it stopped, so the sampler learns "
+        "the unstable region; under pbt, replace it from a healthy "
         "trial's checkpoint at its next perturbation (default on)",
     )
     p.add_argument("--address", help="existing Ray cluster (default $RAY_ADDRESS, else local)")
@@ -103,7 +104,9 @@ def _add_after(p: argparse.ArgumentParser) -> None:
     add_confirm_options(p, "--confirm-")
     add_results(p)
     add_tracking(p)
-    p.add_argument("--quiet", action="store_true", help="no progress lines while it runs")
+    p.add_argument(
+        "--quiet", dest="progress", action="store_false", help="no progress lines while it runs"
+    )
     add_verbose(p)
 
 
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     return search(
         request_of(SearchRequest, args),
         args.results,
-        progress=not args.quiet,
+        progress=args.progress,
         verbose=args.verbose,
         write_report=write_search_report,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands import add_inference, add_source
+from harness.commands import add_inference, add_source, request_of
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,25 +19,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "paths.",
     )
     add_source(p)
-    p.add_argument("input", type=Path, metavar="IN", help="an audio or .npy file, or a folder")
+    p.add_argument("given_in", type=Path, metavar="IN", help="an audio or .npy file, or a folder")
     p.add_argument(
-        "output", type=Path, metavar="OUT", help="output folder (or a .wav path for one file)"
+        "given_out", type=Path, metavar="OUT", help="output folder (or a .wav path for one file)"
     )
     add_inference(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.inference.jobs import ApplyRequest
     from harness.inference.vocode import vocode
 
-    return vocode(
-        args.source,
-        args.input,
-        args.output,
-        rank_k=args.rank,
-        trial_id=args.trial,
-        results=args.results,
-        device=args.device,
-        subtype=args.subtype,
-        progress=not args.quiet,
-    )
+    return vocode(request_of(ApplyRequest, args))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +20,15 @@ from torch import Tensor, nn
 from harness.audio.datasets import AUDIO_EXTENSIONS, load_audio, read_header
 from harness.console import print_line
 from harness.inference.generator import LoadedGenerator, load_generator, require_recipe
-from harness.inference.jobs import Job, JobError, Throughput, no_progress, plan_jobs, wav_writer
+from harness.inference.jobs import (
+    ApplyRequest,
+    Job,
+    JobError,
+    Throughput,
+    no_progress,
+    plan_jobs,
+    wav_writer,
+)
 from harness.inference.source import find_run
 from harness.recipes.enhancement import EnhancementRecipe
 
@@ -29,32 +36,21 @@ INPUTS = AUDIO_EXTENSIONS
 Reader = Callable[[int, int], Tensor]  # (start, stop) -> samples [stop - start]
 
 
-def enhance(
-    source: str,
-    given_in: Path,
-    given_out: Path,
-    *,
-    rank_k: int | None = None,
-    trial_id: str | None = None,
-    results: str | None = None,
-    device: str = "cpu",
-    chunk_seconds: float = 30.0,
-    subtype: str = "PCM_16",
-    progress: bool = True,
-) -> int:
+def enhance(request: ApplyRequest) -> int:
     """``run.py enhance``: SOURCE's enhancer over ``given_in`` (a file or a folder) into
     ``given_out``; everything is checked before the first file is written."""
-    run = find_run(source, rank_k=rank_k, trial_id=trial_id, results=results)
+    r = request
+    run = find_run(r.source, rank_k=r.rank_k, trial_id=r.trial_id, results=r.results)
     require_recipe(run, EnhancementRecipe, "enhance")
-    if not chunk_seconds > 0:
-        raise JobError(f"--chunk-seconds {chunk_seconds:g}: must be > 0")
-    jobs = plan_jobs(given_in, given_out, INPUTS, "audio files")
-    loaded = load_generator(run, device)
+    if not r.chunk_seconds > 0:
+        raise JobError(f"--chunk-seconds {r.chunk_seconds:g}: must be > 0")
+    jobs = plan_jobs(r.given_in, r.given_out, INPUTS, "audio files")
+    loaded = load_generator(run, r.device)
     rate = loaded.recipe.cfg.sample_rate
     print_line(f"enhancing {len(jobs)} file(s) with {loaded.describe()}")
-    echo = print_line if progress else no_progress
-    done = enhance_files(loaded, jobs, chunk_seconds=chunk_seconds, subtype=subtype, echo=echo)
-    print_line(f"enhanced {done.line()}; {rate} Hz WAVs in {given_out}")
+    echo = print_line if r.progress else no_progress
+    done = enhance_files(loaded, jobs, chunk_seconds=r.chunk_seconds, subtype=r.subtype, echo=echo)
+    print_line(f"enhanced {done.line()}; {rate} Hz WAVs in {r.given_out}")
     return 0
 
 

@@ -17,6 +17,23 @@ from harness.files import atomic_output, unwritable_reason
 SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
 
 
+@dataclass(frozen=True)
+class ApplyRequest:
+    """The options of ``run.py enhance`` and ``run.py vocode``: the generator (SOURCE, and a
+    search's trial by rank or id), the files in and out, where it runs and what it writes."""
+
+    source: str
+    given_in: Path
+    given_out: Path
+    rank_k: int | None = None
+    trial_id: str | None = None
+    results: str | None = None
+    device: str = "cpu"
+    subtype: str = "PCM_16"
+    progress: bool = True
+    chunk_seconds: float = 30.0  # enhance: audio enhanced at once, besides the recipe's context
+
+
 class JobError(ValueError):
     """The input or output path of an inference command cannot be used; one line naming it."""
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from harness.audio.datasets import AUDIO_EXTENSIONS, DataError, load_audio, read_header
 from harness.console import print_line
 from harness.inference.generator import LoadedGenerator, load_generator, require_recipe
-from harness.inference.jobs import Job, Throughput, no_progress, plan_jobs, wav_writer
+from harness.inference.jobs import ApplyRequest, Job, Throughput, no_progress, plan_jobs, wav_writer
 from harness.inference.source import find_run
 from harness.recipes.hifigan import HifiganRecipe
 
@@ -28,29 +28,19 @@ MEL_SUFFIX = ".npy"
 INPUTS = (*AUDIO_EXTENSIONS, MEL_SUFFIX)
 
 
-def vocode(
-    source: str,
-    given_in: Path,
-    given_out: Path,
-    *,
-    rank_k: int | None = None,
-    trial_id: str | None = None,
-    results: str | None = None,
-    device: str = "cpu",
-    subtype: str = "PCM_16",
-    progress: bool = True,
-) -> int:
+def vocode(request: ApplyRequest) -> int:
     """``run.py vocode``: SOURCE's vocoder over ``given_in`` (a file or a folder of audio files
     and ``.npy`` log-mels) into ``given_out``; everything is checked before the first write."""
-    run = find_run(source, rank_k=rank_k, trial_id=trial_id, results=results)
+    r = request
+    run = find_run(r.source, rank_k=r.rank_k, trial_id=r.trial_id, results=r.results)
     require_recipe(run, HifiganRecipe, "vocode")
-    jobs = plan_jobs(given_in, given_out, INPUTS, "audio files or .npy log-mels")
-    loaded = load_generator(run, device)
+    jobs = plan_jobs(r.given_in, r.given_out, INPUTS, "audio files or .npy log-mels")
+    loaded = load_generator(run, r.device)
     print_line(f"vocoding {len(jobs)} file(s) with {loaded.describe()}")
-    echo = print_line if progress else no_progress
-    done = vocode_files(loaded, jobs, subtype=subtype, echo=echo)
+    echo = print_line if r.progress else no_progress
+    done = vocode_files(loaded, jobs, subtype=r.subtype, echo=echo)
     rate = loaded.recipe.cfg.sample_rate
-    print_line(f"vocoded {done.line()}; {rate} Hz WAVs in {given_out}")
+    print_line(f"vocoded {done.line()}; {rate} Hz WAVs in {r.given_out}")
     return 0
 
 

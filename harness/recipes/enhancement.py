@@ -30,7 +30,7 @@ from harness.diagnostics import signals
 from harness.diagnostics.detectors import HealthConfig
 from harness.scoring.pairs import ScorePair, score_pairs
 from harness.scoring.registry import ENHANCEMENT_BASE, SPEECH
-from harness.training.config import COUNT, NON_NEGATIVE, ConfigError, Range
+from harness.training.config import COUNT, SPEECH_DATA_RANGES, ConfigError, Range
 from harness.training.recipe import BatchSource, Recipe
 
 SCORED = ENHANCEMENT_BASE  # pesq, stoi, estoi, si_snr, csig, cbak, covl
@@ -74,13 +74,7 @@ class EnhancementConfig:
     RANGES: ClassVar[dict[str, Range]] = {
         "sample_rate": Range(8000),  # the lowest rate PESQ scores
         "segment_size": COUNT,
-        "data_seed": NON_NEGATIVE,
-        "n_valid": COUNT,  # a validation must score something
-        "valid_max_seconds": NON_NEGATIVE,
-        "samples_per_eval": NON_NEGATIVE,
-        "keep_sample_evals": COUNT,
-        "corpus_utterances": COUNT,
-        "score_workers": NON_NEGATIVE,
+        **SPEECH_DATA_RANGES,
     }
 
 

@@ -29,7 +29,14 @@ from harness.scoring.dnsmos import NAMES as DNSMOS_NAMES
 from harness.scoring.pairs import score_pairs
 from harness.scoring.registry import SPEECH
 from harness.training import losses
-from harness.training.config import COUNT, NON_NEGATIVE, POSITIVE, ConfigError, Range
+from harness.training.config import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    SPEECH_DATA_RANGES,
+    ConfigError,
+    Range,
+)
 from harness.training.recipe import (
     BatchSource,
     DiscriminatorLoss,
@@ -75,13 +82,7 @@ class HifiganConfig:
         "segment_size": COUNT,
         "lambda_fm": NON_NEGATIVE,
         "lambda_mel": NON_NEGATIVE,
-        "data_seed": NON_NEGATIVE,
-        "n_valid": COUNT,  # a validation must score something
-        "valid_max_seconds": NON_NEGATIVE,
-        "samples_per_eval": NON_NEGATIVE,
-        "keep_sample_evals": COUNT,
-        "corpus_utterances": COUNT,
-        "score_workers": NON_NEGATIVE,
+        **SPEECH_DATA_RANGES,
     }
 
     def check(self) -> None:

@@ -17,6 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from harness.results.leaderboard import cell_text
+
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1400px; padding: 0 1em;
        color: #222; }
@@ -120,14 +122,8 @@ def figure(
 
 
 def number_text(value: Any) -> str:
-    """How a table cell shows a value: 4 significant digits, '-' for missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    """How a table cell shows a value: 4 significant digits, '-' for missing, 'yes' for a flag."""
+    return cell_text(value, yes="yes")
 
 
 def cell(value: Any, link: str | None = None) -> str:

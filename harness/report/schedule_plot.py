@@ -35,12 +35,13 @@ def schedule_figure(segments: list[Segment], reached: int) -> tuple[dict[str, An
         for j, segment in enumerate(segments):
             end = segments[j + 1].batches if j + 1 < len(segments) else reached
             trainer = segment.trial or "?"
+            value = segment.params.get(key)
             data.append(
                 {
                     "type": "scatter",
                     "mode": "lines",
                     "x": [segment.batches, end],
-                    "y": [segment.params.get(key), segment.params.get(key)],
+                    "y": [value, value],
                     "xaxis": f"x{k}",
                     "yaxis": f"y{k}",
                     "line": {"color": colour[trainer], "width": 3},
@@ -50,40 +51,49 @@ def schedule_figure(segments: list[Segment], reached: int) -> tuple[dict[str, An
                 }
             )
             legend_done.add(trainer)
-            if segment.donor is None:
-                continue
-            rescue = segment.reason.startswith(RESCUE_PREFIX)
-            line = {"dash": "dot", "color": "#d62728" if rescue else "#888"}
-            shapes.append(
-                {
-                    "type": "line",
-                    "xref": f"x{k}",
-                    "yref": f"y{k} domain",
-                    "x0": segment.batches,
-                    "x1": segment.batches,
-                    "y0": 0,
-                    "y1": 1,
-                    "line": line,
-                }
-            )
-            if i == 0:
-                label = f"{segment.trial} copies {segment.donor}" + (" (rescue)" if rescue else "")
-                notes.append(
-                    {
-                        "x": segment.batches,
-                        "xref": "x",
-                        "y": 1,
-                        "yref": "y domain",
-                        "text": html.escape(label),
-                        "showarrow": False,
-                        "xanchor": "left",
-                        "yanchor": "bottom",
-                        "font": {"size": 10, "color": line["color"]},
-                    }
-                )
+            if segment.donor is not None:
+                shapes.append(copy_line(segment, k))
+                if i == 0:
+                    notes.append(copy_note(segment, copy_colour(segment)))
     layout[f"xaxis{'' if n == 1 else n}"]["title"] = {"text": "training batches"}
     layout.update(shapes=shapes, annotations=notes)
     return {"data": data, "layout": layout}, PANEL_HEIGHT * n + 90
+
+
+def copy_colour(segment: Segment) -> str:
+    """Red for a rescue of an unhealthy trial, grey for an ordinary exploit."""
+    return "#d62728" if segment.reason.startswith(RESCUE_PREFIX) else "#888"
+
+
+def copy_line(segment: Segment, axis: str) -> dict[str, Any]:
+    """A dotted vertical line across the panel of ``axis`` where ``segment`` began as a copy."""
+    return {
+        "type": "line",
+        "xref": f"x{axis}",
+        "yref": f"y{axis} domain",
+        "x0": segment.batches,
+        "x1": segment.batches,
+        "y0": 0,
+        "y1": 1,
+        "line": {"dash": "dot", "color": copy_colour(segment)},
+    }
+
+
+def copy_note(segment: Segment, colour: str) -> dict[str, Any]:
+    """The words over the top panel at a copy: who copied whom, and whether it was a rescue."""
+    rescue = segment.reason.startswith(RESCUE_PREFIX)
+    label = f"{segment.trial} copies {segment.donor}" + (" (rescue)" if rescue else "")
+    return {
+        "x": segment.batches,
+        "xref": "x",
+        "y": 1,
+        "yref": "y domain",
+        "text": html.escape(label),
+        "showarrow": False,
+        "xanchor": "left",
+        "yanchor": "bottom",
+        "font": {"size": 10, "color": colour},
+    }
 
 
 def copies_text(copies: list[dict[str, Any]]) -> str:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from harness.diagnostics.detectors import DETECTORS
 from harness.files import finite, results_root
-from harness.results.confirmation import ConfirmationSummary, summarise_confirmations
+from harness.results.confirmation_summary import ConfirmationSummary, summarise_confirmations
 from harness.results.folder import SearchFolder, find_search, list_searches
 from harness.results.plan import SearchPlan
 from harness.results.trials import read_trials
@@ -327,11 +327,13 @@ def _short(column: str) -> str:
     return {"trial_id": "trial", "time_s": "time_s"}.get(column, column.removeprefix("config/"))
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any, yes: str = "*") -> str:
+    """How a table cell shows a value: 4 significant digits, '-' for missing, ``yes`` for a true
+    flag and nothing for a false one."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, bool):
-        return "*" if value else ""
+        return yes if value else ""
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -339,7 +341,7 @@ def _cell(value: Any) -> str:
 
 def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     header = [_short(c) for c in frame.columns]
-    rows = [[_cell(v) for v in row] for row in frame.astype(object).itertuples(index=False)]
+    rows = [[cell_text(v) for v in row] for row in frame.astype(object).itertuples(index=False)]
     return header, rows
 
 
@@ -380,7 +382,7 @@ def list_table(root: Any) -> str:
         if len(frame):
             top = rank(frame, plan).iloc[0]
             if top["status"] == Status.COMPLETED and plan.objective in top:
-                best = _cell(top[plan.objective])
+                best = cell_text(top[plan.objective])
         state = "finished" if folder.finished() else "unfinished"
         lines.append(
             (

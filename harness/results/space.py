@@ -25,7 +25,7 @@ import math
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +167,11 @@ def parse_space(doc: Any, recipe: str, source: str = "<space>") -> SearchSpace:
         if name in RESERVED or name not in kinds:
             valid = ", ".join(sorted(k for k in kinds if k not in RESERVED))
             raise fail(where, f"unknown config key for recipe {recipe!r}; valid keys: {valid}")
+        key = Key(name, kinds[name], allowed.get(name, ()), ranges)
         if isinstance(spec, dict):
-            params[name] = _parse_param(
-                name, spec, kinds[name], at(where), allowed.get(name, ()), ranges
-            )
+            params[name] = _parse_param(key, spec, at(where))
         else:
-            fixed[name] = _value(name, spec, kinds[name], at(where), allowed.get(name, ()), ranges)
+            fixed[name] = _value(key, spec, at(where))
     if not params:
         raise fail("space", "nothing is swept: give at least one distribution")
 
@@ -219,34 +218,30 @@ def _number(value: Any) -> float | int | None:
     return None
 
 
-def _value(
-    name: str,
-    value: Any,
-    kind: Any,
-    fail: typing.Callable[[str], SpaceError],
-    allowed: tuple[str, ...] = (),
-    ranges: dict[str, Range] | None = None,
-) -> Any:
-    """Coerce a fixed value or choice to the config key's type (and its allowed values, and
-    its range in ``ranges``)."""
+@dataclass(frozen=True)
+class Key:
+    """A config key a space sets: its name, its type, the values it allows (empty: any) and the
+    ranges its recipe checks values against."""
+
+    name: str
+    kind: Any
+    allowed: tuple[str, ...] = ()
+    ranges: dict[str, Range] = field(default_factory=dict)
+
+
+def _value(key: Key, value: Any, fail: typing.Callable[[str], SpaceError]) -> Any:
+    """Coerce a fixed value or choice to the key's type (and its allowed values and range)."""
     try:
-        value = config_mod.coerce(name, value, kind)
-        config_mod.check_value(name, value, ranges or {})
+        value = config_mod.coerce(key.name, value, key.kind)
+        config_mod.check_value(key.name, value, key.ranges)
     except ConfigError as err:
-        raise fail(str(err).removeprefix(f"{name}: ")) from None
-    if allowed and value not in allowed:
-        raise fail(f"{value!r} is not one of {', '.join(allowed)}")
+        raise fail(str(err).removeprefix(f"{key.name}: ")) from None
+    if key.allowed and value not in key.allowed:
+        raise fail(f"{value!r} is not one of {', '.join(key.allowed)}")
     return value
 
 
-def _parse_param(
-    name: str,
-    spec: dict,
-    kind: Any,
-    fail: typing.Callable[[str], SpaceError],
-    allowed: tuple[str, ...],
-    ranges: dict[str, Range],
-) -> Param:
+def _parse_param(key: Key, spec: dict, fail: typing.Callable[[str], SpaceError]) -> Param:
     """One distribution; every value it can give must be a valid setting (its choices, or both
     bounds, within the key's range)."""
     keys = list(spec)
@@ -254,11 +249,12 @@ def _parse_param(
         raise fail(f"expected one of {', '.join(DISTRIBUTIONS)} as the only key, got {keys}")
     dist = keys[0]
     arg = spec[dist]
-    base = _base(kind)
+    name = key.name
+    base = _base(key.kind)
     if dist == "choice":
         if not isinstance(arg, list) or not arg:
             raise fail("choice needs a non-empty list of values")
-        values = tuple(_value(name, v, kind, fail, allowed, ranges) for v in arg)
+        values = tuple(_value(key, v, fail) for v in arg)
         if len(set(map(repr, values))) != len(values):
             raise fail(f"choice has repeated values {list(values)}")
         return Param(name, dist, choices=values)
@@ -282,8 +278,8 @@ def _parse_param(
         raise fail(f"{dist} lower bound {lo} must be < upper bound {hi}")
     if dist == "loguniform" and lo <= 0:
         raise fail(f"loguniform bounds must be > 0, got [{lo}, {hi}]")
-    for bound in (lo, hi):  # a bound must itself be a valid setting
-        _value(name, bound, kind, lambda m: fail(f"{dist} [{lo}, {hi}]: {m}"), ranges=ranges)
+    for bound in (lo, hi):  # a bound must itself be a valid setting (any allowed value aside)
+        _value(replace(key, allowed=()), bound, lambda m: fail(f"{dist} [{lo}, {hi}]: {m}"))
     return Param(name, dist, lo, hi)
 
 
@@ -313,7 +309,7 @@ def _check_point(
         raise fail(where, f"missing swept keys {', '.join(missing)} (points must be complete)")
     out: dict[str, Any] = {}
     for key, param in params.items():
-        value = _value(key, point[key], kinds[key], lambda m, k=key: fail(f"{where}.{k}", m))
+        value = _value(Key(key, kinds[key]), point[key], lambda m, k=key: fail(f"{where}.{k}", m))
         if param.kind == "int":
             value = int(value) if float(value).is_integer() else value
         if not param.contains(value):

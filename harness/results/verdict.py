@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.results.confirmation import (
+from harness.results.confirmation_summary import (
     ConfirmationSummary,
     Confirmed,
     ranking_swaps,

@@ -27,7 +27,7 @@ from typing import Any
 
 from harness.runs.trial import run_trial
 from harness.training.config import TrialConfig
-from harness.training.trainer import Reporter, TrainResult
+from harness.training.reporting import Reporter, TrainResult
 
 SCHEDULE_KEY = "schedule"
 LINEAGE_FILE = "lineage.json"  # beside the trainer's file in each Ray checkpoint of a schedule

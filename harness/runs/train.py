@@ -22,8 +22,8 @@ from harness.runs.trial import run_trial
 from harness.scoring.registry import SCORES
 from harness.tracking import TrackingError, TrackingTarget, TrainingTracking, open_tracker
 from harness.training.config import ConfigError, TrialConfig, field_types, parse_overrides
+from harness.training.reporting import TrainResult
 from harness.training.setup import pick_device
-from harness.training.trainer import TrainResult
 
 
 @dataclass(frozen=True)

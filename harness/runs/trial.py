@@ -16,8 +16,9 @@ from harness.files import atomic_write
 from harness.runs.resolve import make_recipe
 from harness.training.checkpoints import resumable_state
 from harness.training.config import TrialConfig
+from harness.training.reporting import Reporter, TrainResult
 from harness.training.setup import pick_device
-from harness.training.trainer import Reporter, Trainer, TrainResult
+from harness.training.trainer import Trainer
 
 
 def format_row(kind: str, row: dict[str, Any]) -> str:

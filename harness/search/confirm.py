@@ -47,8 +47,8 @@ from harness.results.confirmation import (
     scores_of,
     search_batches,
     setting_for,
-    summarise_confirmation,
 )
+from harness.results.confirmation_summary import summarise_confirmation
 from harness.results.folder import SearchFolder
 from harness.results.leaderboard import rank
 from harness.results.plan import Resources, SearchPlan
@@ -241,13 +241,6 @@ def fit_round(
     )
     name = job.confirm.tune.name if number == 1 else f"{job.confirm.tune.name}-{number}"
     experiment = job.confirm.path / name
-    callbacks = [
-        ConfirmationProgress(job.plan.objective, echo, len(runs), job.confirm),
-        JsonLoggerCallback(),
-        GracefulStop(),
-        OneCopyPerCheckpoint(job.confirm),
-        *tracked_trials(job.plan, setup, SearchFolder(job.confirm.path.parent), confirmation=True),
-    ]
     if tune.Tuner.can_restore(str(experiment)):
         echo(f"resuming round {number} from {experiment}")
         if note := reroot(experiment, job.confirm.path):
@@ -256,32 +249,52 @@ def fit_round(
             str(experiment), trainable, resume_unfinished=True, resume_errored=True
         )
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"run": tune.grid_search(runs)},
-            tune_config=tune.TuneConfig(
-                num_samples=1,
-                max_concurrent_trials=resources.trials_at_once,
-                reuse_actors=True,
-                trial_dirname_creator=trial_dirname,
+        callbacks = [
+            ConfirmationProgress(job.plan.objective, echo, len(runs), job.confirm),
+            JsonLoggerCallback(),
+            GracefulStop(),
+            OneCopyPerCheckpoint(job.confirm),
+            *tracked_trials(
+                job.plan, setup, SearchFolder(job.confirm.path.parent), confirmation=True
             ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(job.confirm.path),
-                stop=None,  # every seed trains to the budget: stopping the unhealthy ones would
-                # leave the statistics with the survivors only (flags stay in the diagnostics)
-                failure_config=tune.FailureConfig(max_failures=2),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
-                callbacks=callbacks,
-                verbose=0,
-            ),
-        )
+        ]
+        tuner = round_tuner(trainable, runs, resources, experiment, callbacks)
         mark(experiment, job.confirm.path)
     try:
         tuner.fit()
     finally:
         interrupts.route()  # Tune's SIGINT handler is gone with its run
     interrupts.stop_if_asked()  # stopped by a signal: resumed by the same command
+
+
+def round_tuner(
+    trainable: Any,
+    runs: list[dict[str, Any]],
+    resources: Resources,
+    experiment: Path,
+    callbacks: list[tune.Callback],
+) -> tune.Tuner:
+    """A new round: one Tune trial per run, into ``experiment``."""
+    return tune.Tuner(
+        trainable,
+        param_space={"run": tune.grid_search(runs)},
+        tune_config=tune.TuneConfig(
+            num_samples=1,
+            max_concurrent_trials=resources.trials_at_once,
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment.name,
+            storage_path=str(experiment.parent),
+            stop=None,  # every seed trains to the budget: stopping the unhealthy ones would
+            # leave the statistics with the survivors only (flags stay in the diagnostics)
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
 
 
 def check_same_confirmation(confirm: SearchFolder, spec: dict[str, Any]) -> None:

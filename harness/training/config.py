@@ -147,6 +147,15 @@ COUNT = Range(1)  # a count that must be at least one
 NON_NEGATIVE = Range(0)  # a count, weight or size where 0 means none or off
 POSITIVE = Range(0, low_open=True)
 BETA = Range(0, 1, high_open=True)  # Adam's moment decay rates
+SPEECH_DATA_RANGES: dict[str, Range] = {  # the corpus and validation keys of the speech recipes
+    "data_seed": NON_NEGATIVE,
+    "n_valid": COUNT,  # a validation must score something
+    "valid_max_seconds": NON_NEGATIVE,
+    "samples_per_eval": NON_NEGATIVE,
+    "keep_sample_evals": COUNT,
+    "corpus_utterances": COUNT,
+    "score_workers": NON_NEGATIVE,
+}
 
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**32, high_open=True),

@@ -1,15 +1,45 @@
-"""Autograd around the G update: D held out of it, and the gradient G receives through D,
-measured on the generated batch."""
+"""Autograd around the updates: a network's guarded optimizer step, D held out of the G update,
+and the gradient G receives through D, measured on the generated batch."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
+from harness.training.guards import Guards
 from harness.training.recipe import GeneratorLoss
+
+
+def apply_update(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss: Tensor,
+    clip: float,
+    guards: Guards,
+    name: str,
+    step: int,
+) -> float | None:
+    """Backward, unscale, record the pre-clip norm, clip, step ``net`` ("g" or "d" to
+    ``guards``, which may skip it at ``step``).  The norm; None if skipped."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    params = [p for p in net.parameters() if p.grad is not None]
+    norm = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
+    if not guards.gradient_ok(name, norm, scaler.is_enabled(), step):
+        opt.zero_grad(set_to_none=True)
+        return None
+    if clip > 0 and math.isfinite(norm):
+        torch.nn.utils.clip_grads_with_norm_(params, clip, torch.tensor(norm))
+    scaler.step(opt)
+    scaler.update()
+    guards.updated(name, norm)
+    return norm if math.isfinite(norm) else None  # fp16: the scaler skipped this step
 
 
 @contextmanager

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from harness.files import finite
 from harness.training.config import TrainerConfig
 
 
@@ -44,6 +47,21 @@ class Counters:
 def is_oom(err: BaseException) -> bool:
     """Whether ``err`` is an accelerator out-of-memory error."""
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def require_scores(row: dict[str, Any], metrics: Sequence[str]) -> None:
+    """Stop the run at a validation that scored nothing: every held-out utterance skipped
+    (``n_valid`` 0), or none of ``metrics`` (those the recipe reports) finite.  A broken
+    generator scores worst-case, not NaN, so this is a held-out set that cannot be scored: no
+    later validation would score anything either, and a run without a score is not completed."""
+    where = f"validation at step {row['step']}"
+    if row.get("n_valid") == 0:
+        raise StopTraining(
+            f"no score: the {where} could score none of its {row.get('n_skipped')} "
+            "utterances (references silent, too short or without speech)"
+        )
+    if metrics and not any(finite(row.get(m)) for m in metrics):
+        raise StopTraining(f"no score: every metric of the {where} is NaN ({', '.join(metrics)})")
 
 
 class Guards:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -97,6 +98,22 @@ def make_scheduler(
     return torch.optim.lr_scheduler.ExponentialLR(
         opt, gamma=schedule_gamma(cfg.scheduler, cfg.lr_decay)
     )
+
+
+def loss_scalers(precision: str, device: torch.device) -> tuple[torch.amp.GradScaler, ...]:
+    """G's and D's gradient scalers: active under fp16, pass-throughs otherwise."""
+    fp16 = precision == "fp16"
+    return tuple(torch.amp.GradScaler(device.type, enabled=fp16) for _ in "gd")
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The forward passes' autocast dtype under ``precision``; None for fp32."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    """Mixed precision in ``dtype`` for the forward passes, or nothing for fp32."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def schedule_gamma(scheduler: str, lr_decay: float) -> float:

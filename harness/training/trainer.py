@@ -13,63 +13,39 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from harness.diagnostics.detectors import HealthConfig
 from harness.diagnostics.monitor import HealthMonitor
-from harness.files import finite, remove_stale_temps
+from harness.files import remove_stale_temps
 from harness.status import Status
 from harness.training.budget import Budget
 from harness.training.checkpoints import resumable_state, write_checkpoint
 from harness.training.config import ConfigError, TrainerConfig
-from harness.training.gradients import frozen, generator_gradients
-from harness.training.guards import Counters, Guards, StopTraining
+from harness.training.gradients import apply_update, frozen, generator_gradients
+from harness.training.guards import Counters, Guards, StopTraining, require_scores
 from harness.training.measuring import CompileClock, Interval, WallClock
 from harness.training.recipe import DiscriminatorSmoothing, Recipe
 from harness.training.regularisation import r1_penalty, smoothing_at
+from harness.training.reporting import Reporter, RowLog, TrainResult
 from harness.training.rng import capture_rng, preserved_rng, restore_rng
 from harness.training.setup import (
     adopt_hyperparameters,
+    autocast,
+    autocast_dtype,
     build_networks,
     generator_objective,
+    loss_scalers,
     make_optimizer,
     make_scheduler,
     pick_device,
     set_threads,
 )
-
-Reporter = Callable[[str, dict[str, Any], Path | None], None]
-"""``report(kind, row, checkpoint)``: kind is "step" or "eval"; checkpoint is set on evals."""
-
-
-class RowLog(Protocol):
-    """The durable record of a run's rows (a :class:`~harness.diagnostics.telemetry.
-    DiagnosticsWriter`): ``write`` takes a row with its ``kind``, ``flush`` makes every row
-    written so far durable."""
-
-    def write(self, row: dict[str, Any]) -> None: ...
-
-    def flush(self) -> None: ...
-
-
-@dataclass
-class TrainResult:
-    """How :meth:`Trainer.fit` ended: COMPLETED or STOPPED (with the reason), and where."""
-
-    status: Status
-    reason: str
-    step: int
-    last_eval: dict[str, Any] = field(default_factory=dict)
-    checkpoint: Path | None = None
-    compile_s: float = 0.0  # torch.compile's time (``cfg.compile``), left out of ``step_s``
 
 
 class Trainer:
@@ -123,10 +99,8 @@ class Trainer:
         self.opt_d = make_optimizer(self.D, cfg, cfg.lr_d, (cfg.b1_d, cfg.b2_d))
         self.sched_g = make_scheduler(self.opt_g, cfg)
         self.sched_d = make_scheduler(self.opt_d, cfg)
-        fp16 = cfg.precision == "fp16"
-        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.scaler_g, self.scaler_d = loss_scalers(cfg.precision, self.device)
+        self.autocast_dtype = autocast_dtype(cfg.precision)
         self.data = recipe.train_data()
         self.budget = Budget(cfg, self.data.batches_per_epoch)
         health = dataclasses.replace(health or recipe.health_config, window=cfg.health_window)
@@ -150,7 +124,7 @@ class Trainer:
                 last_eval = self.evaluate()
                 self._record("eval", last_eval)
                 self.report("eval", last_eval, None)
-                self._require_scores(last_eval)
+                require_scores(last_eval, self.recipe.reports(self.recipe.cfg))
             self.interval.restart_clock()
             while not self.budget.spent(self.batch_index):
                 before = self.batch_index
@@ -165,7 +139,7 @@ class Trainer:
                     ckpt = self.save_checkpoint()
                 if evaluating:
                     self.report("eval", last_eval, ckpt)
-                    self._require_scores(last_eval)
+                    require_scores(last_eval, self.recipe.reports(self.recipe.cfg))
                 if evaluating or checkpointing:
                     self.interval.restart_clock()
         except StopTraining as stop:
@@ -261,7 +235,7 @@ class Trainer:
             return
         if self.monitor.needs_d_loss:  # one host sync, on the first D update only
             self.monitor.note_d_loss(float(out.loss.detach()))
-        norm = self._update("d", self.D, self.opt_d, self.scaler_d, loss, self.cfg.clip_grad_d)
+        norm = self._update("d", self.D, self.opt_d, self.scaler_d, loss)
         self.interval.add(loss_d=out.loss, grad_norm_d=norm, d_acc=out.accuracy, r1_penalty=r1)
         self.interval.add(**out.terms)
         self.interval.add_scores(out.real_scores, out.fake_scores)
@@ -292,36 +266,11 @@ class Trainer:
         if logging and critic is not None:
             scale = self.scaler_g.get_scale()  # 1.0 unless fp16
             self.interval.add(**generator_gradients(out, recon, fake, scale))
-        norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss, self.cfg.clip_grad_g)
+        norm = self._update("g", self.G, self.opt_g, self.scaler_g, loss)
         if norm is not None:  # the weights changed
             self.recipe.after_generator_step(self.G)
         self.interval.add(loss_g=loss, loss_recon=recon.detach().mean(), grad_norm_g=norm)
         self.interval.add(loss_g_adv=out.adversarial, **out.terms)
-
-    def _update(
-        self,
-        name: str,
-        net: nn.Module,
-        opt: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler,
-        loss: Tensor,
-        clip: float,
-    ) -> float | None:
-        """Backward, unscale, record the pre-clip norm, clip, step.  None if skipped."""
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        params = [p for p in net.parameters() if p.grad is not None]
-        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
-        if not self.guards.gradient_ok(name, norm, scaler.is_enabled(), self.step):
-            opt.zero_grad(set_to_none=True)
-            return None
-        if clip > 0 and math.isfinite(norm):
-            torch.nn.utils.clip_grads_with_norm_(params, clip, torch.tensor(norm))
-        scaler.step(opt)
-        scaler.update()
-        self.guards.updated(name, norm)
-        return norm if math.isfinite(norm) else None  # fp16: the scaler skipped this step
 
     # ---------------------------------------------------------------- small policies
     @property
@@ -340,8 +289,19 @@ class Trainer:
 
     def _autocast(self) -> AbstractContextManager:
         """Mixed precision for the forward passes (``cfg.precision``), or nothing for fp32."""
-        dtype = self.autocast_dtype
-        return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.autocast_dtype)
+
+    def _update(
+        self,
+        name: str,
+        net: nn.Module,
+        opt: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        loss: Tensor,
+    ) -> float | None:
+        """``net``'s guarded update on ``loss`` (:func:`apply_update`); None if skipped."""
+        clip = self.cfg.clip_grad_g if name == "g" else self.cfg.clip_grad_d
+        return apply_update(net, opt, scaler, loss, clip, self.guards, name, self.step)
 
     # ---------------------------------------------------------------- rows
     def _step_row(self) -> dict[str, Any]:
@@ -376,23 +336,6 @@ class Trainer:
         row = {"step": self.step, "batches": self.batch_index, "epoch": self.epoch}
         row = {**row, "wall_s": self.wall.seconds(), **metrics}
         return {**row, **self.monitor.update(row)}
-
-    def _require_scores(self, row: dict[str, Any]) -> None:
-        """Stop the run at a validation that scored nothing: every held-out utterance skipped
-        (``n_valid`` 0), or none of the metrics the recipe reports finite.  A broken generator
-        scores worst-case, not NaN, so this is a held-out set that cannot be scored: no later
-        validation would score anything either, and a run without a score is not completed."""
-        where = f"validation at step {row['step']}"
-        if row.get("n_valid") == 0:
-            raise StopTraining(
-                f"no score: the {where} could score none of its {row.get('n_skipped')} "
-                "utterances (references silent, too short or without speech)"
-            )
-        metrics = self.recipe.reports(self.recipe.cfg)
-        if metrics and not any(finite(row.get(m)) for m in metrics):
-            raise StopTraining(
-                f"no score: every metric of the {where} is NaN ({', '.join(metrics)})"
-            )
 
     # ---------------------------------------------------------------- checkpoints
     def _stateful(self) -> dict[str, Any]:
