@@ -45,10 +45,10 @@ from harness.search.graceful import GracefulStop
 from harness.search.optuna_bridge import make_searcher, save_importances
 from harness.search.pbt import (
     PopulationEndings,
-    make_population_scheduler,
     population_param_space,
     population_searcher,
 )
+from harness.search.population_scheduler import make_population_scheduler
 from harness.search.reroot import mark, reroot
 from harness.search.snapshot import SnapshotKeeper, heal
 from harness.search.study_rebuild import repair_study
