@@ -19,8 +19,9 @@ import json
 
 import pandas as pd
 
+from harness.files import results_root
 from harness.results.confirmation import read_confirmation
-from harness.results.folder import SearchFolder, find_search, results_root
+from harness.results.folder import SearchFolder, find_search
 from harness.results.leaderboard import rank
 from harness.results.lineage import read_copies
 from harness.results.plan import SearchPlan

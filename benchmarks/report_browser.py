@@ -146,8 +146,9 @@ def _check(browser: Browser, report: Path, png: Path, settle_s: float) -> list[s
 def write(name: str, results: str | None) -> Path:
     """Write the report of search ``name`` and print how long it took and its size."""
     t0 = time.perf_counter()
+    from harness.files import results_root
     from harness.report import write_search_report
-    from harness.results.folder import find_search, results_root
+    from harness.results.folder import find_search
 
     folder = find_search(results_root(results), name)
     t1 = time.perf_counter()

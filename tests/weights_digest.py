@@ -26,7 +26,7 @@ def digests_with_and_without_freezing(
     train: Callable[[str], trainer_module.Trainer], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, str]:
     """G's and D's digest after ``train(name)`` as the trainer runs, then with D left trainable
-    during the G phase (the loop before D was frozen there), in the same process, so the two
+    during the G phase, in the same process, so the two
     compare on any CPU: pinned digests differ between instruction sets."""
     frozen = train("frozen")
     monkeypatch.setattr(trainer_module, "frozen", lambda net: contextlib.nullcontext())
