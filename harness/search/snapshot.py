@@ -103,6 +103,13 @@ class SnapshotKeeper(tune.Callback):
     def tune_dir(self) -> Path:
         return Path(self.folder)
 
+    def __setstate__(self, state: dict) -> None:
+        """A keeper pickled by an older harness held its folder as ``tune_dir``, a ``Path``."""
+        state = dict(state)
+        if "tune_dir" in state:
+            state["folder"] = str(state.pop("tune_dir"))
+        self.__dict__.update(state)
+
     def _keep(self) -> None:
         state = newest_state(self.tune_dir)
         if state is None:
