@@ -122,13 +122,13 @@ def test_train_is_tracked_in_mlflow(isolated):
 @needs_wandb
 @pytest.mark.slow
 def test_train_is_tracked_in_a_wandb_offline_run(isolated):
-    from wandb_records import read_offline_run
+    from wandb_records import read_finished_run
 
     code, out = train_ring(isolated / "ring", "--track", "wandb")
     assert code == 0, out
     assert "tracking: W&B (offline)" in out
     (path,) = (isolated / "ring" / "wandb").glob("offline-run-*/run-*.wandb")
-    run = read_offline_run(path)
+    run = read_finished_run(path)
     assert (run.name, run.group, run.exit_code) == ("ring", "train", 0)
     assert {"ring", "smoke", "completed"} <= set(run.tags)
     config = yaml.safe_load((isolated / "ring" / "config.yaml").read_text())
@@ -205,7 +205,7 @@ def test_a_search_tracks_every_trial_and_its_ending_in_mlflow(isolated):
 @needs_wandb
 @pytest.mark.heavy
 def test_a_search_tracks_every_trial_in_wandb_offline_runs(isolated):
-    from wandb_records import read_offline_run
+    from wandb_records import read_finished_run
 
     from harness.results.folder import SearchFolder
 
@@ -215,7 +215,7 @@ def test_a_search_tracks_every_trial_in_wandb_offline_runs(isolated):
     assert sorted(trials["status"]) == ["completed", "errored", "stopped"]
     runs = {}
     for path in (folder.path / "wandb").glob("offline-run-*/run-*.wandb"):
-        run = read_offline_run(path)
+        run = read_finished_run(path)
         runs.setdefault(run.name, []).append(run)
     assert set(runs) == set(trials.index)
     for trial_id, parts in runs.items():

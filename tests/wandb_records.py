@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,18 @@ def chunks(data: bytes) -> list[bytes]:
             records.append(pending)
         offset += HEADER + length
     return records
+
+
+def read_finished_run(path: Path, timeout: float = 60.0) -> OfflineRun:
+    """The run file ``path`` once it holds the run's exit record: wandb's service, a process of
+    its own, writes the file's last records as it shuts down, which can be just after the
+    process it served has exited (under load, a second or more)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = read_offline_run(path)
+        if run.exit_code is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.5)
 
 
 def read_offline_run(path: Path) -> OfflineRun:
