@@ -81,15 +81,43 @@ RING_SPACE = {
 }
 
 
+SLOW_MODULES = frozenset(
+    {  # each starts Ray, runs the command line in subprocesses or trains a speech recipe
+        "test_bad_inputs", "test_confirm", "test_disk_full", "test_faults", "test_gpu_memory_cap",
+        "test_health_stopper", "test_hifigan_recipe", "test_inference", "test_leaderboard",
+        "test_legacy_results", "test_metricgan_recipe", "test_pbt", "test_ray_loopback",
+        "test_report", "test_scoring", "test_search", "test_search_cluster", "test_search_console",
+        "test_search_storage", "test_segan_recipe", "test_study_storage", "test_tracking",
+        "test_train_folder",
+    }
+)  # fmt: skip
+SLOW_TESTS = frozenset(
+    {  # over 2 s each in the other modules (DNSMOS and the scoring pool start, ring training runs)
+        "test_healthy_ring_raises_no_flag",
+        "test_health_flags_survive_resume",
+        "test_collapsing_generator_raises_flag_collapse",
+        "test_overpowering_discriminator_raises_flag_overpower",
+        "test_dnsmos_of_the_reference_pair_is_pinned",
+        "test_pool_scores_match_serial_and_workers_run_one_thread_each",
+        "test_one_single_threaded_dnsmos_session_per_process_not_per_clip",
+        "test_dnsmos_of_a_short_excerpt_is_close_to_that_of_the_whole_and_loud_input_is_clipped",
+        "test_cli_reports_a_bad_space_in_one_line_before_starting",
+        "test_importing_the_search_turns_ray_uv_shipping_off_without_leaving_it_set",
+        "test_slope_clamp_caps_and_resets_nan_after_a_step_past_the_limit",
+    }
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip ``gpu``-marked tests where no CUDA device is present; mark every heavy test slow too,
-    so the quick tier (``-m "not slow"``, which replaces the default ``-m "not heavy"``) leaves
-    it out as well."""
+    """Skip ``gpu``-marked tests where no CUDA device is present; mark slow, for the quick tier
+    (``-m "not slow"``, which replaces the default ``-m "not heavy"``) to leave out, every heavy
+    test, every test of :data:`SLOW_MODULES` and each of :data:`SLOW_TESTS`."""
     skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
-        if item.get_closest_marker("heavy"):
+        slow_module = item.module.__name__.rpartition(".")[2] in SLOW_MODULES
+        if item.get_closest_marker("heavy") or slow_module or item.originalname in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
 
 
