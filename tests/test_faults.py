@@ -127,6 +127,21 @@ def parts(folder: SearchFolder, trial_id: str) -> set[str]:
     return {p.name for p in (folder.diagnostics / f"trial_id={trial_id}").glob("*.parquet")}
 
 
+def killed_before_a_trials_write(
+    argv: list[str], folder: SearchFolder, log: Path
+) -> dict[str, tuple[set[str], int, int]]:
+    """Run the search ``argv`` until the fault kills its driver between a trial's end and the
+    trials table write; the snapshot of the trials that had ended by then."""
+    first = launch(argv, log, env={FAULT_ENV: "before_trials_write"})
+    try:
+        assert first.wait(timeout=900) == -signal.SIGKILL, log.read_text()
+    finally:
+        kill_session(first)
+    before = snapshot(folder)
+    assert before, "the fault came before any trial ended"
+    return before
+
+
 def snapshot(folder: SearchFolder) -> dict[str, tuple[set[str], int, int]]:
     """Per ended trial: its diagnostics files, its diagnostics row count, its ending's mtime."""
     rows = read_diagnostics(folder.diagnostics)["trial_id"].value_counts()
@@ -253,13 +268,7 @@ def test_a_snapshot_the_kill_cut_short_is_replaced_by_the_last_whole_one(tmp_pat
     completes the search, every ended trial keeping its recorded ending."""
     folder = SearchFolder(tmp_path / "cut")
     argv = command(tmp_path, "cut")
-    first = launch(argv, tmp_path / "first.log", env={FAULT_ENV: "before_trials_write"})
-    try:
-        assert first.wait(timeout=900) == -signal.SIGKILL, (tmp_path / "first.log").read_text()
-    finally:
-        kill_session(first)
-    before = snapshot(folder)
-    assert before, "the fault came before any trial ended"
+    before = killed_before_a_trials_write(argv, folder, tmp_path / "first.log")
     newest = sorted(folder.tune.glob("experiment_state-*.json"))[-1]
     newest.write_bytes(b"")  # what a kill inside Ray's write leaves
 
@@ -283,13 +292,7 @@ def test_a_killed_search_whose_study_is_damaged_resumes_on_a_rebuilt_one(tmp_pat
     trained or told twice."""
     folder = SearchFolder(tmp_path / "study")
     argv = command(tmp_path, "study")
-    first = launch(argv, tmp_path / "first.log", env={FAULT_ENV: "before_trials_write"})
-    try:
-        assert first.wait(timeout=900) == -signal.SIGKILL, (tmp_path / "first.log").read_text()
-    finally:
-        kill_session(first)
-    before = snapshot(folder)
-    assert before, "the fault came before any trial ended"
+    before = killed_before_a_trials_write(argv, folder, tmp_path / "first.log")
     journal = folder.optuna_journal
     if damage == "garbled":
         data = bytearray(journal.read_bytes())
