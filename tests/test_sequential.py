@@ -13,6 +13,7 @@ from harness.results import sequential
 from harness.results.sequential import (
     BETTER,
     BOUNDED,
+    CATCH_UP,
     OPEN,
     TOO_FEW,
     Design,
@@ -133,6 +134,7 @@ def test_the_best_is_re_picked_and_catches_up_before_it_is_compared():
     scores = {"rank 1": [1.0, 1.1, 0.9, 0.5, 0.4], "rank 2": [0.9, 0.8, 0.85], DEFAULT: [0.7] * 5}
     step = advance(scores, DEFAULT, True, design)
     assert step.best == "rank 2" and step.wanted == {"rank 2": 5} and step.look is None
+    assert step.outcome == CATCH_UP and not step.finished
     scores["rank 2"] += [0.8, 0.9]
     step = advance(scores, DEFAULT, True, design)
     assert step.best == "rank 2" and step.look is not None

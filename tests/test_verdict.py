@@ -134,6 +134,21 @@ def test_an_unfinished_sequential_confirmation_says_so():
     assert verdict_line(summary).startswith("verdict so far (more seeds to run;")
 
 
+def test_a_new_best_catching_up_says_so_before_it_is_compared():
+    runs = pd.DataFrame(
+        rows("rank 1", "t1", [0.50, 0.90, 0.55, 0.95, 0.99])
+        + rows("rank 2", "t3", [0.40, 0.45, 0.42])
+        + rows(DEFAULT_LABEL, "t2", [0.60, 0.70, 0.85, 0.80, 0.75])
+    )
+    summary = summarise_confirmation(runs, PLAN, design=Design(schedule(10), 2, margin=0.05))
+    assert summary.progress.wanted == {"rank 2": 5} and summary.comparison is None
+    assert verdict_line(summary) == (
+        "verdict so far (more seeds to run; the same command continues): rank 2 now has the best "
+        "confirmed mean, over 3 seeds; it runs up to the paper default's 5 before the two are "
+        "compared"
+    )
+
+
 @pytest.fixture
 def old_folder(tmp_path) -> SearchFolder:
     """A search whose confirmation was written before rounds, budgets and designs: no

@@ -57,6 +57,7 @@ BETTER = "better"  # the best beats the default beyond seed noise
 BOUNDED = "bounded"  # the best is not better than the default by the margin or more
 OPEN = "open"  # neither, yet (or at the last look: the question stays open)
 TOO_FEW = "too few"  # fewer than 2 completed seeds on a side
+CATCH_UP = "catch up"  # a new best runs the default's seeds before the look compares them
 
 
 def schedule(max_seeds: int, first: int = FIRST_LOOK, looks: int = MAX_LOOKS) -> tuple[int, ...]:
@@ -242,7 +243,7 @@ class Progress:
     wanted: dict[str, int]  # candidate -> seeds it should have run after the next round
     best: str | None  # the confirmed best (None before the first round, or with no contender)
     look: Look | None  # the best against the default now (None: not comparable yet)
-    outcome: str  # BETTER, BOUNDED, OPEN, TOO_FEW, or "" where there is nothing to compare
+    outcome: str  # BETTER, BOUNDED, OPEN, TOO_FEW, CATCH_UP, or "": nothing to compare
     seeds: int  # seeds per side at the current look
     notes: list[str] = field(default_factory=list)
 
@@ -286,7 +287,7 @@ def advance(
         return Progress({}, best, None, "", len(next(iter(scores.values()))))
     seeds = len(scores[default])
     if len(scores[best]) < seeds:
-        return Progress({best: seeds}, best, None, "", seeds)
+        return Progress({best: seeds}, best, None, CATCH_UP, seeds)
     a, b = completed(scores[best]), completed(scores[default])
     now = look(a, b, higher_is_better, design) if len(a) >= 2 and len(b) >= 2 else None
     outcome = now.outcome if now else TOO_FEW

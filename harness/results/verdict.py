@@ -17,7 +17,7 @@ from harness.results.confirmation_summary import (
     ranking_swaps,
     swap_p_value,
 )
-from harness.results.sequential import BETTER, BOUNDED, POWER
+from harness.results.sequential import BETTER, BOUNDED, CATCH_UP, POWER
 from harness.results.stats import ALPHA
 from harness.scoring.registry import SCORES
 
@@ -42,6 +42,11 @@ def verdict_line(summary: ConfirmationSummary) -> str:
         if s.finished
         else "verdict so far (more seeds to run; the same command continues): "
     )
+    if look is None and s.progress.outcome == CATCH_UP:
+        return lead + (
+            f"{best.label} now has the best confirmed mean, over {best.runs} seeds; it runs up to "
+            f"the paper default's {s.progress.seeds} before the two are compared"
+        )
     if look is None:
         return (
             lead
