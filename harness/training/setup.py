@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch._functorch.config
 from torch import Tensor, nn
 
 from harness.training.config import ConfigError, TrainerConfig
@@ -49,6 +50,18 @@ def pick_device(name: str) -> torch.device:
             )
         torch.backends.cudnn.benchmark = True
     return device
+
+
+def compiled(net: nn.Module) -> nn.Module:
+    """``torch.compile(net)`` for the training passes, with AOTAutograd's donated buffers off.
+
+    A donated buffer lets the compiled backward free saved activations as it runs, which forbids
+    ``retain_graph=True``; the diagnostics measure the gradient G receives through D with the graph
+    kept for G's update (``gradients.gradient_norm_on``), so a compiled D must keep its buffers.
+    The switch is process-wide: a trainer runs one per process (a trial, a command).
+    """
+    torch._functorch.config.donated_buffer = False
+    return torch.compile(net)
 
 
 def set_threads(threads: int) -> None:

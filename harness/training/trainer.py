@@ -39,6 +39,7 @@ from harness.training.setup import (
     autocast,
     autocast_dtype,
     build_networks,
+    compiled,
     generator_objective,
     loss_scalers,
     make_optimizer,
@@ -91,7 +92,7 @@ class Trainer:
         # checkpoints and R1's double backward (which compiled graphs lack) use G and D as built
         self.G_train, self.D_train = self.G, self.D
         if cfg.compile:
-            self.G_train, self.D_train = torch.compile(self.G), torch.compile(self.D)
+            self.G_train, self.D_train = compiled(self.G), compiled(self.D)
         self.compile_clock = CompileClock(cfg.compile)
         # D as it was before this iteration's updates, for the non-re-evaluating G loss
         self.D_before = None if cfg.reevaluate_d else copy.deepcopy(self.D).requires_grad_(False)
