@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
+from scipy import stats
 
 from harness.diagnostics.telemetry import write_table_atomic
 from harness.results.confirmation import DEFAULT_LABEL, search_confirmation_finished
@@ -147,6 +148,42 @@ def test_a_new_best_catching_up_says_so_before_it_is_compared():
         "confirmed mean, over 3 seeds; it runs up to the paper default's 5 before the two are "
         "compared"
     )
+
+
+def test_an_enhancers_winner_is_checked_against_doing_nothing():
+    noisy = {"stoi_noisy": [0.90] * 5, "pesq_noisy": [1.15] * 5}
+    runs = pd.DataFrame(
+        rows(
+            "rank 1",
+            "t1",
+            [0.2, 0.3, 0.25, 0.22, 0.28],
+            stoi=[0.88, 0.87, 0.89, 0.88, 0.87],
+            pesq=[1.16, 1.10, 1.22, 1.18, 1.14],
+            **noisy,
+        )
+        + rows(
+            DEFAULT_LABEL,
+            "t2",
+            [1.4, 1.5, 1.45, 1.42, 1.48],
+            stoi=[0.91] * 5,
+            pesq=[1.2] * 5,
+            **noisy,
+        )
+    )
+    summary = summarise_confirmation(runs, PLAN)
+    checks = {c.metric: c for c in summary.against_input}
+    assert set(checks) == {"stoi", "pesq"}  # the scores the rows hold for the input too
+    gains = [v - 0.90 for v in (0.88, 0.87, 0.89, 0.88, 0.87)]
+    assert checks["stoi"].stats.gain == pytest.approx(-0.022)
+    assert checks["stoi"].p_value == pytest.approx(stats.ttest_1samp(gains, 0.0).pvalue)
+    assert checks["stoi"].loss and not checks["pesq"].loss  # STOI below the input beyond noise
+    line = next(x for x in summary_lines(summary) if x.startswith("against the noisy input"))
+    assert line.endswith("a significant loss on stoi")
+    data = summary_dict(summary)["against_input"]
+    assert {d["metric"]: d["significant_loss"] for d in data} == {"stoi": True, "pesq": False}
+    plain = summarise_confirmation(runs.drop(columns=list(noisy)), PLAN)
+    assert plain.against_input == []  # not an enhancer: no line
+    assert not any(x.startswith("against the noisy") for x in summary_lines(plain))
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from harness.results.sequential import (
     guard_checks,
     welch,
 )
-from harness.results.stats import ALPHA, SeedSummary, summarise
+from harness.results.stats import SeedSummary, summarise
 from harness.scoring.registry import MARGINS, SCORES
 from harness.status import Status
 
@@ -66,6 +66,9 @@ class ConfirmationSummary:
     best: Confirmed | None  # the winner: the confirmed best other than the default
     default: Confirmed | None
     guards: list[GuardCheck] = field(default_factory=list)
+    against_input: list[GuardCheck] = field(
+        default_factory=list
+    )  # enhancers: the winner vs doing nothing
 
     @property
     def comparison(self) -> Look | None:
@@ -112,8 +115,9 @@ def summarise_confirmation(
     best = by_label.get(progress.best) if progress.best else None
     base = by_label.get(default) if default else None
     guards = _guards(runs, plan, best, base) if best and base else []
+    against_input = _against_input(runs, best) if best else []
     return ConfirmationSummary(
-        objective, setting, own, ordered, design, progress, best, base, guards
+        objective, setting, own, ordered, design, progress, best, base, guards, against_input
     )
 
 
@@ -172,19 +176,35 @@ def _search_facts(
     return facts
 
 
+def _values(runs: pd.DataFrame, label: str, columns: list[str]) -> dict[str, list[float]]:
+    """``label``'s completed seeds (one row each): the finite values of each column."""
+    done = runs[(runs["status"] == Status.COMPLETED) & (runs["candidate"] == label)]
+    rows = done.drop_duplicates("seed")
+    return {c: [float(v) for v in rows[c] if pd.notna(v) and math.isfinite(v)] for c in columns}
+
+
 def _guards(
     runs: pd.DataFrame, plan: SearchPlan, best: Confirmed, default: Confirmed
 ) -> list[GuardCheck]:
     """The winner against the default on the recipe's guard metrics."""
     metrics = [m for m in guard_metrics(plan) if m in runs.columns]
-    done = runs[runs["status"] == Status.COMPLETED]
-
-    def values(label: str) -> dict[str, list[float]]:
-        rows = done[done["candidate"] == label].drop_duplicates("seed")
-        return {m: [float(v) for v in rows[m] if pd.notna(v) and math.isfinite(v)] for m in metrics}
-
     directions = {m: SCORES[m].higher_is_better for m in metrics}
-    return guard_checks(values(best.label), values(default.label), directions, ALPHA)
+    return guard_checks(
+        _values(runs, best.label, metrics), _values(runs, default.label, metrics), directions
+    )
+
+
+def _against_input(runs: pd.DataFrame, best: Confirmed) -> list[GuardCheck]:
+    """An enhancer's winner against its unprocessed input (doing nothing) on every score the
+    rows also hold for the input (``<m>_noisy``): the input scores the same for every seed, so
+    each test is a one-sample t-test of the winner's seeds, Bonferroni over those scores."""
+    metrics = [m for m in SCORES if m in runs.columns and f"{m}_noisy" in runs.columns]
+    if not metrics:
+        return []
+    noisy = _values(runs, best.label, [f"{m}_noisy" for m in metrics])
+    directions = {m: SCORES[m].higher_is_better for m in metrics}
+    inputs = {m: noisy[f"{m}_noisy"] for m in metrics}
+    return guard_checks(_values(runs, best.label, metrics), inputs, directions)
 
 
 def ranking_swaps(summary: ConfirmationSummary) -> tuple[list[tuple[Confirmed, Confirmed]], int]:

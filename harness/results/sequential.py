@@ -299,7 +299,8 @@ def advance(
 
 @dataclass(frozen=True)
 class GuardCheck:
-    """The winner against the default on one metric that must not get worse."""
+    """The winner against a baseline (the paper default, or an enhancer's unprocessed input) on
+    one metric that must not get worse."""
 
     metric: str
     stats: Welch  # gain > 0: the winner is better on it
@@ -319,7 +320,8 @@ def guard_checks(
     alpha: float = ALPHA,
 ) -> list[GuardCheck]:
     """Two-sided Welch tests of the winner against the default on each guard metric with 2+
-    completed seeds on both sides, Bonferroni-corrected over those metrics."""
+    completed seeds on both sides, Bonferroni-corrected over those metrics.  A baseline that
+    scores the same on every seed (an unprocessed input) makes each a one-sample t-test."""
     usable = [m for m in directions if len(best.get(m, ())) >= 2 and len(default.get(m, ())) >= 2]
     checks = []
     for metric in usable:

@@ -17,7 +17,7 @@ from harness.results.confirmation_summary import (
     ranking_swaps,
     swap_p_value,
 )
-from harness.results.sequential import BETTER, BOUNDED, CATCH_UP, POWER
+from harness.results.sequential import BETTER, BOUNDED, CATCH_UP, POWER, GuardCheck
 from harness.results.stats import ALPHA
 from harness.scoring.registry import SCORES
 
@@ -94,12 +94,11 @@ def verdict_line(summary: ConfirmationSummary) -> str:
     return lead + said + who + cost
 
 
-def guard_line(summary: ConfirmationSummary) -> str | None:
-    """The winner against the default on each guard metric (None: nothing to compare)."""
-    if not summary.guards:
+def _checks_line(what: str, test: str, checks: list[GuardCheck]) -> str | None:
+    """``what``: each check's gain and p-value, then where the winner is significantly worse."""
+    if not checks:
         return None
-    checks = summary.guards
-    parts = ", ".join(
+    gains = ", ".join(
         f"{g.metric} {_signed(g.stats.gain)} (p = {_p(g.p_value)}"
         + (f" < {_p(g.level)}, a significant loss)" if g.loss else ")")
         for g in checks
@@ -107,10 +106,19 @@ def guard_line(summary: ConfirmationSummary) -> str | None:
     losses = [g.metric for g in checks if g.loss]
     ending = f"a significant loss on {', '.join(losses)}" if losses else "no significant loss"
     plural = "s" if len(checks) > 1 else ""
-    return (
-        f"guards, gains of the winner over the paper default (two-sided Welch, alpha {ALPHA} "
-        f"over {len(checks)} metric{plural}): {parts}: {ending}"
-    )
+    return f"{what} ({test}, alpha {ALPHA} over {len(checks)} metric{plural}): {gains}: {ending}"
+
+
+def guard_line(summary: ConfirmationSummary) -> str | None:
+    """The winner against the default on each guard metric (None: nothing to compare)."""
+    what = "guards, gains of the winner over the paper default"
+    return _checks_line(what, "two-sided Welch", summary.guards)
+
+
+def input_line(summary: ConfirmationSummary) -> str | None:
+    """An enhancer's winner against its unprocessed input (None: not an enhancer)."""
+    what = "against the noisy input (doing nothing), gains of the winner"
+    return _checks_line(what, "two-sided one-sample t", summary.against_input)
 
 
 def procedure_line(summary: ConfirmationSummary) -> str:
@@ -210,7 +218,7 @@ def summary_lines(summary: ConfirmationSummary) -> list[str]:
     )
     if not summary.setting.search:
         head += f"; the search trained {summary.search_batches} batches"
-    optional = [guard_line(summary), ranking_line(summary)]
+    optional = [guard_line(summary), input_line(summary), ranking_line(summary)]
     return [
         head,
         *candidate_lines(summary),
@@ -263,16 +271,8 @@ def summary_dict(summary: ConfirmationSummary) -> dict[str, Any]:
         "gain": look.stats.gain if look else None,
         "gain_bounds": [look.lower, look.upper] if look else None,
         "detectable": look.detectable if look else None,
-        "guards": [
-            {
-                "metric": g.metric,
-                "gain": g.stats.gain,
-                "p_value": g.p_value,
-                "level": g.level,
-                "significant_loss": g.loss,
-            }
-            for g in summary.guards
-        ],
+        "guards": _checks_data(summary.guards),
+        "against_input": _checks_data(summary.against_input),
         "ranking": {
             "pairs": pairs,
             "held": not swaps,
@@ -280,3 +280,16 @@ def summary_dict(summary: ConfirmationSummary) -> dict[str, Any]:
         },
         "verdict": verdict_line(summary),
     }
+
+
+def _checks_data(checks: list[GuardCheck]) -> list[dict[str, Any]]:
+    return [
+        {
+            "metric": g.metric,
+            "gain": g.stats.gain,
+            "p_value": g.p_value,
+            "level": g.level,
+            "significant_loss": g.loss,
+        }
+        for g in checks
+    ]
