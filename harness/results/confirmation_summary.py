@@ -66,9 +66,8 @@ class ConfirmationSummary:
     best: Confirmed | None  # the winner: the confirmed best other than the default
     default: Confirmed | None
     guards: list[GuardCheck] = field(default_factory=list)
-    against_input: list[GuardCheck] = field(
-        default_factory=list
-    )  # enhancers: the winner vs doing nothing
+    # an enhancer's winner against its unprocessed input (doing nothing)
+    against_input: list[GuardCheck] = field(default_factory=list)
 
     @property
     def comparison(self) -> Look | None:
@@ -201,10 +200,10 @@ def _against_input(runs: pd.DataFrame, best: Confirmed) -> list[GuardCheck]:
     metrics = [m for m in SCORES if m in runs.columns and f"{m}_noisy" in runs.columns]
     if not metrics:
         return []
-    noisy = _values(runs, best.label, [f"{m}_noisy" for m in metrics])
+    values = _values(runs, best.label, metrics + [f"{m}_noisy" for m in metrics])
+    inputs = {m: values[f"{m}_noisy"] for m in metrics}
     directions = {m: SCORES[m].higher_is_better for m in metrics}
-    inputs = {m: noisy[f"{m}_noisy"] for m in metrics}
-    return guard_checks(_values(runs, best.label, metrics), inputs, directions)
+    return guard_checks(values, inputs, directions)
 
 
 def ranking_swaps(summary: ConfirmationSummary) -> tuple[list[tuple[Confirmed, Confirmed]], int]:

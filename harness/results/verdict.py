@@ -42,7 +42,7 @@ def verdict_line(summary: ConfirmationSummary) -> str:
         if s.finished
         else "verdict so far (more seeds to run; the same command continues): "
     )
-    if look is None and s.progress.outcome == CATCH_UP:
+    if s.progress.outcome == CATCH_UP:
         return lead + (
             f"{best.label} now has the best confirmed mean, over {best.runs} seeds; it runs up to "
             f"the paper default's {s.progress.seeds} before the two are compared"
